@@ -1,0 +1,39 @@
+# Developer entry points. `make test` is what CI runs (.ci/run).
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# First of python3.11 / python3.12 / python3 that is at least 3.11.
+PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	&& { echo $$p; break; }; done)
+
+.PHONY: venv test lint demo down clean
+
+venv: $(STAMP)
+
+# Reinstall only when pyproject.toml changed since the last install.
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: need python >= 3.11 (python3.11, python3.12 or python3)" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+demo: venv
+	$(BIN)/memsaga dev up
+	$(BIN)/memsaga migrate
+
+down: venv
+	$(BIN)/memsaga dev down
+
+# Stops the local stack first: deleting .memsaga under running servers would orphan them.
+clean:
+	-test -x $(BIN)/memsaga && $(BIN)/memsaga dev down
+	rm -rf .memsaga .mypy_cache .ruff_cache .pytest_cache build dist

@@ -1,0 +1,206 @@
+"""Turning new events into the rows both stores keep, with the checks every append makes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eventstore.envelope import AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StreamState
+from eventstore.errors import EventIdConflict, InvalidEvent, PartialDuplicate, PayloadTooLarge
+from eventstore.registry import SchemaRegistry
+
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+
+
+def dump_json(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, UTF-8 kept as is."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """A validated event with its payload and metadata serialised once."""
+
+    event_id: uuid.UUID
+    event_type: str
+    event_version: int
+    correlation_id: str
+    causation_id: str
+    user_id: str | None
+    occurred_at: datetime
+    payload: dict[str, Any]
+    payload_json: str
+    metadata_json: str
+
+    def body(self) -> tuple[Any, ...]:
+        """What must match when the same event id is appended again (metadata may differ)."""
+        return (
+            self.event_type,
+            self.event_version,
+            self.correlation_id,
+            self.causation_id,
+            self.user_id,
+            self.occurred_at,
+            self.payload,
+        )
+
+
+BODY_FIELDS = (
+    "event_type",
+    "event_version",
+    "correlation_id",
+    "causation_id",
+    "user_id",
+    "occurred_at",
+    "payload",
+)
+
+
+def prepare_batch(
+    stream_id: str,
+    events: list[NewEvent],
+    registry: SchemaRegistry,
+    max_payload_bytes: int,
+    trace_context: dict[str, str] | None = None,
+) -> list[PreparedEvent]:
+    """Validate a batch before it touches storage; ``trace_context`` is merged into each metadata.
+
+    :raises InvalidEvent: empty stream id or batch, or one event id twice in the batch.
+    :raises UnknownEventType, InvalidPayload, PayloadTooLarge: from the payload checks.
+    """
+    if not stream_id:
+        raise InvalidEvent("stream_id must not be empty")
+    if not events:
+        raise InvalidEvent("an append needs at least one event")
+    ids = [e.event_id for e in events]
+    if len(set(ids)) != len(ids):
+        raise InvalidEvent("the same event id appears twice in one append")
+    prepared = []
+    for event in events:
+        payload = registry.validate(event)
+        payload_json = dump_json(payload)
+        size = len(payload_json.encode())
+        if size > max_payload_bytes:
+            raise PayloadTooLarge(event.event_type, size, max_payload_bytes)
+        prepared.append(
+            PreparedEvent(
+                event_id=event.event_id,
+                event_type=event.event_type,
+                event_version=event.event_version,
+                correlation_id=event.correlation_id,
+                causation_id=event.causation_id,
+                user_id=event.user_id,
+                occurred_at=event.occurred_at,
+                # Round-trip so that comparisons see what a reader would see.
+                payload=json.loads(payload_json),
+                payload_json=payload_json,
+                metadata_json=dump_json({**event.metadata, **(trace_context or {})}),
+            )
+        )
+    return prepared
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event exactly as stored (payload at its stored schema version)."""
+
+    event_id: uuid.UUID
+    stream_id: str
+    version: int
+    position: int
+    event_type: str
+    event_version: int
+    correlation_id: str
+    causation_id: str
+    user_id: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+
+    def body(self) -> tuple[Any, ...]:
+        """Same fields, same order as :meth:`PreparedEvent.body`."""
+        return (
+            self.event_type,
+            self.event_version,
+            self.correlation_id,
+            self.causation_id,
+            self.user_id,
+            self.occurred_at,
+            self.payload,
+        )
+
+
+def to_recorded(stored: StoredEvent, registry: SchemaRegistry) -> RecordedEvent:
+    """Upcast a stored event to the newest schema this code knows (unknown types stay raw)."""
+    version, payload = registry.upcast(stored.event_type, stored.event_version, stored.payload)
+    # model_construct: rows from storage are trusted, and replays read millions of them.
+    return RecordedEvent.model_construct(
+        event_id=stored.event_id,
+        stream_id=stored.stream_id,
+        version=stored.version,
+        position=stored.position,
+        event_type=stored.event_type,
+        event_version=version,
+        stored_version=stored.event_version,
+        correlation_id=stored.correlation_id,
+        causation_id=stored.causation_id,
+        user_id=stored.user_id,
+        occurred_at=stored.occurred_at,
+        recorded_at=stored.recorded_at,
+        payload=payload,
+        metadata=stored.metadata,
+    )
+
+
+def resolve_duplicate(stream_id: str, batch: list[PreparedEvent], stored: list[StoredEvent]) -> AppendResult:
+    """The original result of an append that is being re-sent, after checking it really is one.
+
+    :raises PartialDuplicate: only some of the batch is stored.
+    :raises EventIdConflict: an id is stored with another stream, position in it, or body.
+    """
+    by_id = {s.event_id: s for s in stored}
+    if len(by_id) != len(batch):
+        raise PartialDuplicate(len(by_id), len(batch))
+    originals = [by_id[e.event_id] for e in batch]
+    for event, original in zip(batch, originals, strict=True):
+        if original.stream_id != stream_id:
+            raise EventIdConflict(event.event_id, "stream_id")
+        for name, new, old in zip(BODY_FIELDS, event.body(), original.body(), strict=True):
+            if new != old:
+                raise EventIdConflict(event.event_id, name)
+    versions = [o.version for o in originals]
+    if versions != list(range(versions[0], versions[0] + len(versions))):
+        raise EventIdConflict(batch[0].event_id, "order within the batch")
+    return AppendResult(
+        stream_id=stream_id,
+        first_version=versions[0],
+        last_version=versions[-1],
+        positions=[o.position for o in originals],
+        duplicate=True,
+    )
+
+
+def expected_version_code(expected: ExpectedVersion) -> int:
+    """The integer the storage layer compares: -1 any, -2 stream exists, 0 no stream, else exact."""
+    if expected is StreamState.ANY:
+        return -1
+    if expected is StreamState.STREAM_EXISTS:
+        return -2
+    if expected is StreamState.NO_STREAM:
+        return 0
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise InvalidEvent(f"expected_version must be a version >= 0 or a StreamState, not {expected!r}")
+    return expected
+
+
+def version_matches(code: int, current: int) -> bool:
+    """Whether a stream at ``current`` satisfies an expected-version code."""
+    if code == -1:
+        return True
+    if code == -2:
+        return current > 0
+    return code == current

@@ -1,0 +1,138 @@
+"""The event envelope: what callers append (:class:`NewEvent`) and what they read back
+(:class:`RecordedEvent`), plus expected-version values and append results."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class EventPayload(BaseModel):
+    """Base of every registered payload model: names its event type and schema version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str]
+    event_version: ClassVar[int] = 1
+
+
+class StreamState(enum.Enum):
+    """Expected-version values other than an exact version."""
+
+    ANY = "any"
+    NO_STREAM = "no_stream"
+    STREAM_EXISTS = "stream_exists"
+
+
+ANY = StreamState.ANY
+NO_STREAM = StreamState.NO_STREAM
+STREAM_EXISTS = StreamState.STREAM_EXISTS
+
+ExpectedVersion = int | StreamState
+"""An exact version (0 means "no stream"), or one of :class:`StreamState`."""
+
+
+class Direction(enum.Enum):
+    """Reading direction of a stream."""
+
+    FORWARD = "forward"
+    BACKWARD = "backward"
+
+
+class NewEvent(BaseModel):
+    """An event to append. ``occurred_at`` comes from the producer so that replays are deterministic."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    event_type: str = Field(min_length=1)
+    event_version: int = Field(ge=1)
+    payload: dict[str, Any]
+    correlation_id: str = Field(min_length=1)
+    causation_id: str = Field(min_length=1)
+    user_id: str | None = None
+    occurred_at: datetime
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("occurred_at must be timezone-aware (use datetime.now(UTC) or workflow.now())")
+        return value
+
+    @classmethod
+    def of(
+        cls,
+        payload: EventPayload,
+        *,
+        correlation_id: str,
+        causation_id: str,
+        occurred_at: datetime,
+        user_id: str | None = None,
+        event_id: uuid.UUID | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> NewEvent:
+        """Build an event from a registered payload model (type and version come from its class)."""
+        return cls(
+            event_id=event_id or uuid.uuid4(),
+            event_type=payload.event_type,
+            event_version=payload.event_version,
+            payload=payload.model_dump(mode="json"),
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            user_id=user_id,
+            occurred_at=occurred_at,
+            metadata=metadata or {},
+        )
+
+
+class RecordedEvent(BaseModel):
+    """An event as stored: the envelope with its stream version and global position.
+
+    ``event_version`` is the schema version of ``payload`` as given here, after upcasting;
+    ``stored_version`` is the version it was written with (events are never rewritten).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: uuid.UUID
+    stream_id: str
+    version: int
+    position: int
+    event_type: str
+    event_version: int
+    stored_version: int
+    correlation_id: str
+    causation_id: str
+    user_id: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+
+    @property
+    def category(self) -> str:
+        """The stream's category: the part of the stream id before the first ``-``."""
+        return self.stream_id.split("-", 1)[0]
+
+
+class AppendResult(BaseModel):
+    """Where an append put its events. ``duplicate`` is True when it was an idempotent re-send."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stream_id: str
+    first_version: int
+    last_version: int
+    positions: list[int]
+    duplicate: bool = False
+
+    @property
+    def next_expected_version(self) -> int:
+        """The expected version to pass to the next append on this stream."""
+        return self.last_version

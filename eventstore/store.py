@@ -1,0 +1,57 @@
+"""The event-store port: what every implementation offers (PostgreSQL, in-memory)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from eventstore.envelope import ANY, AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent
+
+
+class EventStore(Protocol):
+    """Append-only event storage with optimistic concurrency per stream."""
+
+    async def append(
+        self, stream_id: str, events: list[NewEvent], *, expected_version: ExpectedVersion = ANY
+    ) -> AppendResult:
+        """Append events atomically; idempotent by event id.
+
+        :raises WrongExpectedVersion: the stream is not at ``expected_version``.
+        :raises EventIdConflict: an event id is stored with another body.
+        :raises UnknownEventType, InvalidPayload, PayloadTooLarge, InvalidEvent: bad input.
+        """
+        ...
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        direction: Direction = Direction.FORWARD,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of one stream from ``from_version`` (inclusive) in ``direction``."""
+        ...
+
+    def read_all(
+        self, *, after_position: int = 0, batch_size: int = 1000
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Every committed event after ``after_position`` in position order, in batches."""
+        ...
+
+    async def read_correlation(self, correlation_id: str) -> list[RecordedEvent]:
+        """Every event of one correlation id, in position order."""
+        ...
+
+    async def read_causation(self, event_id: uuid.UUID) -> list[RecordedEvent]:
+        """An event and all its descendants by causation id, in position order."""
+        ...
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        ...
+
+    async def head_position(self) -> int:
+        """The highest position stored (0 when empty)."""
+        ...

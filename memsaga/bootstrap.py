@@ -1,0 +1,39 @@
+"""Composition root: builds pools and stores from settings. No I/O happens at import time."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from eventstore import (
+    EVENTSTORE_MIGRATIONS,
+    MigrationSource,
+    PostgresBlobStore,
+    PostgresEventStore,
+    SchemaRegistry,
+)
+from memsaga.settings import Settings
+from sagas.memory_extraction.events import register_events
+
+MIGRATION_SOURCES: list[MigrationSource] = [EVENTSTORE_MIGRATIONS]
+"""Every schema memsaga applies with ``memsaga migrate``, in order."""
+
+
+def build_registry() -> SchemaRegistry:
+    """The schema registry with every event type memsaga knows."""
+    return register_events(SchemaRegistry())
+
+
+async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A connection pool to the event store's database."""
+    return await asyncpg.create_pool(
+        settings.require_database_url(),
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"application_name": "memsaga"},
+    )
+
+
+def build_stores(pool: asyncpg.Pool, settings: Settings) -> tuple[PostgresEventStore, PostgresBlobStore]:
+    """The event store and blob store over one pool."""
+    store = PostgresEventStore(pool, build_registry(), max_payload_bytes=settings.max_payload_bytes)
+    return store, PostgresBlobStore(pool)

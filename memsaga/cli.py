@@ -1,0 +1,22 @@
+"""The ``memsaga`` command line: one typer app composed of per-area sub-apps."""
+
+from __future__ import annotations
+
+import typer
+
+from memsaga.cli_dev import dev_app
+from memsaga.cli_store import register_store_commands
+
+app = typer.Typer(
+    name="memsaga",
+    help="Event-sourced long-term memory for AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dev_app, name="dev", help="Start, stop and inspect the local stack.")
+register_store_commands(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

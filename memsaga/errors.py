@@ -1,0 +1,18 @@
+"""Errors of the memsaga application layer (CLI, configuration, local stack)."""
+
+from __future__ import annotations
+
+
+class MemsagaError(Exception):
+    """Base class of memsaga's application errors."""
+
+
+class ServiceNotConfigured(MemsagaError):
+    """A service URL is neither in the environment nor in a running local stack."""
+
+    def __init__(self, service: str, variable: str) -> None:
+        self.service = service
+        self.variable = variable
+        super().__init__(
+            f"no {service} configured: set {variable}, or start the local stack with `memsaga dev up`"
+        )

@@ -1,0 +1,84 @@
+"""Typed configuration: environment variables with the ``MEMSAGA_`` prefix.
+
+A URL left unset falls back to the local stack started by ``memsaga dev up``
+(recorded in ``<state_dir>/stack.json``); with neither, asking for it raises
+:class:`ServiceNotConfigured` with the two ways to fix it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from memsaga.errors import ServiceNotConfigured
+from memsaga.stackstate import load_stack_state
+
+
+class Settings(BaseSettings):
+    """Everything a memsaga process needs to find its services and tune itself."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMSAGA_", extra="ignore")
+
+    database_url: str | None = Field(default=None, description="PostgreSQL DSN of the event store")
+    nats_url: str | None = Field(default=None, description="NATS server URL (JetStream enabled)")
+    temporal_address: str | None = Field(default=None, description="Temporal frontend host:port")
+    temporal_ui_url: str | None = Field(default=None, description="Temporal web UI base URL")
+    temporal_namespace: str = "default"
+    task_queue: str = "memsaga"
+    state_dir: Path = Path(".memsaga")
+    max_payload_bytes: int = Field(default=64 * 1024, gt=0, description="largest event payload accepted")
+
+    def _from_stack(self, service: str, key: str = "url") -> str | None:
+        state = load_stack_state(self.state_dir)
+        entry = state.services.get(service)
+        if entry is None:
+            return None
+        value = getattr(entry, key, None)
+        return value if isinstance(value, str) else None
+
+    def require_database_url(self) -> str:
+        """The event store's DSN. :raises ServiceNotConfigured: when none is known."""
+        return self.database_url or self._require("postgres", "MEMSAGA_DATABASE_URL")
+
+    def require_nats_url(self) -> str:
+        """The NATS URL. :raises ServiceNotConfigured: when none is known."""
+        return self.nats_url or self._require("nats", "MEMSAGA_NATS_URL")
+
+    def require_temporal_address(self) -> str:
+        """Temporal's host:port. :raises ServiceNotConfigured: when none is known."""
+        return self.temporal_address or self._require("temporal", "MEMSAGA_TEMPORAL_ADDRESS")
+
+    def temporal_ui(self) -> str:
+        """Base URL of the Temporal web UI (best guess when not configured)."""
+        return self.temporal_ui_url or self._from_stack("temporal", "ui_url") or "http://localhost:8233"
+
+    def _require(self, service: str, variable: str) -> str:
+        url = self._from_stack(service)
+        if url is None:
+            raise ServiceNotConfigured(service, variable)
+        return url
+
+    # Memory-extraction adapters (sagas/memory_extraction/extractors.py and embedders.py).
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL of the http extractor"
+    )
+    llm_api_key: str | None = Field(default=None, description="bearer token of the http extractor")
+    llm_model: str = "gpt-4o-mini"
+    embedding_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL of the http embedder"
+    )
+    embedding_api_key: str | None = Field(default=None, description="bearer token of the http embedder")
+    embedding_model: str = "text-embedding-3-small"
+    embedding_dimension: int = Field(default=256, gt=0, description="length of every embedding vector")
+    http_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="timeout of one extractor/embedder call"
+    )
+
+    # Memory-extraction saga (workflows/memory_extraction.py): defaults of `memsaga extract`.
+    review_timeout_seconds: float = Field(
+        default=86400.0, gt=0, description="how long a review waits, then rejects"
+    )
+    extractor: str = Field(default="rules", description="extractor of new sagas: rules | http")
+    embedder: str = Field(default="hashing", description="embedder of new sagas: hashing | http")

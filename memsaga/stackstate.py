@@ -1,0 +1,44 @@
+"""The local stack's state file (``<state_dir>/stack.json``): which services run where."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+STATE_FILE = "stack.json"
+
+
+class ServiceState(BaseModel):
+    """One service of the local stack."""
+
+    name: str
+    url: str
+    managed: bool  # True: started by `memsaga dev up` (and stopped by `down`); False: reused
+    pid: int | None = None
+    ui_url: str | None = None  # Temporal only
+    data_dir: str | None = None
+    log_file: str | None = None
+
+
+class StackState(BaseModel):
+    """All services of the local stack, by name (postgres, nats, temporal)."""
+
+    services: dict[str, ServiceState] = {}
+
+
+def load_stack_state(state_dir: Path) -> StackState:
+    """Read the state file; an absent file is an empty stack."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return StackState()
+    return StackState.model_validate(json.loads(path.read_text()))
+
+
+def save_stack_state(state_dir: Path, state: StackState) -> None:
+    """Write the state file atomically."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / (STATE_FILE + ".tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    tmp.replace(state_dir / STATE_FILE)

@@ -1,0 +1,1 @@
+"""The memory-extraction saga's domain: its events, streams and pure decisions."""

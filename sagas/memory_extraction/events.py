@@ -1,0 +1,215 @@
+"""Events of memory extraction: the contract between the saga (writer) and the projections.
+
+Streams: ``episode-<episode_id>`` holds one saga's facts; ``memory-<memory_id>`` holds one
+memory's life. Every payload is versioned from day one (``event_version``); a change that
+is not purely additive-with-default gets a new version and an upcaster in
+:func:`register_events`. Compensating events name the event they undo.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eventstore import EventPayload, SchemaRegistry
+
+MemoryKind = Literal[
+    "preference", "identity", "relation", "plan", "date", "fact", "health", "finance", "identifier"
+]
+
+
+def episode_stream(episode_id: str) -> str:
+    """Stream id of one extraction saga's episode."""
+    return f"episode-{episode_id}"
+
+
+def memory_stream(memory_id: str) -> str:
+    """Stream id of one memory."""
+    return f"memory-{memory_id}"
+
+
+class Candidate(BaseModel):
+    """A memory the extractor proposes; ``content_hash`` is SHA-256 of the normalised text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidate_id: str
+    text: str
+    kind: MemoryKind
+    content_hash: str
+    sensitive: bool = False
+    sensitivity_reason: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class EmbeddingRef(BaseModel):
+    """A candidate's vector, stored in the blob store (little-endian float32) under its hash."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidate_id: str
+    vector_sha256: str
+    dimension: int
+
+
+class ExtractionRequested(EventPayload):
+    """A client asked for memories to be extracted from an episode."""
+
+    event_type = "ExtractionRequested"
+    workflow_id: str
+    episode_id: str
+    source: str
+    review_requested: bool = False
+    extractor: str
+    embedder: str
+
+
+class EpisodeRecorded(EventPayload):
+    """The episode's text: inline when short, otherwise only by hash (blob store)."""
+
+    event_type = "EpisodeRecorded"
+    episode_id: str
+    source: str
+    text: str | None
+    text_sha256: str
+    text_bytes: int
+
+
+class CandidatesExtracted(EventPayload):
+    """What the extractor found."""
+
+    event_type = "CandidatesExtracted"
+    extractor: str
+    candidates: list[Candidate]
+
+
+class CandidatesEmbedded(EventPayload):
+    """Vectors of the candidates, by blob hash."""
+
+    event_type = "CandidatesEmbedded"
+    embedder: str
+    embeddings: list[EmbeddingRef]
+
+
+class DuplicateSkipped(BaseModel):
+    """A candidate the user already has a memory for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidate_id: str
+    existing_memory_id: str
+
+
+class CandidatesDeduplicated(EventPayload):
+    """Which candidates are new, and which repeat an existing memory of the user."""
+
+    event_type = "CandidatesDeduplicated"
+    kept: list[str]
+    skipped: list[DuplicateSkipped]
+
+
+class ReviewRequested(EventPayload):
+    """The saga waits for a human: sensitive candidates, or the request asked for it."""
+
+    event_type = "ReviewRequested"
+    candidate_ids: list[str]
+    reasons: list[str]
+    timeout_seconds: float
+
+
+class ReviewApproved(EventPayload):
+    """A reviewer approved the candidates."""
+
+    event_type = "ReviewApproved"
+    reviewer: str | None = None
+    note: str | None = None
+
+
+class ReviewRejected(EventPayload):
+    """A reviewer rejected the candidates, or the review timed out (``timed_out``)."""
+
+    event_type = "ReviewRejected"
+    reviewer: str | None = None
+    reason: str
+    timed_out: bool = False
+
+
+class MemoryCreated(EventPayload):
+    """A long-term memory (in its own stream)."""
+
+    event_type = "MemoryCreated"
+    memory_id: str
+    user_id: str
+    episode_id: str
+    text: str
+    kind: MemoryKind
+    content_hash: str
+    vector_sha256: str | None
+    dimension: int | None
+    source: str
+    sensitive: bool = False
+
+
+class MemoryRetracted(EventPayload):
+    """Compensation: a memory no longer holds. Names the ``MemoryCreated`` it undoes."""
+
+    event_type = "MemoryRetracted"
+    memory_id: str
+    user_id: str
+    retracts_event_id: str
+    reason: str
+
+
+class ExtractionCompleted(EventPayload):
+    """The saga finished: counts and the memories it created."""
+
+    event_type = "ExtractionCompleted"
+    candidates: int
+    duplicates: int
+    memories_created: int
+    memory_ids: list[str]
+
+
+class ExtractionCompensated(EventPayload):
+    """The saga was undone: why, at which step, and what its compensations undid."""
+
+    event_type = "ExtractionCompensated"
+    reason: str
+    failed_step: str | None
+    retracted_memory_ids: list[str]
+    compensates_event_ids: list[str]
+
+
+class CompensationFailed(EventPayload):
+    """A compensation could not be applied even after its retries: a human must look."""
+
+    event_type = "CompensationFailed"
+    step: str
+    error: str
+
+
+ALL_EVENTS: tuple[type[EventPayload], ...] = (
+    ExtractionRequested,
+    EpisodeRecorded,
+    CandidatesExtracted,
+    CandidatesEmbedded,
+    CandidatesDeduplicated,
+    ReviewRequested,
+    ReviewApproved,
+    ReviewRejected,
+    MemoryCreated,
+    MemoryRetracted,
+    ExtractionCompleted,
+    ExtractionCompensated,
+    CompensationFailed,
+)
+
+COMPENSATING_EVENTS = frozenset({"MemoryRetracted", "ExtractionCompensated", "CompensationFailed"})
+
+
+def register_events(registry: SchemaRegistry) -> SchemaRegistry:
+    """Register every memory-extraction event (and, later, its upcasters)."""
+    for model in ALL_EVENTS:
+        registry.register(model)
+    return registry

@@ -1,0 +1,89 @@
+"""Session-wide service fixtures: lazy, env-first, never on fixed ports.
+
+Each service comes from an environment variable when one is set
+(``MEMSAGA_TEST_*`` first, then ``MEMSAGA_*``); otherwise the first test that asks
+for it starts a private one from the pip-installed binaries (``memsaga.devstack``)
+in a temporary directory, stopped at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from memsaga.devstack import (
+    ensure_search_attributes,
+    start_nats,
+    start_postgres,
+    start_temporal,
+    stop_service,
+    with_database,
+)
+from memsaga.devstack.databases import DatabaseFactory
+from memsaga.devstack.temporal import connect
+
+
+def _env(*names: str) -> str | None:
+    return next((os.environ[name] for name in names if os.environ.get(name)), None)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """URL of an admin database (``postgres``) on a server the tests may create databases on."""
+    url = _env("MEMSAGA_TEST_DATABASE_URL", "MEMSAGA_DATABASE_URL")
+    if url:
+        yield url
+        return
+    service = await start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield with_database(service.url, "postgres")
+    finally:
+        stop_service(service)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def nats_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """URL of a NATS server with JetStream."""
+    url = _env("MEMSAGA_TEST_NATS_URL", "MEMSAGA_NATS_URL")
+    if url:
+        yield url
+        return
+    service = await start_nats(tmp_path_factory.mktemp("nats"))
+    try:
+        yield service.url
+    finally:
+        stop_service(service)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """``host:port`` of a Temporal server with the CorrelationId/UserId search attributes."""
+    address = _env("MEMSAGA_TEST_TEMPORAL_ADDRESS", "MEMSAGA_TEMPORAL_ADDRESS")
+    if address:
+        # Upserting an unregistered attribute makes a workflow task retry forever: register them.
+        await ensure_search_attributes(await connect(address))
+        yield address
+        return
+    service = await start_temporal(tmp_path_factory.mktemp("temporal"))
+    try:
+        yield service.url
+    finally:
+        stop_service(service)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def fresh_database(postgres_url: str) -> AsyncIterator[DatabaseFactory]:
+    """Factory of new empty databases, usable from fixtures of any scope.
+
+    ``url = await fresh_database()`` creates ``memsaga_test_<12 hex>`` on the
+    ``postgres_url`` server; ``await fresh_database.drop(url)`` drops it early,
+    and whatever is left is dropped (``WITH (FORCE)``) at the end of the session.
+    """
+    factory = DatabaseFactory(postgres_url)
+    try:
+        yield factory
+    finally:
+        await factory.drop_all()

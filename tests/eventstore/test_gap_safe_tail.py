@@ -1,0 +1,185 @@
+"""The global order under concurrent, slow and rolled-back appenders (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+import asyncpg
+
+from eventstore import EventIdConflict, PostgresEventStore
+from tests.eventstore.conftest import noted, stream
+from tests.eventstore.schemas import make_registry
+
+
+class _Rollback(Exception):
+    pass
+
+
+async def test_naive_reader_skips_an_in_flight_position_and_the_tail_does_not(pg_pool: asyncpg.Pool) -> None:
+    store = PostgresEventStore(pg_pool, make_registry())
+    start = await store.head_position()
+    tail = store.tail(after_position=start)
+    slow_event, fast_event = noted("slow"), noted("fast")
+    async with pg_pool.acquire() as slow:
+        tx = slow.transaction()
+        await tx.start()
+        await store.append(stream(), [slow_event], conn=slow)  # takes the lower position, not committed
+        await store.append(stream(), [fast_event])  # higher position, committed at once
+
+        naive = await pg_pool.fetch(
+            "SELECT position, event_id FROM memsaga.events WHERE position > $1 ORDER BY position", start
+        )
+        assert [r["event_id"] for r in naive] == [fast_event.event_id]
+        naive_checkpoint = naive[-1]["position"]
+        assert await tail.poll() == []  # the tail waits for the lower position instead
+        await tx.commit()
+
+    late = await pg_pool.fetch("SELECT event_id FROM memsaga.events WHERE position > $1", naive_checkpoint)
+    assert slow_event.event_id not in {r["event_id"] for r in late}  # the naive reader lost it for good
+    seen = await tail.poll()
+    assert [e.event_id for e in seen] == [slow_event.event_id, fast_event.event_id]
+
+
+async def test_tail_passes_a_rolled_back_gap_once_it_is_final(pg_pool: asyncpg.Pool) -> None:
+    store = PostgresEventStore(pg_pool, make_registry())
+    tail = store.tail(after_position=await store.head_position())
+    kept = noted("kept")
+    async with pg_pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await store.append(stream(), [noted("doomed")], conn=conn)
+        await store.append(stream(), [kept])
+        assert await tail.poll() == []
+        assert tail.waiting_on_gap
+        await tx.rollback()
+    assert [e.event_id for e in await tail.poll()] == [kept.event_id]
+
+
+async def test_concurrent_slow_and_rolled_back_appends_are_seen_exactly_once_in_order(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    store = PostgresEventStore(pg_pool, make_registry())
+    tail = store.tail(after_position=await store.head_position())
+    rng = random.Random(20261123)
+    committed: set[uuid.UUID] = set()
+    rolled_back: set[uuid.UUID] = set()
+    writers_done = asyncio.Event()
+
+    async def writer(worker: int) -> None:
+        for i in range(25):
+            batch = [noted(f"{worker}-{i}-{k}") for k in range(rng.randint(1, 3))]
+            delay, doomed = rng.random() * 0.02, rng.random() < 0.2
+            async with pg_pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        await store.append(stream(), batch, conn=conn)
+                        await asyncio.sleep(delay)  # hold positions in flight while others commit
+                        if doomed:
+                            raise _Rollback
+                except _Rollback:
+                    rolled_back.update(e.event_id for e in batch)
+                    continue
+            committed.update(e.event_id for e in batch)
+
+    async def reader() -> list[tuple[int, uuid.UUID]]:
+        seen: list[tuple[int, uuid.UUID]] = []
+        while True:
+            finished = writers_done.is_set()
+            batch = await tail.poll(limit=50)
+            seen.extend((e.position, e.event_id) for e in batch)
+            if finished and not batch:
+                return seen
+            if not batch:
+                await asyncio.sleep(0.002)
+
+    reading = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(w) for w in range(8)))
+    writers_done.set()
+    seen = await asyncio.wait_for(reading, timeout=60)
+
+    ids = [event_id for _, event_id in seen]
+    positions = [position for position, _ in seen]
+    assert rolled_back, "the scenario must include rollbacks"
+    assert len(ids) == len(set(ids)), "an event was delivered twice"
+    assert set(ids) == committed, "the tail missed committed events or saw rolled-back ones"
+    assert positions == sorted(positions), "events were delivered out of position order"
+    assert not tail.waiting_on_gap
+
+
+async def test_append_joins_the_callers_transaction(pg_pool: asyncpg.Pool) -> None:
+    store = PostgresEventStore(pg_pool, make_registry())
+    sid = stream()
+    await store.append(sid, [noted("first")])
+    async with pg_pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                await store.append(sid, [noted("inside")], conn=conn)
+                await conn.execute("CREATE TEMP TABLE other_write (x int)")
+                raise _Rollback
+        except _Rollback:
+            pass
+    assert [e.payload["text"] for e in await store.read_stream(sid)] == ["first"]
+
+
+async def test_appenders_to_one_stream_queue_inside_transactions(pg_pool: asyncpg.Pool) -> None:
+    store = PostgresEventStore(pg_pool, make_registry())
+    sid = stream()
+    async with pg_pool.acquire() as first, pg_pool.acquire() as second:
+        tx1, tx2 = first.transaction(), second.transaction()
+        await tx1.start()
+        await tx2.start()
+        await store.append(sid, [noted("winner")], conn=first)
+        queued = asyncio.create_task(store.append(sid, [noted("queued")], conn=second))
+        await asyncio.sleep(0.1)
+        assert not queued.done()  # waits on the stream lock held by the first transaction
+        await tx1.commit()
+        assert (await queued).last_version == 2
+        await tx2.commit()
+    assert [e.payload["text"] for e in await store.read_stream(sid)] == ["winner", "queued"]
+
+
+async def test_a_lost_race_inside_a_transaction_leaves_it_usable(pg_pool: asyncpg.Pool) -> None:
+    """One event id sent to two streams at once: the stream locks differ, the unique index decides."""
+    store = PostgresEventStore(pg_pool, make_registry())
+    event = noted("contested")
+    async with pg_pool.acquire() as first, pg_pool.acquire() as second:
+        tx1, tx2 = first.transaction(), second.transaction()
+        await tx1.start()
+        await tx2.start()
+        await store.append(stream(), [event], conn=first)
+        racing = asyncio.create_task(store.append(stream(), [event], conn=second))
+        await asyncio.sleep(0.1)  # the second insert now waits on the first's unique-index entry
+        await tx1.commit()
+        try:
+            await racing
+        except EventIdConflict as exc:
+            assert exc.field == "stream_id"
+        else:
+            raise AssertionError("one event id landed in two streams")
+        assert await second.fetchval("SELECT 1") == 1  # the caller's transaction is still usable
+        await tx2.commit()
+
+
+async def test_events_cannot_be_updated_deleted_or_truncated(pg_pool: asyncpg.Pool) -> None:
+    store = PostgresEventStore(pg_pool, make_registry())
+    sid = stream()
+    await store.append(sid, [noted("fact")])
+    for sql in (
+        "UPDATE memsaga.events SET payload = '{}' WHERE stream_id = $1",
+        "DELETE FROM memsaga.events WHERE stream_id = $1",
+    ):
+        try:
+            await pg_pool.execute(sql, sid)
+        except asyncpg.RestrictViolationError as exc:
+            assert "append-only" in str(exc)
+        else:
+            raise AssertionError(f"{sql} was allowed")
+    try:
+        await pg_pool.execute("TRUNCATE memsaga.events")
+    except asyncpg.RestrictViolationError:
+        pass
+    else:
+        raise AssertionError("TRUNCATE was allowed")
+    assert [e.payload["text"] for e in await store.read_stream(sid)] == ["fact"]

@@ -1,0 +1,85 @@
+"""Schema migrations: versioned files, recorded, safe twice and from two processes at once."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from eventstore import (
+    EVENTSTORE_MIGRATIONS,
+    MigrationChecksumMismatch,
+    MigrationError,
+    MigrationSource,
+    migrate,
+)
+from eventstore.migrate import applied_migrations
+
+
+async def test_migrate_twice_applies_once(fresh_database: Callable[[], Any]) -> None:
+    dsn = await fresh_database()
+    conn = await asyncpg.connect(dsn)
+    try:
+        first = await migrate(conn, [EVENTSTORE_MIGRATIONS])
+        second = await migrate(conn, [EVENTSTORE_MIGRATIONS])
+        assert [m.name for m in first] == ["0001_event_store.sql"]
+        assert second == []
+        recorded = await applied_migrations(conn)
+        assert [(r["source"], r["version"]) for r in recorded] == [("eventstore", 1)]
+    finally:
+        await conn.close()
+
+
+async def test_two_processes_migrating_at_once_apply_each_file_once(
+    fresh_database: Callable[[], Any],
+) -> None:
+    dsn = await fresh_database()
+    conns = [await asyncpg.connect(dsn) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(migrate(c, [EVENTSTORE_MIGRATIONS]) for c in conns))
+        assert sorted(len(r) for r in results) == [0, 0, 0, 1]
+        assert await conns[0].fetchval("SELECT count(*) FROM memsaga.schema_migrations") == 1
+    finally:
+        for c in conns:
+            await c.close()
+
+
+@pytest.fixture
+def scratch_source(tmp_path: Path) -> tuple[MigrationSource, Path]:
+    package = tmp_path / "scratch_migrations_pkg"
+    (package / "migrations").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "migrations" / "0001_table.sql").write_text("CREATE TABLE memsaga.scratch (x int);")
+    sys.path.insert(0, str(tmp_path))
+    yield MigrationSource("scratch", "scratch_migrations_pkg"), package / "migrations"
+    sys.path.remove(str(tmp_path))
+    sys.modules.pop("scratch_migrations_pkg", None)
+
+
+async def test_an_edited_migration_is_refused(
+    fresh_database: Callable[[], Any], scratch_source: tuple[MigrationSource, Path]
+) -> None:
+    source, folder = scratch_source
+    conn = await asyncpg.connect(await fresh_database())
+    try:
+        await migrate(conn, [EVENTSTORE_MIGRATIONS, source])
+        (folder / "0001_table.sql").write_text("CREATE TABLE memsaga.scratch (x bigint);")
+        with pytest.raises(MigrationChecksumMismatch, match="add a new one"):
+            await migrate(conn, [EVENTSTORE_MIGRATIONS, source])
+        (folder / "0001_table.sql").write_text("CREATE TABLE memsaga.scratch (x int);")
+        (folder / "0002_more.sql").write_text("ALTER TABLE memsaga.scratch ADD COLUMN y int;")
+        assert [m.version for m in await migrate(conn, [EVENTSTORE_MIGRATIONS, source])] == [2]
+    finally:
+        await conn.close()
+
+
+def test_misnamed_migration_files_are_refused(scratch_source: tuple[MigrationSource, Path]) -> None:
+    source, folder = scratch_source
+    (folder / "2_Bad Name.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match=r"NNNN_lower_snake\.sql"):
+        source.migrations()
