@@ -6,6 +6,7 @@ import typer
 
 from memsaga.cli_dev import dev_app
 from memsaga.cli_store import register_store_commands
+from memsaga.cli_trace import register_trace_commands
 
 app = typer.Typer(
     name="memsaga",
@@ -15,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(dev_app, name="dev", help="Start, stop and inspect the local stack.")
 register_store_commands(app)
+register_trace_commands(app)
 
 
 def main() -> None:

@@ -1,0 +1,106 @@
+"""``memsaga trace``: the causation tree of a correlation id, or below one event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import asyncpg
+import typer
+from rich.console import Console
+
+from eventstore import RecordedEvent
+from memsaga.bootstrap import build_stores, create_pool
+from memsaga.cli_store import JsonFlag, fail
+from memsaga.errors import MemsagaError
+from memsaga.settings import Settings
+from memsaga.trace import TraceNode, build_tree, render_tree, trace_json
+
+_APPLIED = """SELECT a.event_id::text AS event_id, a.name
+    FROM memsaga.projection_applied a
+    JOIN memsaga.projections p ON p.name = a.name AND p.active_version = a.version
+    WHERE a.event_id = ANY($1::uuid[])"""
+
+
+@dataclass(frozen=True)
+class LoadedTrace:
+    """A trace as a JSON document and as trees (for the terminal)."""
+
+    document: dict[str, Any]
+    roots: list[TraceNode]
+
+
+async def applied_by(pool: asyncpg.Pool, events: list[RecordedEvent]) -> dict[str, list[str]]:
+    """Which projections (active read-model versions) have applied each event."""
+    if await pool.fetchval("SELECT to_regclass('memsaga.projection_applied') IS NULL"):
+        return {}  # projections not migrated: nothing has applied anything
+    applied: dict[str, list[str]] = {}
+    for row in await pool.fetch(_APPLIED, [e.event_id for e in events]):
+        applied.setdefault(row["event_id"], []).append(row["name"])
+    return applied
+
+
+async def load_trace(
+    settings: Settings, correlation_id: str | None, event_id: uuid.UUID | None
+) -> LoadedTrace:
+    """The ``memsaga.trace/v1`` document for a correlation id or an event's descendants.
+
+    :raises MemsagaError: nothing matches.
+    """
+    pool = await create_pool(settings, max_size=2)
+    try:
+        store, _ = build_stores(pool, settings)
+        if event_id is not None:
+            events = await store.read_causation(event_id)
+            if not events:
+                raise MemsagaError(f"no event {event_id} in the event store")
+            correlation_id = events[0].correlation_id
+        else:
+            assert correlation_id is not None
+            events = await store.read_correlation(correlation_id)
+            if not events:
+                raise MemsagaError(
+                    f"no events with correlation id {correlation_id!r}: check the id "
+                    "(`memsaga extract` prints it), or wait for the saga's first step"
+                )
+        roots = build_tree(events, await applied_by(pool, events))
+    finally:
+        await pool.close()
+    document = trace_json(
+        roots,
+        correlation_id=correlation_id,
+        ui_base=settings.temporal_ui(),
+        namespace=settings.temporal_namespace,
+    )
+    return LoadedTrace(document, roots)
+
+
+def trace_command(
+    correlation_id: Annotated[str | None, typer.Argument(help="Correlation id of a request.")] = None,
+    event: Annotated[str | None, typer.Option("--event", help="Show this event and what it caused.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a causation chain as a tree: each event under the event that caused it."""
+    if (correlation_id is None) == (event is None):
+        raise fail("give a CORRELATION_ID or --event EVENT_ID (exactly one)")
+    try:
+        event_id = uuid.UUID(event) if event is not None else None
+    except ValueError:
+        raise fail(f"--event takes an event id (a UUID), not {event!r}") from None
+    try:
+        loaded = asyncio.run(load_trace(Settings(), correlation_id, event_id))
+    except MemsagaError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(loaded.document, indent=2))
+        return
+    title = f"correlation {loaded.document['correlation_id']} · {loaded.document['events']} events"
+    Console().print(render_tree(loaded.roots, title=title))
+
+
+def register_trace_commands(app: typer.Typer) -> None:
+    """Attach ``trace`` to the main app."""
+    app.command("trace")(trace_command)
