@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     task_queue: str = "memsaga"
     state_dir: Path = Path(".memsaga")
     max_payload_bytes: int = Field(default=64 * 1024, gt=0, description="largest event payload accepted")
+    nats_stream: str = Field(default="MEMSAGA_EVENTS", description="JetStream stream the relay publishes to")
+    subject_prefix: str = Field(default="events", description="subjects are <prefix>.<category>.<event_type>")
+    stream_duplicate_window_seconds: float = Field(default=120.0, gt=0, description="NATS dedupe window")
+    relay_batch_size: int = Field(default=256, gt=0, description="events the relay publishes at once")
+    relay_poll_interval_seconds: float = Field(default=1.0, gt=0, description="relay poll when no NOTIFY")
+    projection_batch_size: int = Field(default=100, gt=0, description="messages a runner fetches at once")
+    projection_ack_wait_seconds: float = Field(default=30.0, gt=0, description="redelivery after silence")
+    projection_max_deliver: int = Field(default=5, gt=0, description="deliveries before an event is parked")
+    projection_retry_delay_seconds: float = Field(default=1.0, ge=0, description="nak delay per delivery")
 
     def _from_stack(self, service: str, key: str = "url") -> str | None:
         state = load_stack_state(self.state_dir)
