@@ -14,7 +14,10 @@ from eventstore import (
 from memsaga.settings import Settings
 from sagas.memory_extraction.events import register_events
 
-MIGRATION_SOURCES: list[MigrationSource] = [EVENTSTORE_MIGRATIONS]
+MIGRATION_SOURCES: list[MigrationSource] = [
+    EVENTSTORE_MIGRATIONS,
+    MigrationSource("projections", "projections"),
+]
 """Every schema memsaga applies with ``memsaga migrate``, in order."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from memsaga.cli_dev import dev_app
+from memsaga.cli_projections import register_projection_commands
+from memsaga.cli_relay import register_relay_commands
 from memsaga.cli_store import register_store_commands
 from memsaga.cli_trace import register_trace_commands
 
@@ -17,6 +19,8 @@ app = typer.Typer(
 app.add_typer(dev_app, name="dev", help="Start, stop and inspect the local stack.")
 register_store_commands(app)
 register_trace_commands(app)
+register_relay_commands(app)
+register_projection_commands(app)
 
 
 def main() -> None:

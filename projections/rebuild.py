@@ -1,0 +1,297 @@
+"""Rebuild a read model without downtime, from the event store (never from NATS).
+
+1. Register the next version (``<table>_v<N+1>``) as *building* and create its tables; an
+   interrupted build of the same code version is resumed from its checkpoint instead.
+2. Follow the store's gap-safe tail from position 0, applying batches to the new tables in
+   one transaction each (handler writes, applied-event rows and checkpoint together), while
+   the live version keeps serving readers and the runner keeps updating it.
+3. Once caught up, take the projection's handover lock exclusively (the runner holds it
+   shared for each of its transactions), apply whatever the live version has seen beyond
+   the build's position, and switch the active version and the reader views in the same
+   transaction. After it, the runner applies to the new version and skips what the build
+   already applied (by event id), so each event lands in the new version exactly once.
+
+Old versions are kept (state *retired*); nothing is dropped implicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from eventstore import PostgresEventStore, RecordedEvent
+from eventstore.postgres import Connection, EventTail
+from projections.base import Projection
+from projections.errors import RebuildInProgress, RebuildStalled
+from projections.tracking import (
+    ActiveVersion,
+    activate,
+    active_version,
+    advance_checkpoint,
+    apply_in_savepoint,
+    create_version,
+    lock_exclusive,
+    park,
+)
+
+log = logging.getLogger(__name__)
+
+# The switch waits this long for the runners' batches and readers of the views to finish.
+SWITCH_LOCK_TIMEOUT = "10s"
+_SESSION_LOCK = "SELECT {fn}(hashtextextended('memsaga.rebuild:' || $1::text, 0))"
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildProgress:
+    """Where a build stands: ``position`` of ``head`` events, ``applied`` so far."""
+
+    projection: str
+    version: int
+    position: int
+    head: int
+    applied: int
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildResult:
+    """A finished build: the version now active, the one it replaced, and what it took."""
+
+    projection: str
+    version: int
+    previous_version: int | None
+    position: int
+    applied: int
+    parked: int
+    seconds: float
+
+
+ProgressCallback = Callable[[RebuildProgress], None]
+
+
+async def rebuild(
+    pool: asyncpg.Pool,
+    store: PostgresEventStore,
+    projection: Projection,
+    *,
+    batch_size: int = 500,
+    progress: ProgressCallback | None = None,
+    wait: bool = False,
+    catch_up_timeout: float = 30.0,
+) -> RebuildResult:
+    """Build a new version of ``projection``'s read model from the store and make it active.
+
+    :raises RebuildInProgress: another process rebuilds it (unless ``wait``).
+    :raises RebuildStalled: the final catch-up could not reach the live position in time.
+    """
+    builder = _Builder(pool, store, projection, batch_size, progress, catch_up_timeout)
+    async with _rebuild_lock(pool, projection.name, wait):
+        return await builder.run()
+
+
+async def ensure_built(
+    pool: asyncpg.Pool,
+    store: PostgresEventStore,
+    projection: Projection,
+    *,
+    batch_size: int = 500,
+    progress: ProgressCallback | None = None,
+) -> ActiveVersion:
+    """The active version, after building the first one from the store if there is none yet."""
+    async with pool.acquire() as conn:
+        active = await active_version(conn, projection.name)
+    if active is not None:
+        return active
+    builder = _Builder(pool, store, projection, batch_size, progress, 30.0)
+    async with _rebuild_lock(pool, projection.name, wait=True):
+        async with pool.acquire() as conn:
+            active = await active_version(conn, projection.name)
+        if active is None:  # nobody built it while we waited for the lock
+            await builder.run()
+    async with pool.acquire() as conn:
+        built = await active_version(conn, projection.name)
+    assert built is not None
+    return built
+
+
+class _rebuild_lock:
+    """A session advisory lock held on a dedicated pooled connection for the whole build."""
+
+    def __init__(self, pool: asyncpg.Pool, name: str, wait: bool) -> None:
+        self.pool = pool
+        self.name = name
+        self.wait = wait
+        self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
+
+    async def __aenter__(self) -> None:
+        conn = await self.pool.acquire()
+        fn = "pg_advisory_lock" if self.wait else "pg_try_advisory_lock"
+        try:
+            got = await conn.fetchval(_SESSION_LOCK.format(fn=fn), self.name)
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        if got is False:
+            await self.pool.release(conn)
+            raise RebuildInProgress(self.name)
+        self._conn = conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._conn is not None
+        try:
+            await self._conn.execute(_SESSION_LOCK.format(fn="pg_advisory_unlock"), self.name)
+        finally:
+            await self.pool.release(self._conn)
+
+
+class _Builder:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        store: PostgresEventStore,
+        projection: Projection,
+        batch_size: int,
+        progress: ProgressCallback | None,
+        catch_up_timeout: float,
+    ) -> None:
+        self.pool = pool
+        self.store = store
+        self.projection = projection
+        self.batch_size = batch_size
+        self.progress = progress
+        self.catch_up_timeout = catch_up_timeout
+        self.applied = 0  # in this run, for progress reports
+
+    async def run(self) -> RebuildResult:
+        started = time.monotonic()
+        version, position = await self._prepare()
+        tail = self.store.tail(after_position=position)
+        while True:
+            batch = await tail.poll(self.batch_size)
+            if batch:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await self._apply(conn, version, batch, tail.position)
+            await self._report(version, tail.position)
+            if len(batch) == self.batch_size:
+                continue
+            try:
+                switched, previous = await self._switch(version, tail)
+            except asyncpg.LockNotAvailableError:
+                # Readers or runners held on past the lock timeout: nothing switched; the
+                # final transaction's work is undone, so resume from the committed checkpoint.
+                log.warning("%s: switch to v%d timed out on a lock; retrying", self.projection.name, version)
+                tail = self.store.tail(after_position=await self._checkpoint(version))
+                await asyncio.sleep(0.5)
+                continue
+            if switched:
+                return await self._result(version, previous, tail.position, time.monotonic() - started)
+            if not batch:
+                await asyncio.sleep(0.05)  # the tail waits on an in-flight position
+
+    async def _checkpoint(self, version: int) -> int:
+        position = await self.pool.fetchval(
+            "SELECT position FROM memsaga.projection_versions WHERE name = $1 AND version = $2",
+            self.projection.name,
+            version,
+        )
+        return int(position)
+
+    async def _result(
+        self, version: int, previous: int | None, position: int, seconds: float
+    ) -> RebuildResult:
+        name = self.projection.name
+        applied = await self.pool.fetchval(
+            "SELECT applied FROM memsaga.projection_versions WHERE name = $1 AND version = $2", name, version
+        )
+        parked = await self.pool.fetchval(
+            """SELECT count(*) FROM memsaga.projection_parked
+               WHERE name = $1 AND version = $2 AND status = 'parked'""",
+            name,
+            version,
+        )
+        return RebuildResult(name, version, previous, position, int(applied), int(parked), seconds)
+
+    async def _prepare(self) -> tuple[int, int]:
+        """The version to build and the position to resume from."""
+        name = self.projection.name
+        async with self.pool.acquire() as conn, conn.transaction():
+            building = await conn.fetchrow(
+                """SELECT version, code_version, position FROM memsaga.projection_versions
+                   WHERE name = $1 AND state = 'building' ORDER BY version DESC LIMIT 1""",
+                name,
+            )
+            if building is not None and building["code_version"] == self.projection.version:
+                return building["version"], building["position"]
+            if building is not None:  # a partial build by other code: abandoned, kept for inspection
+                await conn.execute(
+                    """UPDATE memsaga.projection_versions SET state = 'retired', retired_at = now()
+                       WHERE name = $1 AND version = $2""",
+                    name,
+                    building["version"],
+                )
+            latest = await conn.fetchval(
+                "SELECT coalesce(max(version), 0) FROM memsaga.projection_versions WHERE name = $1", name
+            )
+            version = int(latest) + 1
+            await create_version(conn, self.projection, version)
+            return version, 0
+
+    async def _apply(self, conn: Connection, version: int, events: list[RecordedEvent], at: int) -> None:
+        tables = self.projection.tables_at(version)
+        applied = 0
+        for event in events:
+            result = await apply_in_savepoint(conn, self.projection, version, tables, event)
+            if result.error is not None:
+                await park(conn, self.projection.name, version, event.event_id, event, result.error, 1)
+            applied += result.applied
+        await advance_checkpoint(conn, self.projection.name, version, at, applied)
+        self.applied += applied
+
+    async def _report(self, version: int, position: int) -> None:
+        head = await self.store.head_position()
+        await self.pool.execute(
+            "UPDATE memsaga.projection_versions SET build_head = $3 WHERE name = $1 AND version = $2",
+            self.projection.name,
+            version,
+            head,
+        )
+        if self.progress is not None:
+            self.progress(RebuildProgress(self.projection.name, version, position, head, self.applied))
+
+    async def _switch(self, version: int, tail: EventTail) -> tuple[bool, int | None]:
+        """Catch up with the live version under the handover lock and activate ``version``.
+
+        Returns whether it switched (not when the live version is more than a batch ahead:
+        the build goes on without holding the runners back) and the version it replaced.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_TIMEOUT}'")
+            await lock_exclusive(conn, self.projection.name)
+            live = await active_version(conn, self.projection.name)
+            target = 0
+            if live is not None:
+                target = await conn.fetchval(
+                    "SELECT position FROM memsaga.projection_versions WHERE name = $1 AND version = $2",
+                    self.projection.name,
+                    live.version,
+                )
+            if target - tail.position > self.batch_size:
+                return False, None
+            # Everything at or below the live position was published by the relay's gap-safe tail,
+            # so it is final: this loop ends as soon as our own tail has seen the same.
+            deadline = time.monotonic() + self.catch_up_timeout
+            while tail.position < target:
+                batch = await tail.poll(self.batch_size)
+                if batch:
+                    await self._apply(conn, version, batch, tail.position)
+                elif time.monotonic() > deadline:
+                    raise RebuildStalled(self.projection.name, tail.position, target)
+                else:
+                    await asyncio.sleep(0.02)
+            await activate(conn, self.projection, version)
+        return True, None if live is None else live.version

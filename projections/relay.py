@@ -1,0 +1,215 @@
+"""The outbox relay: publishes every stored event to JetStream, in order, losing none.
+
+It follows the event store's gap-safe tail (``PostgresEventStore.tail``), publishes each
+batch pipelined (all publishes in flight at once, every ack awaited) with the event id as
+``Nats-Msg-Id``, and moves its checkpoint in PostgreSQL only after JetStream acknowledged
+the whole batch. A crash between publish and checkpoint re-sends at most one batch, which
+the stream's duplicate window drops (and projections de-duplicate by event id anyway).
+NATS down: the batch is retried with capped exponential backoff until it goes through.
+Nothing is ever published from inside a database transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+import asyncpg
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from eventstore import PostgresEventStore, RecordedEvent
+from projections.base import TRANSIENT_ERRORS
+from projections.stream import DEFAULT_DUPLICATE_WINDOW, DEFAULT_STREAM, ensure_stream
+from projections.subjects import DEFAULT_PREFIX, event_body, event_headers, event_subject
+from projections.wakeup import AppendWakeup, sleep_or_stop
+
+log = logging.getLogger(__name__)
+
+# What a NATS or PostgreSQL outage looks like to the relay: retried, never fatal.
+NATS_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, TimeoutError, OSError)
+RETRIED_ERRORS = NATS_ERRORS + TRANSIENT_ERRORS
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Tuning of the relay; ``stream`` also names its checkpoint."""
+
+    stream: str = DEFAULT_STREAM
+    subject_prefix: str = DEFAULT_PREFIX
+    batch_size: int = 256
+    poll_interval: float = 1.0
+    publish_timeout: float = 5.0
+    initial_backoff: float = 0.2
+    max_backoff: float = 10.0
+    duplicate_window: float = DEFAULT_DUPLICATE_WINDOW
+    accept_stream_limits: bool = False
+
+
+@dataclass
+class RelayStats:
+    """What one run of the relay did."""
+
+    published: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    retries: int = 0
+    position: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def load_checkpoint(pool: asyncpg.Pool, stream: str) -> int:
+    """The relay's checkpoint for ``stream`` (created at 0 the first time)."""
+    await pool.execute(
+        "INSERT INTO memsaga.relay_checkpoints (stream) VALUES ($1) ON CONFLICT DO NOTHING", stream
+    )
+    position = await pool.fetchval("SELECT position FROM memsaga.relay_checkpoints WHERE stream = $1", stream)
+    return int(position)
+
+
+async def save_checkpoint(pool: asyncpg.Pool, stream: str, position: int, published: int) -> None:
+    """Move the checkpoint forward (never back: a republished old range leaves it alone)."""
+    await pool.execute(
+        """UPDATE memsaga.relay_checkpoints SET position = greatest(position, $2),
+               published = published + $3, updated_at = now() WHERE stream = $1""",
+        stream,
+        position,
+        published,
+    )
+
+
+class Relay:
+    """Tails the event store and publishes to JetStream; see the module docstring."""
+
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        js: JetStreamContext,
+        config: RelayConfig | None = None,
+        *,
+        listen_dsn: str | None = None,
+    ) -> None:
+        self.store = store
+        self.pool = store.pool
+        self.js = js
+        self.config = config or RelayConfig()
+        self.wakeup = AppendWakeup(listen_dsn)
+        self.stats = RelayStats()
+        self._republish: tuple[int, str] | None = None  # (checkpoint at start, run id) of a republish
+
+    async def run(
+        self,
+        stop: asyncio.Event | None = None,
+        *,
+        from_position: int | None = None,
+        to_position: int | None = None,
+    ) -> RelayStats:
+        """Publish until ``stop`` is set; or, with ``to_position``, until that position (then return).
+
+        ``from_position`` (inclusive) republishes from there instead of the checkpoint; events
+        at or below the checkpoint get a message id of this run, so JetStream stores them again
+        even inside its duplicate window (projections skip what they have applied).
+
+        :raises StreamHasLimits: the stream drops history and limits were not accepted.
+        :raises ValueError: ``from_position`` lies beyond the checkpoint (it would skip events).
+        """
+        stop = stop or asyncio.Event()
+        cfg = self.config
+        await self._provision(stop)
+        checkpoint = await load_checkpoint(self.pool, cfg.stream)
+        if from_position is not None and from_position > checkpoint + 1:
+            raise ValueError(
+                f"--from-position {from_position} would skip positions {checkpoint + 1}..{from_position - 1},"
+                f" which were never published: use at most {checkpoint + 1}"
+            )
+        start = checkpoint if from_position is None else max(from_position - 1, 0)
+        if to_position is not None:
+            to_position = min(to_position, await self.store.head_position())
+        # A republish must land even inside the duplicate window (JetStream keeps ids it has
+        # lost, e.g. after a purge), so what was published before gets a per-run message id.
+        republish_id = f"republish-{uuid.uuid4().hex[:12]}"
+        self._republish = (checkpoint, republish_id) if from_position is not None else None
+        tail = self.store.tail(after_position=start)
+        self.stats.position = start
+        log.info("relay to %s from position %d (checkpoint %d)", cfg.stream, start, checkpoint)
+        pending: list[RecordedEvent] = []
+        backoff = cfg.initial_backoff
+        try:
+            while not stop.is_set() and (to_position is None or self.stats.position < to_position):
+                try:
+                    if not pending:
+                        pending = await tail.poll(cfg.batch_size)
+                        pending = [e for e in pending if to_position is None or e.position <= to_position]
+                    if not pending:
+                        await self.wakeup.wait(cfg.poll_interval, stop)
+                        continue
+                    await self._publish(pending)
+                    await save_checkpoint(self.pool, cfg.stream, pending[-1].position, len(pending))
+                except RETRIED_ERRORS as exc:
+                    # Whatever failed, the batch is published again (re-sends are dropped by the
+                    # duplicate window) and the checkpoint moves only once both steps succeeded.
+                    self.stats.retries += 1
+                    log.warning("relaying %d events failed (%r); retry in %.1fs", len(pending), exc, backoff)
+                    await sleep_or_stop(backoff, stop)
+                    backoff = min(backoff * 2, cfg.max_backoff)
+                    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                        await self._provision(stop)  # no stream answers: it may have been deleted
+                    continue
+                self.stats.position = pending[-1].position
+                pending = []
+                backoff = cfg.initial_backoff
+        finally:
+            await self.wakeup.close()
+        return self.stats
+
+    async def _provision(self, stop: asyncio.Event) -> None:
+        backoff = self.config.initial_backoff
+        while True:
+            try:
+                await ensure_stream(
+                    self.js,
+                    self.config.stream,
+                    subject_prefix=self.config.subject_prefix,
+                    duplicate_window=self.config.duplicate_window,
+                    accept_limits=self.config.accept_stream_limits,
+                )
+                return
+            except NATS_ERRORS as exc:
+                if stop.is_set():
+                    raise
+                log.warning("JetStream unavailable (%s); retrying in %.1fs", exc, backoff)
+                await sleep_or_stop(backoff, stop)
+                backoff = min(backoff * 2, self.config.max_backoff)
+
+    def _msg_id(self, event: RecordedEvent) -> str | None:
+        if self._republish is None or event.position > self._republish[0]:
+            return None
+        return f"{event.event_id}:{self._republish[1]}"
+
+    async def _publish(self, events: list[RecordedEvent]) -> None:
+        """Publish all at once and wait for every ack. :raises: the first failure, after all settled."""
+        cfg = self.config
+        results = await asyncio.gather(
+            *(
+                self.js.publish(
+                    event_subject(e, cfg.subject_prefix),
+                    event_body(e),
+                    timeout=cfg.publish_timeout,
+                    stream=cfg.stream,
+                    headers=event_headers(e, msg_id=self._msg_id(e)),
+                )
+                for e in events
+            ),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+        acks = [r for r in results if isinstance(r, PubAck)]
+        self.stats.batches += 1
+        self.stats.published += len(acks)
+        self.stats.duplicates += sum(1 for a in acks if a.duplicate)

@@ -1,0 +1,275 @@
+"""The projection runner: a durable JetStream pull consumer per projection, feeding PostgreSQL.
+
+For each fetched batch, in one transaction: take the handover lock shared, find the active
+read-model version, apply each event in its own savepoint (skipping events that version
+has applied already, by event id), park events that failed too often, advance the
+checkpoint; commit; and only then ack. A crash before the commit changes nothing and the
+messages come again; a crash after it makes them come again as duplicates, which are skipped.
+Several runner processes of one projection bind to the same durable consumer and share its
+messages. While a batch runs, in-progress acks keep JetStream from redelivering it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+
+import asyncpg
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from eventstore import PostgresEventStore, RecordedEvent, SchemaRegistry
+from projections.base import TRANSIENT_ERRORS, Projection
+from projections.errors import ProjectionCodeMismatch, ProjectionNotInitialized
+from projections.rebuild import ensure_built
+from projections.stream import DEFAULT_STREAM, ensure_stream
+from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, type_filter
+from projections.tracking import (
+    active_version,
+    advance_checkpoint,
+    apply_in_savepoint,
+    describe_error,
+    lock_checkpoint,
+    lock_shared,
+    park,
+    require_code_version,
+)
+from projections.wakeup import sleep_or_stop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Tuning of a runner. ``max_deliver`` deliveries of a failing event park it."""
+
+    stream: str = DEFAULT_STREAM
+    subject_prefix: str = DEFAULT_PREFIX
+    batch_size: int = 100
+    fetch_timeout: float = 1.0
+    ack_wait: float = 30.0
+    max_deliver: int = 5
+    retry_delay: float = 1.0  # a failed event comes again after retry_delay × its delivery count
+    max_ack_pending: int = 1000
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often a running batch tells JetStream it is still being worked on."""
+        return self.ack_wait / 3
+
+
+class Outcome(Enum):
+    """What happens to a message after its batch committed."""
+
+    ACK = "ack"  # applied, or a duplicate
+    PARK = "park"  # failed for the last time: parked in PostgreSQL, terminated in JetStream
+    RETRY = "retry"  # failed: redelivered later
+
+
+@dataclass
+class _Item:
+    msg: Msg
+    event: RecordedEvent | None
+    error: str | None = None
+    outcome: Outcome = Outcome.RETRY
+
+
+@dataclass
+class RunnerStats:
+    """What a runner did so far."""
+
+    batches: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    parked: int = 0
+    failures: int = 0
+
+
+class ProjectionRunner:
+    """Runs one projection from its durable consumer; see the module docstring."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        store: PostgresEventStore,
+        js: JetStreamContext,
+        config: RunnerConfig | None = None,
+        *,
+        registry: SchemaRegistry | None = None,
+    ) -> None:
+        self.projection = projection
+        self.store = store
+        self.pool: asyncpg.Pool = store.pool
+        self.js = js
+        self.config = config or RunnerConfig()
+        self.registry = registry if registry is not None else store.registry
+        self.stats = RunnerStats()
+
+    def consumer_config(self) -> ConsumerConfig:
+        """The durable consumer: explicit acks, only this projection's event types.
+
+        The server's own ``max_deliver`` stays unlimited: the runner parks an event itself after
+        ``config.max_deliver`` deliveries, so an event can never be skipped without a trace.
+        """
+        cfg = self.config
+        return ConsumerConfig(
+            durable_name=self.projection.durable_name,
+            description=f"memsaga projection {self.projection.name}",
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=cfg.ack_wait,
+            max_deliver=-1,
+            max_ack_pending=cfg.max_ack_pending,
+            filter_subjects=[type_filter(t, cfg.subject_prefix) for t in self.projection.event_types],
+        )
+
+    async def start(self) -> JetStreamContext.PullSubscription:
+        """Build the read model if it never was (from the store), then bind to the consumer."""
+        cfg = self.config
+        active = await ensure_built(self.pool, self.store, self.projection)
+        require_code_version(self.projection, active)
+        await ensure_stream(self.js, cfg.stream, subject_prefix=cfg.subject_prefix, accept_limits=True)
+        await self.js.add_consumer(cfg.stream, self.consumer_config())
+        return await self.js.pull_subscribe_bind(durable=self.projection.durable_name, stream=cfg.stream)
+
+    async def run(self, stop: asyncio.Event | None = None) -> RunnerStats:
+        """Consume until ``stop`` is set. :raises ProjectionCodeMismatch: see :meth:`run_batch`."""
+        stop = stop or asyncio.Event()
+        sub = await self.start()
+        backoff = 0.2
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.Error, OSError) as exc:
+                    log.warning("%s: fetch failed (%r); retry in %.1fs", self.projection.name, exc, backoff)
+                    await sleep_or_stop(backoff, stop)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                try:
+                    await self.run_batch(msgs)
+                    backoff = 0.2
+                except ProjectionCodeMismatch:
+                    await self._settle_quietly([_Item(m, None) for m in msgs])
+                    raise
+                except TRANSIENT_ERRORS as exc:
+                    log.warning("%s: batch failed (%r); retry in %.1fs", self.projection.name, exc, backoff)
+                    await self._settle_quietly([_Item(m, None) for m in msgs])
+                    await sleep_or_stop(backoff, stop)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return self.stats
+
+    async def run_batch(self, msgs: list[Msg]) -> None:
+        """Apply one fetched batch and settle its messages (ack, park or retry).
+
+        :raises ProjectionCodeMismatch: the active read model was built by other code; the
+            messages are left to be redelivered to a runner with matching code.
+        """
+        items = sorted((self._decode(m) for m in msgs), key=_position)
+        heartbeat = asyncio.create_task(self._heartbeat([i.msg for i in items]))
+        try:
+            await self._apply(items)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        await self._settle_quietly(items)
+        self.stats.batches += 1
+
+    def _decode(self, msg: Msg) -> _Item:
+        try:
+            event = decode_body(msg.data)
+        except ValueError as exc:
+            return _Item(msg, None, f"undecodable message: {describe_error(exc)}")
+        version, payload = self.registry.upcast(event.event_type, event.event_version, event.payload)
+        if version != event.event_version:
+            event = event.model_copy(update={"event_version": version, "payload": payload})
+        return _Item(msg, event)
+
+    async def _apply(self, items: list[_Item]) -> None:
+        name, projection = self.projection.name, self.projection
+        async with self.pool.acquire() as conn, conn.transaction():
+            await lock_shared(conn, name)
+            active = await active_version(conn, name)
+            if active is None:
+                raise ProjectionNotInitialized(name)
+            require_code_version(self.projection, active)
+            await lock_checkpoint(conn, name, active.version)
+            tables = self.projection.tables_at(active.version)
+            applied, position = 0, 0
+            for item in items:
+                if item.event is not None:
+                    result = await apply_in_savepoint(conn, projection, active.version, tables, item.event)
+                    item.error = result.error
+                    applied += result.applied
+                    self.stats.duplicates += 0 if result.applied or result.error else 1
+                if item.error is None:
+                    item.outcome = Outcome.ACK
+                elif item.msg.metadata.num_delivered >= self.config.max_deliver:
+                    deliveries = _deliveries(item)
+                    await park(
+                        conn, name, active.version, _event_id(item), item.event, item.error, deliveries
+                    )
+                    item.outcome = Outcome.PARK
+                else:
+                    item.outcome = Outcome.RETRY
+                if item.outcome is not Outcome.RETRY and item.event is not None:
+                    position = max(position, item.event.position)
+            await advance_checkpoint(conn, name, active.version, position, applied)
+        self.stats.applied += applied
+
+    async def _settle_quietly(self, items: list[_Item]) -> None:
+        """Ack, terminate or nak; a lost ack only means a redelivery, which is skipped."""
+        for item in items:
+            try:
+                if item.outcome is Outcome.ACK:
+                    await item.msg.ack()
+                elif item.outcome is Outcome.PARK:
+                    self.stats.parked += 1
+                    log.error("%s: parked event %s: %s", self.projection.name, _event_id(item), item.error)
+                    await item.msg.term()
+                else:
+                    if item.error is not None:
+                        self.stats.failures += 1
+                        log.warning(
+                            "%s: event %s failed: %s", self.projection.name, _event_id(item), item.error
+                        )
+                    await item.msg.nak(delay=self.config.retry_delay * _deliveries(item))
+            except nats.errors.Error as exc:
+                log.warning("%s: could not settle a message (%r): it comes again", self.projection.name, exc)
+
+    async def _heartbeat(self, msgs: list[Msg]) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            for msg in msgs:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.in_progress()
+
+
+def _position(item: _Item) -> int:
+    return item.event.position if item.event is not None else 2**62
+
+
+def _deliveries(item: _Item) -> int:
+    return int(item.msg.metadata.num_delivered or 1)
+
+
+def _event_id(item: _Item) -> uuid.UUID:
+    if item.event is not None:
+        return item.event.event_id
+    try:
+        return uuid.UUID((item.msg.headers or {}).get(MSG_ID, ""))
+    except ValueError:  # not one of ours: name it by its place in the stream
+        meta = item.msg.metadata
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"nats:{meta.stream}:{meta.sequence.stream}")

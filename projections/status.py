@@ -1,0 +1,189 @@
+"""What ``memsaga stats`` and ``memsaga projections`` show: stream size, relay and projection lag.
+
+Lag is measured against the event store, the source of truth: the number of events after
+a checkpoint (for a projection: of the types it handles) and the age of the oldest of them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from pydantic import BaseModel, ConfigDict
+
+from projections.base import Projection
+from projections.stream import stream_limits
+
+_LAG = """SELECT count(*) AS events, extract(epoch FROM now() - min(recorded_at))::float8 AS seconds
+    FROM memsaga.events WHERE position > $1 AND ($2::text[] IS NULL OR event_type = ANY($2))"""
+
+
+class Lag(BaseModel):
+    """Events after a checkpoint, and how long the oldest of them has waited (0 when none)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    events: int
+    seconds: float
+
+
+async def lag_after(pool: asyncpg.Pool, position: int, event_types: list[str] | None = None) -> Lag:
+    """The lag of a reader at ``position`` (only ``event_types`` when given)."""
+    row = await pool.fetchrow(_LAG, position, event_types)
+    assert row is not None
+    return Lag(events=row["events"], seconds=round(row["seconds"] or 0.0, 3))
+
+
+class StreamStatus(BaseModel):
+    """The JetStream events stream."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    consumers: int
+    limits: list[str]
+
+
+async def stream_status(js: JetStreamContext, stream: str) -> StreamStatus | None:
+    """Size and limits of the stream, or None when it does not exist."""
+    try:
+        info = await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        return None
+    return StreamStatus(
+        name=stream,
+        messages=info.state.messages,
+        bytes=info.state.bytes,
+        first_seq=info.state.first_seq,
+        last_seq=info.state.last_seq,
+        consumers=info.state.consumer_count,
+        limits=stream_limits(info.config),
+    )
+
+
+class RelayStatus(BaseModel):
+    """The relay's checkpoint against the store's head."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stream: str
+    position: int
+    head: int
+    lag: Lag
+    published: int
+    updated_at: datetime | None
+
+
+async def relay_status(pool: asyncpg.Pool, stream: str) -> RelayStatus:
+    """Where the relay of ``stream`` stands (position 0 when it never ran)."""
+    row = await pool.fetchrow(
+        "SELECT position, published, updated_at FROM memsaga.relay_checkpoints WHERE stream = $1", stream
+    )
+    position = 0 if row is None else int(row["position"])
+    head = int(await pool.fetchval("SELECT coalesce(max(position), 0) FROM memsaga.events"))
+    return RelayStatus(
+        stream=stream,
+        position=position,
+        head=head,
+        lag=await lag_after(pool, position),
+        published=0 if row is None else int(row["published"]),
+        updated_at=None if row is None else row["updated_at"],
+    )
+
+
+class ConsumerStatus(BaseModel):
+    """The projection's durable consumer as JetStream sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pending: int
+    ack_pending: int
+    redelivered: int
+
+
+async def consumer_status(js: JetStreamContext, stream: str, projection: Projection) -> ConsumerStatus | None:
+    """The consumer's backlog, or None when it does not exist (or NATS does not answer)."""
+    try:
+        info = await js.consumer_info(stream, projection.durable_name)
+    except (nats.errors.Error, TimeoutError):
+        return None
+    return ConsumerStatus(
+        pending=info.num_pending or 0,
+        ack_pending=info.num_ack_pending or 0,
+        redelivered=info.num_redelivered or 0,
+    )
+
+
+class RebuildStatus(BaseModel):
+    """A build in progress."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    position: int
+    head: int
+
+    @property
+    def fraction(self) -> float:
+        """Share of the store processed, 0..1."""
+        return 1.0 if self.head <= 0 else min(self.position / self.head, 1.0)
+
+
+class ProjectionStatus(BaseModel):
+    """A projection: its active read model, checkpoint, lag, parked events and any build."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    code_version: int
+    active_version: int | None
+    active_code_version: int | None
+    position: int
+    applied: int
+    lag: Lag
+    parked: int
+    rebuild: RebuildStatus | None
+    consumer: ConsumerStatus | None = None
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """Whether the active read model was built by other code than this process has."""
+        return self.active_code_version is not None and self.active_code_version != self.code_version
+
+
+async def projection_status(pool: asyncpg.Pool, projection: Projection) -> ProjectionStatus:
+    """Status of one projection from PostgreSQL (consumer details are added by the caller)."""
+    name = projection.name
+    active = await pool.fetchrow(
+        """SELECT v.version, v.code_version, v.position, v.applied FROM memsaga.projections p
+           JOIN memsaga.projection_versions v ON v.name = p.name AND v.version = p.active_version
+           WHERE p.name = $1""",
+        name,
+    )
+    building = await pool.fetchrow(
+        """SELECT version, position, coalesce(build_head, 0) AS head FROM memsaga.projection_versions
+           WHERE name = $1 AND state = 'building' ORDER BY version DESC LIMIT 1""",
+        name,
+    )
+    parked = await pool.fetchval(
+        "SELECT count(*) FROM memsaga.projection_parked WHERE name = $1 AND status = 'parked'", name
+    )
+    position = 0 if active is None else int(active["position"])
+    return ProjectionStatus(
+        name=name,
+        code_version=projection.version,
+        active_version=None if active is None else active["version"],
+        active_code_version=None if active is None else active["code_version"],
+        position=position,
+        applied=0 if active is None else int(active["applied"]),
+        lag=await lag_after(pool, position, list(projection.event_types)),
+        parked=int(parked),
+        rebuild=None if building is None else RebuildStatus(**dict(building)),
+    )

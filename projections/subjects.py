@@ -1,0 +1,86 @@
+"""How an event travels on NATS: its subject, its headers and its body.
+
+Subject: ``<prefix>.<category>.<event_type>`` (``events.memory.MemoryCreated``), so a
+consumer can filter by category or type with wildcards. The body is the recorded event as
+JSON; the headers repeat what a consumer needs without parsing it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from nats.js.api import Header
+
+from eventstore import RecordedEvent
+
+MSG_ID = Header.MSG_ID.value  # "Nats-Msg-Id": JetStream drops a re-send inside the duplicate window
+EVENT_ID = "Memsaga-Event-Id"
+EVENT_TYPE = "Memsaga-Event-Type"
+EVENT_VERSION = "Memsaga-Event-Version"
+CORRELATION_ID = "Memsaga-Correlation-Id"
+CAUSATION_ID = "Memsaga-Causation-Id"
+STREAM_ID = "Memsaga-Stream-Id"
+POSITION = "Memsaga-Position"
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+DEFAULT_PREFIX = "events"
+
+_BAD_TOKEN = re.compile(r"[\s.*>]+")
+_BAD_HEADER = re.compile(r"[\r\n]+")
+
+
+def subject_token(text: str) -> str:
+    """``text`` made safe as one subject token (no dots, wildcards or spaces; never empty)."""
+    return _BAD_TOKEN.sub("_", text) or "_"
+
+
+def event_subject(event: RecordedEvent, prefix: str = DEFAULT_PREFIX) -> str:
+    """The subject an event is published on: ``<prefix>.<category>.<event_type>``."""
+    return f"{prefix}.{subject_token(event.category)}.{subject_token(event.event_type)}"
+
+
+def type_filter(event_type: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The subject filter matching one event type in every category."""
+    return f"{prefix}.*.{subject_token(event_type)}"
+
+
+def stream_subjects(prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """The subjects the events stream captures."""
+    return [f"{prefix}.>"]
+
+
+def _header_value(value: object) -> str:
+    return _BAD_HEADER.sub(" ", str(value))  # a line break would end the header block
+
+
+def event_headers(event: RecordedEvent, *, msg_id: str | None = None) -> dict[str, str]:
+    """Headers of an event's message; ``traceparent``/``tracestate`` only when its metadata has them.
+
+    The message id is the event id unless ``msg_id`` overrides it (a deliberate republish).
+    """
+    headers = {
+        MSG_ID: msg_id or str(event.event_id),
+        EVENT_ID: str(event.event_id),
+        EVENT_TYPE: _header_value(event.event_type),
+        EVENT_VERSION: str(event.event_version),
+        CORRELATION_ID: _header_value(event.correlation_id),
+        CAUSATION_ID: _header_value(event.causation_id),
+        STREAM_ID: _header_value(event.stream_id),
+        POSITION: str(event.position),
+    }
+    for key in (TRACEPARENT, TRACESTATE):
+        value = event.metadata.get(key)
+        if isinstance(value, str) and value:
+            headers[key] = _header_value(value)
+    return headers
+
+
+def event_body(event: RecordedEvent) -> bytes:
+    """The message body: the recorded event as JSON."""
+    return event.model_dump_json().encode()
+
+
+def decode_body(data: bytes) -> RecordedEvent:
+    """The recorded event a message carries. :raises pydantic.ValidationError: not one of ours."""
+    return RecordedEvent.model_validate_json(data)
