@@ -66,7 +66,8 @@ def prepare_batch(
     max_payload_bytes: int,
     trace_context: dict[str, str] | None = None,
 ) -> list[PreparedEvent]:
-    """Validate a batch before it touches storage; ``trace_context`` is merged into each metadata.
+    """Validate a batch before it touches storage; ``trace_context`` fills each event's metadata
+    where the producer did not set those keys itself.
 
     :raises InvalidEvent: empty stream id or batch, or one event id twice in the batch.
     :raises UnknownEventType, InvalidPayload, PayloadTooLarge: from the payload checks.
@@ -97,7 +98,7 @@ def prepare_batch(
                 # Round-trip so that comparisons see what a reader would see.
                 payload=json.loads(payload_json),
                 payload_json=payload_json,
-                metadata_json=dump_json({**event.metadata, **(trace_context or {})}),
+                metadata_json=dump_json({**(trace_context or {}), **event.metadata}),
             )
         )
     return prepared

@@ -29,6 +29,7 @@ from eventstore import PostgresEventStore, RecordedEvent
 from eventstore.postgres import Connection, EventTail
 from projections.base import Projection
 from projections.errors import RebuildInProgress, RebuildStalled
+from projections.tracing import replay_span
 from projections.tracking import (
     ActiveVersion,
     activate,
@@ -244,11 +245,12 @@ class _Builder:
     async def _apply(self, conn: Connection, version: int, events: list[RecordedEvent], at: int) -> None:
         tables = self.projection.tables_at(version)
         applied = 0
-        for event in events:
-            result = await apply_in_savepoint(conn, self.projection, version, tables, event)
-            if result.error is not None:
-                await park(conn, self.projection.name, version, event.event_id, event, result.error, 1)
-            applied += result.applied
+        with replay_span(self.projection.name, events):
+            for event in events:
+                result = await apply_in_savepoint(conn, self.projection, version, tables, event)
+                if result.error is not None:
+                    await park(conn, self.projection.name, version, event.event_id, event, result.error, 1)
+                applied += result.applied
         await advance_checkpoint(conn, self.projection.name, version, at, applied)
         self.applied += applied
 

@@ -26,6 +26,7 @@ from eventstore import PostgresEventStore, RecordedEvent
 from projections.base import TRANSIENT_ERRORS
 from projections.stream import DEFAULT_DUPLICATE_WINDOW, DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, event_body, event_headers, event_subject
+from projections.tracing import end_span, start_publish_span
 from projections.wakeup import AppendWakeup, sleep_or_stop
 
 log = logging.getLogger(__name__)
@@ -190,22 +191,27 @@ class Relay:
             return None
         return f"{event.event_id}:{self._republish[1]}"
 
+    async def _publish_one(self, event: RecordedEvent) -> PubAck:
+        subject = event_subject(event, self.config.subject_prefix)
+        span, trace_headers = start_publish_span(event, subject)
+        try:
+            ack = await self.js.publish(
+                subject,
+                event_body(event),
+                timeout=self.config.publish_timeout,
+                stream=self.config.stream,
+                headers={**event_headers(event, msg_id=self._msg_id(event)), **trace_headers},
+            )
+        except BaseException as exc:
+            end_span(span, exc)
+            raise
+        span.set_attribute("memsaga.duplicate", bool(ack.duplicate))
+        end_span(span)
+        return ack
+
     async def _publish(self, events: list[RecordedEvent]) -> None:
         """Publish all at once and wait for every ack. :raises: the first failure, after all settled."""
-        cfg = self.config
-        results = await asyncio.gather(
-            *(
-                self.js.publish(
-                    event_subject(e, cfg.subject_prefix),
-                    event_body(e),
-                    timeout=cfg.publish_timeout,
-                    stream=cfg.stream,
-                    headers=event_headers(e, msg_id=self._msg_id(e)),
-                )
-                for e in events
-            ),
-            return_exceptions=True,
-        )
+        results = await asyncio.gather(*(self._publish_one(e) for e in events), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise failures[0]

@@ -30,6 +30,7 @@ from projections.errors import ProjectionCodeMismatch, ProjectionNotInitialized
 from projections.rebuild import ensure_built
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, type_filter
+from projections.tracing import handling_span
 from projections.tracking import (
     active_version,
     advance_checkpoint,
@@ -210,7 +211,10 @@ class ProjectionRunner:
             applied, position = 0, 0
             for item in items:
                 if item.event is not None:
-                    result = await apply_in_savepoint(conn, projection, active.version, tables, item.event)
+                    with handling_span(name, item.event, item.msg.headers):
+                        result = await apply_in_savepoint(
+                            conn, projection, active.version, tables, item.event
+                        )
                     item.error = result.error
                     applied += result.applied
                     self.stats.duplicates += 0 if result.applied or result.error else 1

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from memsaga.devstack import (
     ensure_search_attributes,
@@ -24,6 +25,7 @@ from memsaga.devstack import (
 )
 from memsaga.devstack.databases import DatabaseFactory
 from memsaga.devstack.temporal import connect
+from memsaga.telemetry import setup_tracing
 
 
 def _env(*names: str) -> str | None:
@@ -87,3 +89,18 @@ async def fresh_database(postgres_url: str) -> AsyncIterator[DatabaseFactory]:
         yield factory
     finally:
         await factory.drop_all()
+
+
+@pytest.fixture(scope="session")
+def _global_span_exporter() -> InMemorySpanExporter:
+    """The process-wide tracer provider, installed once (OpenTelemetry refuses a second one)."""
+    exporter = InMemorySpanExporter()
+    setup_tracing("client", exporter=exporter)
+    return exporter
+
+
+@pytest.fixture
+def span_exporter(_global_span_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
+    """Spans finished during this test, through the global provider."""
+    _global_span_exporter.clear()
+    return _global_span_exporter

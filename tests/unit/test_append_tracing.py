@@ -58,3 +58,19 @@ async def test_without_a_configured_sdk_nothing_is_added(monkeypatch: pytest.Mon
     await store.append("note-untraced", [event])
     (stored,) = await store.read_stream("note-untraced")
     assert "traceparent" not in stored.metadata
+
+
+async def test_a_traceparent_set_by_the_producer_is_kept(spans: InMemorySpanExporter) -> None:
+    store = InMemoryEventStore(make_registry())
+    given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    event = NewEvent.of(
+        Noted(text="x"),
+        correlation_id="c",
+        causation_id="c",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        metadata={"traceparent": given},
+    )
+    await store.append("note-explicit", [event])
+    (stored,) = await store.read_stream("note-explicit")
+    assert stored.metadata["traceparent"] == given
+    assert [s.name for s in spans.get_finished_spans()] == ["eventstore.append"]

@@ -5,13 +5,25 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
+from opentelemetry import trace
 from rich.console import Console
 
 from eventstore import InMemoryEventStore, NewEvent, RecordedEvent
+from eventstore import tracing as eventstore_tracing
 from memsaga.trace import build_tree, render_tree, trace_json
 from tests.eventstore.schemas import Noted, make_registry
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _untraced_appends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the traceparent a test sets itself: whatever provider another test installed."""
+    noop = trace.NoOpTracerProvider()
+    monkeypatch.setattr(eventstore_tracing.trace, "get_tracer", lambda name: noop.get_tracer(name))
+
+
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 

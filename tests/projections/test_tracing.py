@@ -1,0 +1,76 @@
+"""One trace from the append through the relay's publish to the projection's update."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from eventstore import NO_STREAM, NewEvent
+from projections import MEMORIES, list_memories
+from sagas.memory_extraction.events import MemoryCreated, memory_stream
+from tests.projections.conftest import Env, applied, background, built, wait_until
+
+
+def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
+    found = [s for s in spans if s.name == name]
+    assert len(found) == 1, f"expected one {name!r} span, got {[s.name for s in spans]}"
+    return found[0]
+
+
+async def test_append_publish_and_apply_spans_share_one_trace(
+    env: Env, span_exporter: InMemorySpanExporter
+) -> None:
+    memory = MemoryCreated(
+        memory_id="m-trace",
+        user_id="u-trace",
+        episode_id="e-1",
+        text="User likes tea",
+        kind="preference",
+        content_hash="0" * 64,
+        vector_sha256=None,
+        dimension=None,
+        source="chat",
+    )
+    event = NewEvent.of(
+        memory,
+        correlation_id="corr-trace",
+        causation_id="request-1",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        user_id="u-trace",
+    )
+    async with background() as bg:
+        bg.start(env.runner(MEMORIES).run)
+        await wait_until(partial(built, env.pool, MEMORIES.name), what="memories built", bg=bg)
+        with trace.get_tracer("test").start_as_current_span("client request") as request:
+            await env.store.append(memory_stream("m-trace"), [event], expected_version=NO_STREAM)
+        bg.start(env.relay().run)
+
+        async def projected() -> bool:
+            return await applied(env.pool, MEMORIES.name) == 1
+
+        await wait_until(projected, what="memory projected", bg=bg)
+    assert [m.text for m in await list_memories(env.pool, "u-trace")] == ["User likes tea"]
+
+    spans = list(span_exporter.get_finished_spans())
+    append = _one(spans, "eventstore.append")
+    publish = next(
+        s
+        for s in spans
+        if s.name.startswith("publish ")
+        and s.attributes
+        and s.attributes.get("messaging.message.id") == str(event.event_id)
+    )
+    apply = _one(spans, "memories apply MemoryCreated")
+    trace_id = request.get_span_context().trace_id
+    assert {append.context.trace_id, publish.context.trace_id, apply.context.trace_id} == {trace_id}
+    assert append.parent is not None and append.parent.span_id == request.get_span_context().span_id
+    assert publish.parent is not None and publish.parent.span_id == append.context.span_id
+    assert apply.parent is not None and apply.parent.span_id == publish.context.span_id
+    assert apply.kind is trace.SpanKind.CONSUMER and publish.kind is trace.SpanKind.PRODUCER
+    assert (
+        apply.attributes is not None and apply.attributes["messaging.message.conversation_id"] == "corr-trace"
+    )
