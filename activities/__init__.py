@@ -1,0 +1,1 @@
+"""Temporal activities of memsaga: thin adapters from workflow steps to the stores."""

@@ -7,6 +7,7 @@ import typer
 from memsaga.cli_dev import dev_app
 from memsaga.cli_projections import register_projection_commands
 from memsaga.cli_relay import register_relay_commands
+from memsaga.cli_saga import register_saga_commands
 from memsaga.cli_store import register_store_commands
 from memsaga.cli_trace import register_trace_commands
 
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(dev_app, name="dev", help="Start, stop and inspect the local stack.")
 register_store_commands(app)
+register_saga_commands(app)
 register_trace_commands(app)
 register_relay_commands(app)
 register_projection_commands(app)

@@ -1,0 +1,341 @@
+"""Activities of the memory-extraction saga: thin adapters between one step and the stores.
+
+Each reads the episode stream, calls a pure function of :mod:`sagas.memory_extraction.domain`
+(or an extractor / embedder), appends events whose ids the workflow id and the step decide,
+and returns a small result. A retried activity therefore re-appends identical events, which
+the event store keeps once. Steps whose adapter may answer differently on a retry (an LLM)
+return what the stream already holds instead of asking again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.memory_extraction_io import (
+    Appended,
+    CompensateExtractionInput,
+    CompensateResult,
+    CompleteInput,
+    DecideReviewInput,
+    DeduplicateInput,
+    DeduplicateResult,
+    EmbedInput,
+    EmbedResult,
+    ExtractInput,
+    ExtractResult,
+    RecordCompensationFailedInput,
+    RecordEpisodeInput,
+    RequestReviewInput,
+    RetractMemoriesInput,
+    RetractResult,
+    StepInput,
+    StoreMemoriesInput,
+    StoreResult,
+)
+from activities.memory_index import MemoryIndex
+from eventstore import ANY, NO_STREAM, BlobStore, EventStore, NewEvent, sha256_hex
+from sagas.memory_extraction import domain
+from sagas.memory_extraction.domain import (
+    COMPENSATE,
+    COMPLETE,
+    DEDUP,
+    EMBED,
+    EXTRACT,
+    RECORD,
+    REVIEW,
+    STORE,
+    CandidateSummary,
+    EpisodeState,
+    ExtractionOptions,
+    event_key,
+    saga_event,
+)
+from sagas.memory_extraction.embedders import Embedder, vector_to_bytes
+from sagas.memory_extraction.endpoints import AdapterError
+from sagas.memory_extraction.events import (
+    CandidatesDeduplicated,
+    CandidatesEmbedded,
+    CandidatesExtracted,
+    CompensationFailed,
+    EmbeddingRef,
+    EpisodeRecorded,
+    ExtractionCompensated,
+    ExtractionCompleted,
+    ExtractionRequested,
+    MemoryRetracted,
+    ReviewApproved,
+    ReviewRejected,
+    ReviewRequested,
+    episode_stream,
+    memory_stream,
+)
+from sagas.memory_extraction.extractors import Extractor
+
+ExtractorFactory = Callable[[ExtractionOptions], Extractor]
+"""Builds the extractor a request's options name (``memsaga.worker`` binds it to the settings)."""
+EmbedderFactory = Callable[[ExtractionOptions], Embedder]
+"""Builds the embedder a request's options name."""
+
+
+class MemoryExtractionActivities:
+    """The saga's activities over injected stores and adapter factories (see ``memsaga.worker``)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        blobs: BlobStore,
+        index: MemoryIndex,
+        extractors: ExtractorFactory,
+        embedders: EmbedderFactory,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.index = index
+        self.extractors = extractors
+        self.embedders = embedders
+
+    def all(self) -> list[Callable[..., object]]:
+        """Every activity, for ``Worker(activities=...)``."""
+        return [
+            self.record_episode,
+            self.extract_candidates,
+            self.embed_candidates,
+            self.deduplicate_candidates,
+            self.request_review,
+            self.decide_review,
+            self.store_memories,
+            self.complete_extraction,
+            self.retract_memories,
+            self.compensate_extraction,
+            self.record_compensation_failed,
+        ]
+
+    @activity.defn(name="memory_extraction.record_episode")
+    async def record_episode(self, input: RecordEpisodeInput) -> Appended:
+        """``ExtractionRequested`` + ``EpisodeRecorded``; text over 16 KiB goes to the blob store."""
+        env, options = input.envelope, input.options
+        text, text_sha256, size = await self._episode_text(input)
+        requested = ExtractionRequested(
+            workflow_id=env.workflow_id,
+            episode_id=input.episode_id,
+            source=input.source,
+            review_requested=options.review,
+            extractor=options.extractor,
+            embedder=options.embedder,
+        )
+        first = saga_event(env, event_key(RECORD, 0), requested, causation_id=env.workflow_id)
+        recorded = EpisodeRecorded(
+            episode_id=input.episode_id,
+            source=input.source,
+            text=text,
+            text_sha256=text_sha256,
+            text_bytes=size,
+        )
+        second = saga_event(env, event_key(RECORD, 1), recorded, causation_id=str(first.event_id))
+        stream = episode_stream(input.episode_id)
+        result = await self.store.append(stream, [first, second], expected_version=NO_STREAM)
+        return Appended(event_id=str(second.event_id), version=result.last_version)
+
+    @activity.defn(name="memory_extraction.extract_candidates")
+    async def extract_candidates(self, input: ExtractInput) -> ExtractResult:
+        """``CandidatesExtracted``; the extractor heartbeats while it waits for an LLM."""
+        state = await self._episode(input.episode_id)
+        if CandidatesExtracted.event_type not in state.event_types:
+            text = await self._text(state)
+            with _adapter_errors():
+                extractor = self.extractors(input.options)
+                candidates = await extractor.extract(text, heartbeat=activity.heartbeat)
+            payload = CandidatesExtracted(extractor=extractor.name, candidates=candidates)
+            event = saga_event(input.envelope, event_key(EXTRACT), payload, causation_id=input.causation_id)
+            state = await self._append_step(input, event)
+        summaries = [CandidateSummary.of(c) for c in state.candidates]
+        return ExtractResult(
+            event_id=_step_event_id(input, EXTRACT), version=state.version, candidates=summaries
+        )
+
+    @activity.defn(name="memory_extraction.embed_candidates")
+    async def embed_candidates(self, input: EmbedInput) -> EmbedResult:
+        """``CandidatesEmbedded``: vectors go to the blob store, the event carries their hashes."""
+        state = await self._episode(input.episode_id)
+        if CandidatesEmbedded.event_type not in state.event_types:
+            texts = [c.text for c in state.candidates]
+            with _adapter_errors():
+                embedder = self.embedders(input.options)
+                vectors = await embedder.embed(texts, heartbeat=activity.heartbeat) if texts else []
+            refs = [
+                EmbeddingRef(
+                    candidate_id=c.candidate_id, vector_sha256=await self._put_vector(v), dimension=len(v)
+                )
+                for c, v in zip(state.candidates, vectors, strict=True)
+            ]
+            payload = CandidatesEmbedded(embedder=embedder.name, embeddings=refs)
+            event = saga_event(input.envelope, event_key(EMBED), payload, causation_id=input.causation_id)
+            state = await self._append_step(input, event)
+        dimension = next((ref.dimension for ref in state.embeddings.values()), 0)
+        return EmbedResult(
+            event_id=_step_event_id(input, EMBED),
+            version=state.version,
+            count=len(state.embeddings),
+            dimension=dimension,
+        )
+
+    @activity.defn(name="memory_extraction.deduplicate_candidates")
+    async def deduplicate_candidates(self, input: DeduplicateInput) -> DeduplicateResult:
+        """``CandidatesDeduplicated`` against the user's live memories, read from the event store."""
+        state = await self._episode(input.episode_id)
+        if CandidatesDeduplicated.event_type not in state.event_types:
+            summaries = [CandidateSummary.of(c) for c in state.candidates]
+            existing = await self.index.live_memories(
+                input.envelope.user_id, [s.content_hash for s in summaries]
+            )
+            plan = domain.plan_memories(input.envelope.workflow_id, [s.candidate_id for s in summaries])
+            decision = domain.deduplicate(summaries, existing, {p.candidate_id: p.memory_id for p in plan})
+            event = saga_event(input.envelope, event_key(DEDUP), decision, causation_id=input.causation_id)
+            state = await self._append_step(input, event)
+        return DeduplicateResult(
+            event_id=_step_event_id(input, DEDUP),
+            version=state.version,
+            kept=state.kept,
+            duplicates=len(state.candidates) - len(state.kept),
+        )
+
+    @activity.defn(name="memory_extraction.request_review")
+    async def request_review(self, input: RequestReviewInput) -> Appended:
+        """``ReviewRequested``: the saga now waits for a human."""
+        payload = ReviewRequested(
+            candidate_ids=input.candidate_ids, reasons=input.reasons, timeout_seconds=input.timeout_seconds
+        )
+        event = saga_event(input.envelope, event_key(REVIEW, 0), payload, causation_id=input.causation_id)
+        state = await self._append_step(input, event)
+        return Appended(event_id=str(event.event_id), version=state.version)
+
+    @activity.defn(name="memory_extraction.decide_review")
+    async def decide_review(self, input: DecideReviewInput) -> Appended:
+        """``ReviewApproved`` or ``ReviewRejected`` (``timed_out`` when nobody decided in time)."""
+        payload: ReviewApproved | ReviewRejected
+        if input.approved:
+            payload = ReviewApproved(reviewer=input.reviewer, note=input.note)
+        else:
+            payload = ReviewRejected(
+                reviewer=input.reviewer, reason=input.note or "rejected", timed_out=input.timed_out
+            )
+        event = saga_event(input.envelope, event_key(REVIEW, 1), payload, causation_id=input.causation_id)
+        state = await self._append_step(input, event)
+        return Appended(event_id=str(event.event_id), version=state.version)
+
+    @activity.defn(name="memory_extraction.store_memories")
+    async def store_memories(self, input: StoreMemoriesInput) -> StoreResult:
+        """One ``MemoryCreated`` per planned memory, each in its own new stream ``memory-<id>``."""
+        state = await self._episode(input.episode_id)
+        for planned in input.memories:
+            payload = domain.memory_created(state, planned, input.envelope.user_id)
+            key = event_key(STORE, planned.candidate_id)
+            event = saga_event(input.envelope, key, payload, causation_id=input.causation_id)
+            await self.store.append(memory_stream(planned.memory_id), [event], expected_version=NO_STREAM)
+        return StoreResult(memory_ids=[p.memory_id for p in input.memories])
+
+    @activity.defn(name="memory_extraction.complete_extraction")
+    async def complete_extraction(self, input: CompleteInput) -> Appended:
+        """``ExtractionCompleted`` with the counts."""
+        payload = ExtractionCompleted(
+            candidates=input.candidates,
+            duplicates=input.duplicates,
+            memories_created=len(input.memory_ids),
+            memory_ids=input.memory_ids,
+        )
+        event = saga_event(input.envelope, event_key(COMPLETE), payload, causation_id=input.causation_id)
+        state = await self._append_step(input, event)
+        return Appended(event_id=str(event.event_id), version=state.version)
+
+    @activity.defn(name="memory_extraction.retract_memories")
+    async def retract_memories(self, input: RetractMemoriesInput) -> RetractResult:
+        """Compensation: ``MemoryRetracted`` for every planned memory that was created (others: no-op)."""
+        result = RetractResult()
+        for planned in input.memories:
+            stream = memory_stream(planned.memory_id)
+            events = await self.store.read_stream(stream)
+            if not any(str(e.event_id) == planned.created_event_id for e in events):
+                continue  # the store step never created it: nothing to undo
+            payload = MemoryRetracted(
+                memory_id=planned.memory_id,
+                user_id=input.envelope.user_id,
+                retracts_event_id=planned.created_event_id,
+                reason=input.reason,
+            )
+            key = event_key(COMPENSATE, f"retract:{planned.candidate_id}")
+            retraction = saga_event(input.envelope, key, payload, causation_id=input.causation_id)
+            if all(e.event_id != retraction.event_id for e in events):
+                await self.store.append(stream, [retraction], expected_version=len(events))
+            result.retracted_memory_ids.append(planned.memory_id)
+            result.retracted_event_ids.append(planned.created_event_id)
+        return result
+
+    @activity.defn(name="memory_extraction.compensate_extraction")
+    async def compensate_extraction(self, input: CompensateExtractionInput) -> CompensateResult:
+        """Compensation: ``ExtractionCompensated``; a no-op when the saga recorded nothing."""
+        state = await self._episode(input.episode_id)
+        if state.requested_event_id is None:
+            return CompensateResult(event_id=None)
+        payload = ExtractionCompensated(
+            reason=input.reason,
+            failed_step=input.failed_step,
+            retracted_memory_ids=input.retracted_memory_ids,
+            compensates_event_ids=[state.requested_event_id, *input.retracted_event_ids],
+        )
+        event = saga_event(input.envelope, event_key(COMPENSATE), payload, causation_id=input.causation_id)
+        await self.store.append(episode_stream(input.episode_id), [event], expected_version=ANY)
+        return CompensateResult(event_id=str(event.event_id))
+
+    @activity.defn(name="memory_extraction.record_compensation_failed")
+    async def record_compensation_failed(self, input: RecordCompensationFailedInput) -> Appended:
+        """``CompensationFailed``: a compensation gave up; a human must finish undoing the saga."""
+        payload = CompensationFailed(step=input.step, error=input.error)
+        key = event_key(COMPENSATE, f"failed:{input.step}")
+        event = saga_event(input.envelope, key, payload, causation_id=input.causation_id)
+        result = await self.store.append(episode_stream(input.episode_id), [event], expected_version=ANY)
+        return Appended(event_id=str(event.event_id), version=result.last_version)
+
+    async def _episode(self, episode_id: str) -> EpisodeState:
+        return domain.episode_state(await self.store.read_stream(episode_stream(episode_id)))
+
+    async def _append_step(self, input: StepInput, event: NewEvent) -> EpisodeState:
+        """Append right after the previous step's events, and return the episode's new state."""
+        await self.store.append(
+            episode_stream(input.episode_id), [event], expected_version=input.expected_version
+        )
+        return await self._episode(input.episode_id)
+
+    async def _put_vector(self, vector: list[float]) -> str:
+        return await self.blobs.put(vector_to_bytes(vector))
+
+    async def _text(self, state: EpisodeState) -> str:
+        if state.text is not None:
+            return state.text
+        return (await self.blobs.get(state.text_sha256 or "")).decode("utf-8")
+
+    async def _episode_text(self, input: RecordEpisodeInput) -> tuple[str | None, str, int]:
+        """``(inline text or None, its sha256, its size in bytes)``; long text goes to the blob store."""
+        if input.text is None:
+            data = await self.blobs.get(input.text_sha256 or "")
+            return None, sha256_hex(data), len(data)
+        data = input.text.encode("utf-8")
+        if len(data) > domain.INLINE_TEXT_LIMIT:
+            return None, await self.blobs.put(data), len(data)
+        return input.text, sha256_hex(data), len(data)
+
+
+def _step_event_id(input: StepInput, step: str) -> str:
+    return str(domain.derived_id(input.envelope.workflow_id, event_key(step)))
+
+
+@contextmanager
+def _adapter_errors() -> Iterator[None]:
+    """A failing extractor/embedder fails the attempt; non-retryable unless it says retrying may help."""
+    try:
+        yield
+    except AdapterError as exc:
+        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc

@@ -1,0 +1,261 @@
+"""``memsaga worker | extract | status | approve | reject | cancel``: run and steer extraction sagas."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError
+
+from eventstore import PostgresBlobStore
+from memsaga.bootstrap import create_pool
+from memsaga.cli_store import JsonFlag, fail
+from memsaga.client import (
+    ExtractionHandle,
+    approve_extraction,
+    cancel_extraction,
+    connect,
+    extraction_result,
+    extraction_status,
+    reject_extraction,
+    start_extraction,
+)
+from memsaga.errors import MemsagaError
+from memsaga.settings import Settings
+from memsaga.worker import run_worker
+from sagas.compensation import describe_failure
+from sagas.memory_extraction.domain import (
+    INLINE_TEXT_LIMIT,
+    ExtractionOptions,
+    ExtractionRequest,
+    ExtractionResult,
+    InvalidExtractionRequest,
+)
+
+T = TypeVar("T")
+P = ParamSpec("P")
+console = Console()
+
+WorkflowIdArg = Annotated[str, typer.Argument(help="The saga's workflow id (extract-…).")]
+ReviewerOption = Annotated[
+    str | None, typer.Option("--reviewer", help="Who decides (recorded in the event).")
+]
+
+
+def _run(make: Callable[[Settings, Client], Awaitable[T]]) -> T:
+    """Connect, run, and turn connection and saga errors into messages that say what to do."""
+
+    async def main() -> T:
+        settings = Settings()
+        return await make(settings, await connect(settings))
+
+    try:
+        return asyncio.run(main())
+    except (MemsagaError, InvalidExtractionRequest) as exc:
+        raise fail(str(exc)) from None
+    except RPCError as exc:
+        raise fail(f"Temporal refused: {exc}") from None
+    except RuntimeError as exc:  # temporalio's "failed client connect"
+        raise fail(f"{exc}: is Temporal running? start it with `memsaga dev up`") from None
+
+
+def worker_command() -> None:
+    """Run workflows and activities on the task queue until SIGTERM or Ctrl-C."""
+    settings = Settings()
+
+    def ready() -> None:
+        print(
+            f"memsaga worker ready: task queue {settings.task_queue}, namespace {settings.temporal_namespace}"
+        )
+        sys.stdout.flush()
+
+    try:
+        asyncio.run(run_worker(settings, on_ready=ready))
+    except MemsagaError as exc:
+        raise fail(str(exc)) from None
+    except RuntimeError as exc:
+        raise fail(f"{exc}: are Temporal and PostgreSQL running? (`memsaga dev up`)") from None
+    print("memsaga worker stopped")
+
+
+def extract_command(
+    user: Annotated[str, typer.Option("--user", help="Whose memories these are.")],
+    text: Annotated[str | None, typer.Option("--text", help="The episode's text.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Read the episode from this file ('-': stdin).")
+    ] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option("--correlation-id", help="Defaults to the workflow id.")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option("--id", help="Idempotency key: workflow id extract-<KEY>.")
+    ] = None,
+    source: Annotated[str, typer.Option("--source", help="Where the episode comes from.")] = "chat",
+    review: Annotated[bool, typer.Option("--review", help="Always wait for a human review.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the saga finishes.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a memory-extraction saga (twice with the same --id: still one saga)."""
+    episode = _episode_text(text, file)
+
+    async def start(settings: Settings, client: Client) -> dict[str, Any]:
+        options = ExtractionOptions(
+            review=review,
+            review_timeout_seconds=settings.review_timeout_seconds,
+            extractor=settings.extractor,
+            embedder=settings.embedder,
+        )
+        request = ExtractionRequest(
+            user_id=user, text=episode, source=source, correlation_id=correlation_id, options=options
+        )
+        handle = await _start(client, request, key, settings)
+        shown: dict[str, Any] = handle.model_dump()
+        if wait:
+            shown["result"] = await _wait(client, handle.workflow_id)
+        return shown
+
+    shown = _run(start)
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+    else:
+        _print_fields({k: v for k, v in shown.items() if k != "result"})
+        if "result" in shown:
+            _print_fields(shown["result"])
+    if wait and shown["result"]["outcome"] not in ("completed", "rejected"):
+        raise typer.Exit(code=1)
+
+
+def _episode_text(text: str | None, file: Path | None) -> str:
+    if (text is None) == (file is None):
+        raise fail("give exactly one of --text or --file")
+    if file is None:
+        assert text is not None
+        return text
+    try:
+        return sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc}") from None
+
+
+async def _start(
+    client: Client, request: ExtractionRequest, key: str | None, settings: Settings
+) -> ExtractionHandle:
+    if request.text is None or len(request.text.encode("utf-8")) <= INLINE_TEXT_LIMIT:
+        return await start_extraction(client, request, workflow_id=key, settings=settings)
+    pool = await create_pool(settings, min_size=1, max_size=1)  # long text: the blob store takes it
+    try:
+        blobs = PostgresBlobStore(pool)
+        return await start_extraction(client, request, workflow_id=key, settings=settings, blobs=blobs)
+    finally:
+        await pool.close()
+
+
+async def _wait(client: Client, workflow_id: str) -> dict[str, Any]:
+    try:
+        result: ExtractionResult = await extraction_result(client, workflow_id)
+    except WorkflowFailureError as exc:
+        return {"outcome": "failed or cancelled", "reason": describe_failure(exc)}
+    return result.model_dump()
+
+
+def status_command(workflow_id: WorkflowIdArg, as_json: JsonFlag = False) -> None:
+    """Show the saga's step, counts and whether it waits for a review."""
+
+    async def query(settings: Settings, client: Client) -> dict[str, Any]:
+        return (await extraction_status(client, workflow_id)).model_dump()
+
+    status = _run(query)
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+    else:
+        _print_fields(status)
+
+
+def approve_command(
+    workflow_id: WorkflowIdArg,
+    reviewer: ReviewerOption = None,
+    note: Annotated[str | None, typer.Option("--note", help="Why it is fine.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve the candidates a saga waits on: it stores them."""
+    _run(lambda _, client: approve_extraction(client, workflow_id, reviewer=reviewer, note=note))
+    _done("approve", workflow_id, as_json)
+
+
+def reject_command(
+    workflow_id: WorkflowIdArg,
+    reviewer: ReviewerOption = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why not (recorded in the event).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Reject the candidates a saga waits on: it compensates."""
+    _run(lambda _, client: reject_extraction(client, workflow_id, reviewer=reviewer, reason=reason))
+    _done("reject", workflow_id, as_json)
+
+
+def cancel_command(
+    workflow_id: WorkflowIdArg,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Recorded with the cancellation.")
+    ] = "cancelled by user",
+    as_json: JsonFlag = False,
+) -> None:
+    """Cancel a saga: it retracts what it stored, records ExtractionCompensated, then ends Cancelled."""
+    _run(lambda _, client: cancel_extraction(client, workflow_id, reason=reason))
+    _done("cancel", workflow_id, as_json)
+
+
+def _done(action: str, workflow_id: str, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"workflow_id": workflow_id, "sent": action}))
+    else:
+        console.print(f"sent [bold]{action}[/] to {workflow_id}")
+
+
+def _print_fields(fields: dict[str, Any]) -> None:
+    width = max(map(len, fields), default=0) + 2
+    for name, value in fields.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        # soft_wrap: URLs and ids stay whole (copy-paste), however narrow the terminal.
+        console.print(f"[bold]{name.ljust(width)}[/]{shown}", soft_wrap=True, highlight=False)
+
+
+def _exits_at_once(command: Callable[P, None]) -> Callable[P, None]:
+    """Run ``command``, then leave the process without interpreter teardown.
+
+    temporalio's Rust threads can abort a short-lived client process while Python finalizes
+    ("Fatal Python error: PyGILState_Release", temporalio/sdk-python#300); all output is
+    flushed and nothing is left to clean up, so skipping the teardown is safe.
+    """
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+            code = 0
+        except typer.Exit as exit_:
+            code = exit_.exit_code
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    return run
+
+
+def register_saga_commands(app: typer.Typer) -> None:
+    """Attach the saga commands to the main app."""
+    app.command("worker")(_exits_at_once(worker_command))
+    app.command("extract")(_exits_at_once(extract_command))
+    app.command("status")(_exits_at_once(status_command))
+    app.command("approve")(_exits_at_once(approve_command))
+    app.command("reject")(_exits_at_once(reject_command))
+    app.command("cancel")(_exits_at_once(cancel_command))

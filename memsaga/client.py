@@ -1,0 +1,189 @@
+"""Start and steer memory-extraction sagas from Python.
+
+Example::
+
+    from memsaga.client import approve_extraction, connect, extraction_result, start_extraction
+    from memsaga.settings import Settings
+    from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest
+
+    settings = Settings()
+    client = await connect(settings)
+    request = ExtractionRequest(user_id="u-1", text="I'm allergic to peanuts.", options=ExtractionOptions())
+    handle = await start_extraction(client, request, workflow_id="extract-chat-42", settings=settings)
+    print(handle.url)                                   # the run in the Temporal UI
+    await approve_extraction(client, handle.workflow_id, reviewer="ana")   # sensitive: it waits
+    print(await extraction_result(client, handle.workflow_id))
+
+Starting twice with the same workflow id never starts a second saga: a running saga is
+reused (``USE_EXISTING``), and a closed one is not run again (``REJECT_DUPLICATE``,
+because the saga's event ids derive from its workflow id).
+"""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import quote
+
+from pydantic import BaseModel
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from eventstore import BlobStore
+from memsaga.settings import Settings
+from sagas.memory_extraction.domain import (
+    INLINE_TEXT_LIMIT,
+    ExtractionRequest,
+    ExtractionResult,
+    ExtractionStatus,
+    InvalidExtractionRequest,
+    ReviewDecision,
+    request_problems,
+)
+from workflows.memory_extraction import CORRELATION_ID, USER_ID, MemoryExtraction
+
+WORKFLOW_ID_PREFIX = "extract-"
+
+
+class ExtractionHandle(BaseModel):
+    """A started (or already existing) saga: ids to steer it and its page in the Temporal UI."""
+
+    workflow_id: str
+    run_id: str
+    correlation_id: str
+    user_id: str
+    url: str
+
+
+async def connect(settings: Settings) -> Client:
+    """A Temporal client for ``settings`` with the pydantic data converter the saga needs.
+
+    :raises ServiceNotConfigured: no Temporal address is known.
+    :raises RuntimeError: Temporal cannot be reached.
+    """
+    return await Client.connect(
+        settings.require_temporal_address(),
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def workflow_id_for(key: str | None = None) -> str:
+    """``extract-<key>``; a fresh random key when none is given."""
+    key = key or uuid.uuid4().hex
+    return key if key.startswith(WORKFLOW_ID_PREFIX) else f"{WORKFLOW_ID_PREFIX}{key}"
+
+
+def workflow_url(ui_url: str, namespace: str, workflow_id: str, run_id: str) -> str:
+    """The run's page in the Temporal web UI."""
+    parts = (quote(namespace, safe=""), quote(workflow_id, safe=""), quote(run_id, safe=""))
+    return f"{ui_url.rstrip('/')}/namespaces/{parts[0]}/workflows/{parts[1]}/{parts[2]}"
+
+
+async def start_extraction(
+    client: Client,
+    request: ExtractionRequest,
+    *,
+    workflow_id: str | None = None,
+    settings: Settings | None = None,
+    blobs: BlobStore | None = None,
+) -> ExtractionHandle:
+    """Start a saga for ``request``, or return the one already started under ``workflow_id``.
+
+    The correlation id defaults to the workflow id. Text over 16 KiB is put in ``blobs``
+    first and the workflow gets only its hash (history stays small).
+
+    :raises InvalidExtractionRequest: the request is malformed, or its text is long and no
+        blob store was given.
+    """
+    settings = settings or Settings()
+    workflow_id = workflow_id_for(workflow_id)
+    request = await _prepared(request, workflow_id, blobs)
+    correlation_id = request.correlation_id or workflow_id
+    attributes = TypedSearchAttributes(
+        [SearchAttributePair(CORRELATION_ID, correlation_id), SearchAttributePair(USER_ID, request.user_id)]
+    )
+    try:
+        handle = await client.start_workflow(
+            MemoryExtraction.run,
+            request,
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=attributes,
+            static_summary=f"memories of {request.user_id} from a {request.source} episode",
+        )
+        run_id = handle.result_run_id or ""
+    except WorkflowAlreadyStartedError as exc:  # closed already: never run twice
+        run_id = exc.run_id or ""
+    # An existing run may have been started with other values: report what it really has.
+    described = await client.get_workflow_handle(workflow_id, run_id=run_id or None).describe()
+    found = described.typed_search_attributes
+    return ExtractionHandle(
+        workflow_id=workflow_id,
+        run_id=described.run_id,
+        correlation_id=found.get(CORRELATION_ID) or correlation_id,
+        user_id=found.get(USER_ID) or request.user_id,
+        url=workflow_url(settings.temporal_ui(), client.namespace, workflow_id, described.run_id),
+    )
+
+
+async def _prepared(
+    request: ExtractionRequest, workflow_id: str, blobs: BlobStore | None
+) -> ExtractionRequest:
+    problems = request_problems(request)
+    if problems:
+        raise InvalidExtractionRequest("invalid extraction request: " + "; ".join(problems))
+    update: dict[str, object] = {"correlation_id": request.correlation_id or workflow_id}
+    if request.text is not None and len(request.text.encode("utf-8")) > INLINE_TEXT_LIMIT:
+        if blobs is None:
+            raise InvalidExtractionRequest(
+                f"the text is over {INLINE_TEXT_LIMIT} bytes: pass blobs= (a BlobStore) to store it, "
+                "or put it in the blob store yourself and send text_sha256"
+            )
+        update |= {"text": None, "text_sha256": await blobs.put(request.text.encode("utf-8"))}
+    return request.model_copy(update=update)
+
+
+def _handle(client: Client, workflow_id: str) -> WorkflowHandle[MemoryExtraction, ExtractionResult]:
+    return client.get_workflow_handle_for(MemoryExtraction.run, workflow_id)
+
+
+async def extraction_status(client: Client, workflow_id: str) -> ExtractionStatus:
+    """The saga's step, counts and review state (a workflow query; needs a running worker)."""
+    return await _handle(client, workflow_id).query(MemoryExtraction.status)
+
+
+async def extraction_result(client: Client, workflow_id: str) -> ExtractionResult:
+    """Wait for the saga to finish. :raises WorkflowFailureError: it failed or was cancelled."""
+    return await _handle(client, workflow_id).result()
+
+
+async def approve_extraction(
+    client: Client, workflow_id: str, *, reviewer: str | None = None, note: str | None = None
+) -> None:
+    """Approve the candidates the saga waits on (signal ``approve``)."""
+    await _handle(client, workflow_id).signal(
+        MemoryExtraction.approve, ReviewDecision(reviewer=reviewer, note=note)
+    )
+
+
+async def reject_extraction(
+    client: Client, workflow_id: str, *, reviewer: str | None = None, reason: str | None = None
+) -> None:
+    """Reject the candidates: the saga compensates (signal ``reject``)."""
+    await _handle(client, workflow_id).signal(
+        MemoryExtraction.reject, ReviewDecision(reviewer=reviewer, note=reason)
+    )
+
+
+async def cancel_extraction(client: Client, workflow_id: str, *, reason: str = "cancelled by user") -> None:
+    """Cancel the saga: it compensates, then ends Cancelled."""
+    await _handle(client, workflow_id).cancel(reason=reason)

@@ -1,0 +1,356 @@
+"""Pure decisions of the memory-extraction saga: its request and status models, deterministic
+ids, which candidates need review, deduplication, the episode's state folded from its events,
+and the envelopes of the events the saga writes. No I/O, no clock, no randomness: time and
+ids come in as arguments, so a retried activity rebuilds byte-identical events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eventstore import EventPayload, NewEvent, RecordedEvent
+from sagas.memory_extraction.events import (
+    Candidate,
+    CandidatesDeduplicated,
+    CandidatesEmbedded,
+    CandidatesExtracted,
+    DuplicateSkipped,
+    EmbeddingRef,
+    EpisodeRecorded,
+    ExtractionRequested,
+    MemoryCreated,
+    MemoryKind,
+)
+from sagas.memory_extraction.text import SENSITIVE_KINDS
+
+SAGA_NAMESPACE = uuid.UUID("6f1c2a52-3d0e-5b7a-9c41-8e2d7f0b9a13")
+"""uuid5 namespace of every id the saga derives (never change it: ids would change)."""
+
+INLINE_TEXT_LIMIT = 16 * 1024
+"""Episodes longer than this (UTF-8 bytes) live in the blob store; events and Temporal carry the hash."""
+
+RECORD, EXTRACT, EMBED, DEDUP, REVIEW, STORE, COMPLETE, COMPENSATE = (
+    "record",
+    "extract",
+    "embed",
+    "dedup",
+    "review",
+    "store",
+    "complete",
+    "compensate",
+)
+STEPS = (RECORD, EXTRACT, EMBED, DEDUP, REVIEW, STORE, COMPLETE)
+"""The saga's steps in order (``review`` only when needed)."""
+
+
+class InvalidExtractionRequest(ValueError):
+    """The request cannot start a saga; the message says what to change."""
+
+
+# --- Request, status, result ------------------------------------------------------------------
+
+
+class StepRetry(BaseModel):
+    """Retries of each step's activity before the step counts as permanently failed."""
+
+    maximum_attempts: int = Field(default=5, ge=1)
+    initial_interval_seconds: float = Field(default=1.0, gt=0)
+    maximum_interval_seconds: float = Field(default=30.0, gt=0)
+
+
+class ExtractionOptions(BaseModel):
+    """How one saga runs: review, adapters (built by the activities from these specs), retries."""
+
+    review: bool = False
+    review_timeout_seconds: float = Field(default=86400.0, gt=0)
+    extractor: str = "rules"
+    embedder: str = "hashing"
+    extractor_base_url: str | None = None
+    embedder_base_url: str | None = None
+    heartbeat_timeout_seconds: float = Field(default=60.0, gt=0)
+    """How long an extractor or embedder may stay silent before its attempt counts as lost."""
+    retry: StepRetry = Field(default_factory=StepRetry)
+
+
+class ExtractionRequest(BaseModel):
+    """Input of the ``MemoryExtraction`` workflow: exactly one of ``text`` / ``text_sha256``."""
+
+    user_id: str
+    text: str | None = None
+    text_sha256: str | None = None
+    source: str = "chat"
+    correlation_id: str | None = None
+    options: ExtractionOptions = Field(default_factory=ExtractionOptions)
+
+
+def request_problems(request: ExtractionRequest) -> list[str]:
+    """What is wrong with ``request`` (empty when it can start a saga)."""
+    problems = []
+    if not request.user_id.strip():
+        problems.append("user_id must not be empty")
+    if (request.text is None) == (request.text_sha256 is None):
+        problems.append("give exactly one of text (the episode) or text_sha256 (a blob already stored)")
+    if request.text is not None and not request.text.strip():
+        problems.append("text must not be empty")
+    if request.text_sha256 is not None and not _is_sha256(request.text_sha256):
+        problems.append("text_sha256 must be 64 lowercase hex digits")
+    return problems
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+class ReviewDecision(BaseModel):
+    """Sent with the ``approve`` / ``reject`` signals."""
+
+    reviewer: str | None = None
+    note: str | None = None
+
+
+Outcome = Literal["running", "completed", "rejected", "failed", "cancelled", "compensation_failed"]
+
+
+class ExtractionStatus(BaseModel):
+    """What the ``status`` query answers."""
+
+    workflow_id: str
+    correlation_id: str
+    episode_id: str
+    step: str
+    outcome: Outcome = "running"
+    candidates: int = 0
+    duplicates: int = 0
+    memories_created: int = 0
+    memory_ids: list[str] = Field(default_factory=list)
+    waiting_for_review: bool = False
+    review_reasons: list[str] = Field(default_factory=list)
+    failed_step: str | None = None
+    reason: str | None = None
+
+
+class ExtractionResult(BaseModel):
+    """What a finished (completed or rejected) saga returns."""
+
+    outcome: Literal["completed", "rejected"]
+    episode_id: str
+    candidates: int
+    duplicates: int
+    memory_ids: list[str]
+    reason: str | None = None
+
+
+class CandidateSummary(BaseModel):
+    """A candidate without its text: what the workflow keeps in its history."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidate_id: str
+    kind: MemoryKind
+    content_hash: str
+    sensitive: bool
+    sensitivity_reason: str | None = None
+
+    @classmethod
+    def of(cls, candidate: Candidate) -> CandidateSummary:
+        """The summary of one extracted candidate."""
+        return cls(
+            candidate_id=candidate.candidate_id,
+            kind=candidate.kind,
+            content_hash=candidate.content_hash,
+            sensitive=candidate.sensitive,
+            sensitivity_reason=candidate.sensitivity_reason,
+        )
+
+
+class PlannedMemory(BaseModel):
+    """A memory the store step will create: its id and the id of its ``MemoryCreated``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidate_id: str
+    memory_id: str
+    created_event_id: str
+
+
+# --- Deterministic ids ------------------------------------------------------------------------
+
+
+def event_key(step: str, index: int | str = 0) -> str:
+    """The name of one event a step writes, e.g. ``record:1`` or ``store:<candidate id>``."""
+    return f"{step}:{index}"
+
+
+def derived_id(workflow_id: str, key: str) -> uuid.UUID:
+    """``uuid5(SAGA_NAMESPACE, "<workflow id>:<key>")``: the same on every retry and replay."""
+    return uuid.uuid5(SAGA_NAMESPACE, f"{workflow_id}:{key}")
+
+
+def episode_id_for(workflow_id: str) -> str:
+    """The episode id of a saga (its stream is ``episode-<id>``)."""
+    return str(derived_id(workflow_id, "episode"))
+
+
+def plan_memories(workflow_id: str, candidate_ids: Sequence[str]) -> list[PlannedMemory]:
+    """The memories the store step creates for the kept candidates, with their ids."""
+    return [
+        PlannedMemory(
+            candidate_id=cid,
+            memory_id=str(derived_id(workflow_id, f"memory:{cid}")),
+            created_event_id=str(derived_id(workflow_id, event_key(STORE, cid))),
+        )
+        for cid in candidate_ids
+    ]
+
+
+# --- Decisions --------------------------------------------------------------------------------
+
+
+def sensitivity_of(candidate: CandidateSummary) -> str | None:
+    """Why a candidate is sensitive (health, finances, identifiers...), or None."""
+    if candidate.kind in SENSITIVE_KINDS:
+        return candidate.sensitivity_reason or SENSITIVE_KINDS[candidate.kind]
+    if candidate.sensitive:
+        return candidate.sensitivity_reason or "sensitive"
+    return None
+
+
+def review_needed(candidates: Sequence[CandidateSummary], *, requested: bool) -> tuple[list[str], list[str]]:
+    """``(candidate ids under review, reasons)``; both empty when no review is needed.
+
+    Only the candidates about to become memories count: nothing to store, nothing to review.
+    """
+    if not candidates:
+        return [], []
+    sensitive = [(c.candidate_id, reason) for c in candidates if (reason := sensitivity_of(c)) is not None]
+    reasons = [f"candidate {cid} is sensitive ({reason})" for cid, reason in sensitive]
+    if requested:
+        return [c.candidate_id for c in candidates], ["review requested by the client", *reasons]
+    return [cid for cid, _ in sensitive], reasons
+
+
+def deduplicate(
+    candidates: Sequence[CandidateSummary],
+    existing: Mapping[str, str],
+    planned: Mapping[str, str],
+) -> CandidatesDeduplicated:
+    """Keep candidates whose content hash the user has no live memory for.
+
+    ``existing`` maps content hash to an existing memory id; ``planned`` maps candidate id
+    to the memory id it would get, so a repeat within one episode points at the first one.
+    """
+    seen = dict(existing)
+    kept: list[str] = []
+    skipped: list[DuplicateSkipped] = []
+    for candidate in candidates:
+        memory_id = seen.get(candidate.content_hash)
+        if memory_id is not None:
+            skipped.append(
+                DuplicateSkipped(candidate_id=candidate.candidate_id, existing_memory_id=memory_id)
+            )
+            continue
+        kept.append(candidate.candidate_id)
+        seen[candidate.content_hash] = planned[candidate.candidate_id]
+    return CandidatesDeduplicated(kept=kept, skipped=skipped)
+
+
+# --- The episode, folded from its stream --------------------------------------------------------
+
+
+class EpisodeState(BaseModel):
+    """What the saga has recorded in its episode stream so far."""
+
+    episode_id: str | None = None
+    requested_event_id: str | None = None
+    source: str = "chat"
+    text: str | None = None
+    text_sha256: str | None = None
+    candidates: list[Candidate] = Field(default_factory=list)
+    embeddings: dict[str, EmbeddingRef] = Field(default_factory=dict)
+    kept: list[str] = Field(default_factory=list)
+    event_types: list[str] = Field(default_factory=list)
+    version: int = 0
+
+
+def evolve(state: EpisodeState, event: RecordedEvent) -> EpisodeState:
+    """The state after one more event of the episode stream."""
+    update: dict[str, Any] = {"version": event.version, "event_types": [*state.event_types, event.event_type]}
+    match event.event_type:
+        case ExtractionRequested.event_type:
+            update["requested_event_id"] = str(event.event_id)
+            update["episode_id"] = event.payload["episode_id"]
+        case EpisodeRecorded.event_type:
+            recorded = EpisodeRecorded.model_validate(event.payload)
+            update |= {"text": recorded.text, "text_sha256": recorded.text_sha256, "source": recorded.source}
+        case CandidatesExtracted.event_type:
+            update["candidates"] = CandidatesExtracted.model_validate(event.payload).candidates
+        case CandidatesEmbedded.event_type:
+            refs = CandidatesEmbedded.model_validate(event.payload).embeddings
+            update["embeddings"] = {ref.candidate_id: ref for ref in refs}
+        case CandidatesDeduplicated.event_type:
+            update["kept"] = CandidatesDeduplicated.model_validate(event.payload).kept
+    return state.model_copy(update=update)
+
+
+def episode_state(events: Sequence[RecordedEvent]) -> EpisodeState:
+    """Fold an episode stream into its state."""
+    state = EpisodeState()
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+def memory_created(state: EpisodeState, planned: PlannedMemory, user_id: str) -> MemoryCreated:
+    """The ``MemoryCreated`` of one kept candidate, with its vector's hash when it has one.
+
+    :raises KeyError: the candidate is not in the episode (a bug in the plan).
+    """
+    candidate = {c.candidate_id: c for c in state.candidates}[planned.candidate_id]
+    embedding = state.embeddings.get(candidate.candidate_id)
+    summary = CandidateSummary.of(candidate)
+    return MemoryCreated(
+        memory_id=planned.memory_id,
+        user_id=user_id,
+        episode_id=state.episode_id or "",
+        text=candidate.text,
+        kind=candidate.kind,
+        content_hash=candidate.content_hash,
+        vector_sha256=embedding.vector_sha256 if embedding else None,
+        dimension=embedding.dimension if embedding else None,
+        source=state.source,
+        sensitive=sensitivity_of(summary) is not None,
+    )
+
+
+# --- Event envelopes --------------------------------------------------------------------------
+
+
+class Envelope(BaseModel):
+    """What every event of one saga shares; ``occurred_at`` comes from ``workflow.now()``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: str
+    correlation_id: str
+    user_id: str
+    occurred_at: datetime
+    metadata: dict[str, str] = Field(default_factory=dict)
+    """Passed through to every event (e.g. a ``traceparent``, later)."""
+
+
+def saga_event(envelope: Envelope, key: str, payload: EventPayload, *, causation_id: str) -> NewEvent:
+    """The event ``key`` of a saga: id derived from workflow id + key, so retries rebuild it."""
+    return NewEvent.of(
+        payload,
+        event_id=derived_id(envelope.workflow_id, key),
+        correlation_id=envelope.correlation_id,
+        causation_id=causation_id,
+        user_id=envelope.user_id,
+        occurred_at=envelope.occurred_at,
+        metadata={**envelope.metadata, "workflow_id": envelope.workflow_id, "saga_event": key},
+    )

@@ -1,0 +1,403 @@
+"""The ``MemoryExtraction`` workflow: episode → candidates → vectors → dedup → review → memories.
+
+Orchestration only: every effect is an activity, every id is derived from the workflow id
+and the step, every timestamp is ``workflow.now()``. Compensations (``sagas.compensation``)
+are registered before the steps they undo; on a step's permanent failure, a rejection or a
+cancellation they run newest first: ``MemoryRetracted`` for each memory created, then
+``ExtractionCompensated``. See docs/sagas.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ApplicationError, FailureError, is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from activities.memory_extraction import MemoryExtractionActivities as Acts
+    from activities.memory_extraction_io import (
+        Appended,
+        CompensateExtractionInput,
+        CompleteInput,
+        DecideReviewInput,
+        DeduplicateInput,
+        DeduplicateResult,
+        EmbedInput,
+        ExtractInput,
+        ExtractResult,
+        RecordCompensationFailedInput,
+        RecordEpisodeInput,
+        RequestReviewInput,
+        RetractMemoriesInput,
+        RetractResult,
+        StoreMemoriesInput,
+    )
+    from eventstore.errors import (
+        BlobNotFound,
+        EventIdConflict,
+        InvalidEvent,
+        InvalidPayload,
+        PartialDuplicate,
+        PayloadTooLarge,
+        UnknownEventType,
+        WrongExpectedVersion,
+    )
+    from sagas.compensation import (
+        COMPENSATION_RETRY,
+        Compensation,
+        CompensationContext,
+        CompensationFailedError,
+        Saga,
+    )
+    from sagas.memory_extraction.domain import (
+        COMPLETE,
+        DEDUP,
+        EMBED,
+        EXTRACT,
+        RECORD,
+        REVIEW,
+        STORE,
+        Envelope,
+        ExtractionRequest,
+        ExtractionResult,
+        ExtractionStatus,
+        InvalidExtractionRequest,
+        PlannedMemory,
+        ReviewDecision,
+        episode_id_for,
+        plan_memories,
+        request_problems,
+        review_needed,
+    )
+
+R = TypeVar("R")
+In = TypeVar("In")
+
+CORRELATION_ID = SearchAttributeKey.for_keyword("CorrelationId")
+"""Search attribute: every run of one correlation id (register it: ``memsaga dev up`` does)."""
+USER_ID = SearchAttributeKey.for_keyword("UserId")
+"""Search attribute: every run for one user."""
+
+_PERMANENT: tuple[type[Exception], ...] = (
+    WrongExpectedVersion,
+    EventIdConflict,
+    PartialDuplicate,
+    UnknownEventType,
+    InvalidPayload,
+    InvalidEvent,
+    PayloadTooLarge,
+    BlobNotFound,
+    ValidationError,
+    KeyError,
+)
+PERMANENT_ERRORS = [error.__name__ for error in _PERMANENT]
+"""Errors no retry can fix: the step fails at once (and the saga compensates)."""
+
+SHORT_STEP = timedelta(seconds=60)
+ADAPTER_STEP = timedelta(minutes=10)
+
+
+@workflow.defn(name="MemoryExtraction")
+class MemoryExtraction:
+    """One request, one saga: see the module docstring and docs/sagas.md."""
+
+    @workflow.init
+    def __init__(self, request: ExtractionRequest) -> None:
+        info = workflow.info()
+        self._request = request
+        self._workflow_id = info.workflow_id
+        self._correlation_id = request.correlation_id or info.workflow_id
+        self._status = ExtractionStatus(
+            workflow_id=info.workflow_id,
+            correlation_id=self._correlation_id,
+            episode_id=episode_id_for(info.workflow_id),
+            step="starting",
+        )
+        self._decision: tuple[bool, ReviewDecision] | None = None
+        self._last_event_id = info.workflow_id  # the request itself causes the first event
+        self._version = 0
+        self._saga = Saga(record_failure=self._record_compensation_failed)
+
+    @workflow.run
+    async def run(self, request: ExtractionRequest) -> ExtractionResult:
+        """Run the saga; returns on completion or rejection, raises on failure or cancellation."""
+        problems = request_problems(request)
+        if problems:
+            raise ApplicationError(
+                "invalid extraction request: " + "; ".join(problems),
+                type=InvalidExtractionRequest.__name__,
+                non_retryable=True,
+            )
+        self._ensure_search_attributes()
+        try:
+            result = await self._saga.run(self._steps)
+        except BaseException as error:
+            self._finish_with(error)
+            raise
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    @workflow.signal
+    def approve(self, decision: ReviewDecision | None = None) -> None:
+        """A reviewer approves the candidates under review (the first decision wins)."""
+        if self._decision is None:
+            self._decision = (True, decision or ReviewDecision())
+
+    @workflow.signal
+    def reject(self, decision: ReviewDecision | None = None) -> None:
+        """A reviewer rejects the candidates: the saga compensates (the first decision wins)."""
+        if self._decision is None:
+            self._decision = (False, decision or ReviewDecision())
+
+    @workflow.query
+    def status(self) -> ExtractionStatus:
+        """Current step, counts, and whether the saga waits for a review."""
+        return self._status
+
+    async def _steps(self) -> ExtractionResult:
+        options = self._request.options
+        self._saga.add_compensation(Compensation(RECORD, Acts.compensate_extraction, self._compensate_input))
+        await self._step(RECORD, self._record)
+        extracted = await self._step(EXTRACT, self._extract)
+        self._status.candidates = len(extracted.candidates)
+        await self._step(EMBED, self._embed)
+        deduped = await self._step(DEDUP, self._dedup)
+        self._status.duplicates = deduped.duplicates
+        kept = [c for c in extracted.candidates if c.candidate_id in set(deduped.kept)]
+        under_review, reasons = review_needed(kept, requested=options.review)
+        if under_review:
+            approved, reason = await self._step(REVIEW, lambda: self._review(under_review, reasons))
+            if not approved:
+                await self._saga.compensate(reason, REVIEW)
+                self._status.outcome, self._status.reason = "rejected", reason
+                self._status.step = "compensated"
+                return self._result("rejected", reason)
+        planned = plan_memories(self._workflow_id, deduped.kept)
+        self._saga.add_compensation(Compensation(STORE, Acts.retract_memories, self._retract_input(planned)))
+        await self._step(STORE, lambda: self._store(planned))
+        self._status.memory_ids = [p.memory_id for p in planned]
+        self._status.memories_created = len(planned)
+        await self._step(COMPLETE, self._complete)
+        self._status.outcome, self._status.step = "completed", "done"
+        return self._result("completed", None)
+
+    async def _step(self, name: str, action: Callable[[], Awaitable[R]]) -> R:
+        self._status.step = name
+        return await self._saga.step(name, action)
+
+    async def _record(self) -> Appended:
+        request = self._request
+        arg = RecordEpisodeInput(
+            envelope=self._envelope(),
+            episode_id=self._status.episode_id,
+            text=request.text,
+            text_sha256=request.text_sha256,
+            source=request.source,
+            options=request.options,
+        )
+        return self._advance(await self._call(Acts.record_episode, arg))
+
+    async def _extract(self) -> ExtractResult:
+        arg = ExtractInput(**self._step_fields(), options=self._request.options)
+        return self._advance(await self._call(Acts.extract_candidates, arg, adapter=True))
+
+    async def _embed(self) -> Appended:
+        arg = EmbedInput(**self._step_fields(), options=self._request.options)
+        return self._advance(await self._call(Acts.embed_candidates, arg, adapter=True))
+
+    async def _dedup(self) -> DeduplicateResult:
+        return self._advance(
+            await self._call(Acts.deduplicate_candidates, DeduplicateInput(**self._step_fields()))
+        )
+
+    async def _review(self, candidate_ids: list[str], reasons: list[str]) -> tuple[bool, str]:
+        """Ask for a review and wait for a signal or the timeout; ``(approved, reason)``."""
+        timeout = self._request.options.review_timeout_seconds
+        arg = RequestReviewInput(
+            **self._step_fields(), candidate_ids=candidate_ids, reasons=reasons, timeout_seconds=timeout
+        )
+        self._advance(await self._call(Acts.request_review, arg))
+        self._status.waiting_for_review, self._status.review_reasons = True, reasons
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None, timeout=timeout, timeout_summary="review"
+            )
+            assert self._decision is not None
+            (approved, decision), timed_out = self._decision, False
+        except TimeoutError:
+            approved, timed_out = False, True
+            decision = ReviewDecision(note=f"no review decision within {timeout:g} s")
+        finally:
+            self._status.waiting_for_review = False
+        reason = _review_reason(approved, timed_out, decision)
+        decided = DecideReviewInput(
+            **self._step_fields(),
+            approved=approved,
+            reviewer=decision.reviewer,
+            note=decision.note if approved else reason,
+            timed_out=timed_out,
+        )
+        self._advance(await self._call(Acts.decide_review, decided))
+        return approved, reason
+
+    async def _store(self, planned: list[PlannedMemory]) -> None:
+        arg = StoreMemoriesInput(**self._step_fields(), memories=planned)
+        await self._call(Acts.store_memories, arg)
+
+    async def _complete(self) -> Appended:
+        status = self._status
+        arg = CompleteInput(
+            **self._step_fields(),
+            candidates=status.candidates,
+            duplicates=status.duplicates,
+            memory_ids=status.memory_ids,
+        )
+        return self._advance(await self._call(Acts.complete_extraction, arg))
+
+    # --- compensations ---------------------------------------------------------------------
+
+    def _retract_input(
+        self, planned: list[PlannedMemory]
+    ) -> Callable[[CompensationContext], RetractMemoriesInput]:
+        def build(context: CompensationContext) -> RetractMemoriesInput:
+            return RetractMemoriesInput(
+                envelope=self._envelope(),
+                memories=planned,
+                reason=context.reason,
+                causation_id=self._last_event_id,
+            )
+
+        return build
+
+    def _compensate_input(self, context: CompensationContext) -> CompensateExtractionInput:
+        retracted = context.results.get(STORE, RetractResult())
+        self._status.step = "compensating"
+        return CompensateExtractionInput(
+            envelope=self._envelope(),
+            episode_id=self._status.episode_id,
+            reason=context.reason,
+            failed_step=context.failed_step,
+            retracted_memory_ids=retracted.retracted_memory_ids,
+            retracted_event_ids=retracted.retracted_event_ids,
+            causation_id=self._last_event_id,
+        )
+
+    async def _record_compensation_failed(self, step: str, error: str, context: CompensationContext) -> None:
+        arg = RecordCompensationFailedInput(
+            envelope=self._envelope(),
+            episode_id=self._status.episode_id,
+            step=step,
+            error=error,
+            causation_id=self._last_event_id,
+        )
+        await workflow.execute_activity_method(
+            Acts.record_compensation_failed,
+            arg,
+            start_to_close_timeout=SHORT_STEP,
+            retry_policy=COMPENSATION_RETRY,
+        )
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _call(
+        self, activity: Callable[[Any, In], Awaitable[R]], arg: In, *, adapter: bool = False
+    ) -> R:
+        options = self._request.options
+        retry = options.retry
+        policy = RetryPolicy(
+            initial_interval=timedelta(seconds=retry.initial_interval_seconds),
+            maximum_interval=timedelta(seconds=retry.maximum_interval_seconds),
+            maximum_attempts=retry.maximum_attempts,
+            non_retryable_error_types=PERMANENT_ERRORS,
+        )
+        return await workflow.execute_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=ADAPTER_STEP if adapter else SHORT_STEP,
+            heartbeat_timeout=timedelta(seconds=options.heartbeat_timeout_seconds) if adapter else None,
+            retry_policy=policy,
+            # A cancelled saga compensates only once the step in flight has settled.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=self._status.step,
+        )
+
+    def _advance(self, appended: R) -> R:
+        """Remember where the step left the episode stream: the next event's cause and version."""
+        assert isinstance(appended, Appended)
+        self._last_event_id, self._version = appended.event_id, appended.version
+        return appended
+
+    def _envelope(self) -> Envelope:
+        return Envelope(
+            workflow_id=self._workflow_id,
+            correlation_id=self._correlation_id,
+            user_id=self._request.user_id,
+            occurred_at=workflow.now(),
+        )
+
+    def _step_fields(self) -> dict[str, Any]:
+        return {
+            "envelope": self._envelope(),
+            "episode_id": self._status.episode_id,
+            "causation_id": self._last_event_id,
+            "expected_version": self._version,
+        }
+
+    def _result(self, outcome: str, reason: str | None) -> ExtractionResult:
+        status = self._status
+        return ExtractionResult.model_validate(
+            {
+                "outcome": outcome,
+                "episode_id": status.episode_id,
+                "candidates": status.candidates,
+                "duplicates": status.duplicates,
+                "memory_ids": status.memory_ids if outcome == "completed" else [],
+                "reason": reason,
+            }
+        )
+
+    def _ensure_search_attributes(self) -> None:
+        """Clients set them at start; a run started otherwise (``temporal workflow start``) gets them here."""
+        current = workflow.info().typed_search_attributes
+        updates = [
+            key.value_set(value)
+            for key, value in ((CORRELATION_ID, self._correlation_id), (USER_ID, self._request.user_id))
+            if current.get(key) is None
+        ]
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+    def _finish_with(self, error: BaseException) -> None:
+        """Record how the run ended, for the ``status`` query."""
+        status = self._status
+        if not (is_cancelled_exception(error) or isinstance(error, FailureError)):
+            return  # a bug in workflow code: the task fails and is retried, nothing ended
+        if isinstance(error, CompensationFailedError):
+            status.outcome = "compensation_failed"
+        elif is_cancelled_exception(error):
+            status.outcome = "cancelled"
+        else:
+            status.outcome = "failed"
+        status.failed_step = self._saga.current_step
+        if status.outcome == "cancelled":
+            status.reason = f"cancelled: {workflow.cancellation_reason() or 'no reason given'}"
+        else:
+            status.reason = str(error) or type(error).__name__
+        if self._saga.compensated and status.outcome != "compensation_failed":
+            status.step = "compensated"
+        status.waiting_for_review = False
+
+
+def _review_reason(approved: bool, timed_out: bool, decision: ReviewDecision) -> str:
+    if approved:
+        return decision.note or "approved"
+    if timed_out:
+        return f"review timed out: {decision.note}"
+    return f"rejected by {decision.reviewer or 'a reviewer'}: {decision.note or 'no reason given'}"
