@@ -24,8 +24,7 @@ class MemoryIndex(Protocol):
         ...
 
 
-# A sequential scan filtered by type and user; an expression index on
-# (user_id, payload->>'content_hash') WHERE event_type = 'MemoryCreated' makes it an index lookup.
+# An index lookup on events_user_content_hash_idx (sagas/migrations/0001_memory_dedup_index.sql).
 _LIVE_MEMORIES = """
 SELECT c.payload->>'content_hash' AS content_hash, c.payload->>'memory_id' AS memory_id
 FROM memsaga.events c

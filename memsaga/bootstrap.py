@@ -17,6 +17,7 @@ from sagas.memory_extraction.events import register_events
 MIGRATION_SOURCES: list[MigrationSource] = [
     EVENTSTORE_MIGRATIONS,
     MigrationSource("projections", "projections"),
+    MigrationSource("sagas", "sagas"),
 ]
 """Every schema memsaga applies with ``memsaga migrate``, in order."""
 

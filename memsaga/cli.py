@@ -10,6 +10,7 @@ from memsaga.cli_relay import register_relay_commands
 from memsaga.cli_saga import register_saga_commands
 from memsaga.cli_store import register_store_commands
 from memsaga.cli_trace import register_trace_commands
+from memsaga.telemetry import setup_tracing
 
 app = typer.Typer(
     name="memsaga",
@@ -23,6 +24,14 @@ register_saga_commands(app)
 register_trace_commands(app)
 register_relay_commands(app)
 register_projection_commands(app)
+
+_ROLES = {"worker": "worker", "relay": "relay", "project": "projector"}
+
+
+@app.callback()
+def _tracing(ctx: typer.Context) -> None:
+    """Event-sourced long-term memory for AI agents."""
+    setup_tracing(_ROLES.get(ctx.invoked_subcommand or "", "client"))
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from memsaga.client import (
 )
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
+from memsaga.telemetry import shutdown_tracing
 from memsaga.worker import run_worker
 from sagas.compensation import describe_failure
 from sagas.memory_extraction.domain import (
@@ -244,6 +245,7 @@ def _exits_at_once(command: Callable[P, None]) -> Callable[P, None]:
             code = 0
         except typer.Exit as exit_:
             code = exit_.exit_code
+        shutdown_tracing()  # os._exit skips atexit: flush spans first
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

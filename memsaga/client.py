@@ -32,6 +32,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -71,6 +72,8 @@ async def connect(settings: Settings) -> Client:
         settings.require_temporal_address(),
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        # Once, here: workers built from this client inherit it (twice would duplicate spans).
+        interceptors=[TracingInterceptor()],
     )
 
 

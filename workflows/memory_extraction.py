@@ -340,6 +340,7 @@ class MemoryExtraction:
             correlation_id=self._correlation_id,
             user_id=self._request.user_id,
             occurred_at=workflow.now(),
+            metadata={"workflow_run_id": workflow.info().run_id},
         )
 
     def _step_fields(self) -> dict[str, Any]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from opentelemetry import trace
 
+from eventstore import tracing as eventstore_tracing
 from projections import Relay, StreamHasLimits
+from projections import tracing as projections_tracing
 from projections.stream import stream_config
 from projections.subjects import (
     CAUSATION_ID,
@@ -32,6 +35,15 @@ async def stream_messages(env: Env) -> list[tuple[str, dict[str, str], bytes]]:
     return messages
 
 
+@pytest.fixture
+def untraced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tracing whatever provider another test installed: headers carry the stored context as is."""
+    noop = trace.NoOpTracerProvider()
+    for module in (eventstore_tracing, projections_tracing):
+        monkeypatch.setattr(module.trace, "get_tracer", lambda name: noop.get_tracer(name))
+
+
+@pytest.mark.usefixtures("untraced")
 async def test_relay_publishes_every_event_in_order_with_subject_and_headers(env: Env) -> None:
     history = make_history(seed=1, sagas=4)
     await append_all(env.store, history)
