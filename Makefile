@@ -26,9 +26,9 @@ lint: venv
 test: lint
 	$(BIN)/pytest -q
 
+# The whole product once (memsaga/demo.py); `memsaga demo --keep` leaves the stack up for the UI.
 demo: venv
-	$(BIN)/memsaga dev up
-	$(BIN)/memsaga migrate
+	$(BIN)/memsaga demo
 
 down: venv
 	$(BIN)/memsaga dev down

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from memsaga.cli_demo import register_demo_commands
 from memsaga.cli_dev import dev_app
 from memsaga.cli_projections import register_projection_commands
 from memsaga.cli_relay import register_relay_commands
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(dev_app, name="dev", help="Start, stop and inspect the local stack.")
 register_store_commands(app)
+register_demo_commands(app)
 register_saga_commands(app)
 register_trace_commands(app)
 register_relay_commands(app)

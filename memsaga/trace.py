@@ -39,7 +39,7 @@ def trace_id_of(event: RecordedEvent) -> str | None:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
-_SUMMARY_KEYS = ("text", "reason", "error", "source")
+_SUMMARY_KEYS = ("text", "reason", "error")
 
 
 def summary_of(event: RecordedEvent, width: int = 60) -> str | None:
@@ -125,30 +125,39 @@ def trace_json(
     }
 
 
+def short_stream(stream_id: str) -> str:
+    """``episode-704358de-a262-…`` as ``episode-704358de…``: enough to tell streams apart."""
+    category, _, rest = stream_id.partition("-")
+    return stream_id if len(rest) <= 12 else f"{category}-{rest[:8]}…"
+
+
 def render_tree(roots: list[TraceNode], *, title: str) -> Tree:
-    """A rich tree for the terminal; compensating events stand out in red."""
+    """A rich tree for the terminal; compensating events stand out in red.
+
+    The trace id is shown where it differs from the parent's (usually once, at the root).
+    """
     tree = Tree(Text(title, style="bold"))
 
-    def add(branch: Tree, node: TraceNode) -> None:
+    def add(branch: Tree, node: TraceNode, parent_trace: str | None) -> None:
         event = node.event
         style = "bold red" if node.compensating else "bold green" if not node.children else "bold"
         label = Text()
         label.append("↩ " if node.compensating else "", style="red")
         label.append(event.event_type, style=style)
-        hint = summary_of(event)
+        hint = summary_of(event, width=40)
         if hint:
-            label.append(f"  “{hint}”", style="italic")
-        label.append(f"  {event.stream_id}@{event.version}  #{event.position}", style="cyan")
-        label.append(f"  {event.occurred_at.isoformat(timespec='seconds')}", style="dim")
+            label.append(f" “{hint}”", style="italic")
+        label.append(f" {short_stream(event.stream_id)}@{event.version} #{event.position}", style="cyan")
+        label.append(f" {event.occurred_at.strftime('%H:%M:%S')}", style="dim")
         trace_id = trace_id_of(event)
-        if trace_id:
-            label.append(f"  trace {trace_id[:12]}…", style="magenta")
+        if trace_id and trace_id != parent_trace:
+            label.append(f" trace {trace_id[:12]}…", style="magenta")
         if node.projections:
-            label.append(f"  ✓ {', '.join(node.projections)}", style="green")
+            label.append(f" ✓ {','.join(node.projections)}", style="green")
         child = branch.add(label)
         for grandchild in node.children:
-            add(child, grandchild)
+            add(child, grandchild, trace_id)
 
     for root in roots:
-        add(tree, root)
+        add(tree, root, None)
     return tree

@@ -84,3 +84,10 @@ async def test_terminal_tree_lists_every_event() -> None:
     for word in ("root", "note-a@1", "note-b@2", "trace 0af7651916cd"):
         assert word in text
     assert text.count("Noted") == 4
+
+
+def test_long_stream_ids_are_shortened_for_the_terminal() -> None:
+    from memsaga.trace import short_stream
+
+    assert short_stream("episode-704358de-a262-55ac-9e55-9bdbf35e0005") == "episode-704358de…"
+    assert short_stream("note-a") == "note-a"

@@ -1,0 +1,289 @@
+"""``memsaga demo``: the whole product once, on a fresh machine or beside running services.
+
+Starts what is missing of the local stack, migrates, runs a worker, the relay and the
+projector as real processes, extracts memories from a sample episode (approving its review),
+shows them from the read model, runs a second saga whose embedder fails so that it
+compensates, and prints both causation trees with their Temporal UI links. It stops what it
+started unless asked to keep it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, TypeVar
+
+import asyncpg
+from temporalio.client import Client, WorkflowFailureError
+
+from eventstore import PostgresBlobStore, migrate
+from memsaga import devstack
+from memsaga.bootstrap import MIGRATION_SOURCES, build_stores, create_pool
+from memsaga.cli_trace import LoadedTrace, load_trace
+from memsaga.client import (
+    ExtractionHandle,
+    approve_extraction,
+    connect,
+    extraction_result,
+    extraction_status,
+    start_extraction,
+)
+from memsaga.errors import MemsagaError
+from memsaga.settings import Settings
+from memsaga.stackstate import load_stack_state, save_stack_state
+from projections import Memory, list_memories
+from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest, StepRetry
+
+T = TypeVar("T")
+ROLES = {"worker": ["worker"], "relay": ["relay"], "projector": ["project"]}
+DEMO_USER = "demo-user"
+
+
+class DemoFailed(MemsagaError):
+    """A demo step did not finish; the message says which and where its logs are."""
+
+
+def sample(name: str) -> str:
+    """A sample episode shipped with the package."""
+    return (resources.files("memsaga") / "samples" / name).read_text()
+
+
+@dataclass
+class SagaRun:
+    """One saga of the demo and how it ended."""
+
+    handle: ExtractionHandle
+    outcome: str
+    memory_ids: list[str] = field(default_factory=list)
+    trace: LoadedTrace | None = None
+
+
+@dataclass
+class DemoReport:
+    """Everything the demo shows, for the terminal and for ``--json``."""
+
+    services: dict[str, str] = field(default_factory=dict)
+    ui_url: str = ""
+    sagas: list[SagaRun] = field(default_factory=list)
+    memories: list[Memory] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
+        return {
+            "services": self.services,
+            "temporal_ui": self.ui_url,
+            "sagas": [
+                {
+                    **run.handle.model_dump(),
+                    "outcome": run.outcome,
+                    "memory_ids": run.memory_ids,
+                    "trace": run.trace.document if run.trace else None,
+                }
+                for run in self.sagas
+            ],
+            "memories": [m.model_dump(mode="json") for m in self.memories],
+            "started_services": self.started,
+        }
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout: float, what: str) -> T:
+    """Poll ``probe`` until it answers; :raises DemoFailed: after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while (answer := await probe()) is None:
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.2)
+    return answer
+
+
+def closed_port() -> int:
+    """A local port nobody listens on: the failing embedder's address."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Processes:
+    """The worker, relay and projector as child processes, logging under the state dir."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.logs = settings.state_dir.resolve() / "logs"
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def environment(self) -> dict[str, str]:
+        """The children's environment: every service named explicitly."""
+        s = self.settings
+        return {
+            **os.environ,
+            "MEMSAGA_STATE_DIR": str(s.state_dir.resolve()),
+            "MEMSAGA_DATABASE_URL": s.require_database_url(),
+            "MEMSAGA_NATS_URL": s.require_nats_url(),
+            "MEMSAGA_TEMPORAL_ADDRESS": s.require_temporal_address(),
+            "MEMSAGA_TASK_QUEUE": s.task_queue,
+            "MEMSAGA_NATS_STREAM": s.nats_stream,
+            "MEMSAGA_SUBJECT_PREFIX": s.subject_prefix,
+        }
+
+    def start(self) -> None:
+        """Start every role."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        env = self.environment()
+        for role, args in ROLES.items():
+            with (self.logs / f"demo-{role}.log").open("ab") as log:
+                self.children[role] = subprocess.Popen(
+                    [sys.executable, "-m", "memsaga", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+
+    def check(self) -> None:
+        """:raises DemoFailed: a child has exited."""
+        for role, child in self.children.items():
+            if child.poll() is not None:
+                raise DemoFailed(
+                    f"the {role} exited with code {child.returncode}: see {self.logs}/demo-{role}.log"
+                )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM every child, SIGKILL what is still alive after ``timeout``."""
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children.values():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+async def prepare_stack(settings: Settings, report: DemoReport) -> None:
+    """Start what is missing of the local stack and migrate."""
+    before = {s.name: s.up for s in await devstack.status(settings)}
+    state = await devstack.up(settings)
+    report.started = [n for n, s in state.services.items() if s.managed and not before.get(n, False)]
+    report.services = {n: s.url for n, s in state.services.items()}
+    report.ui_url = settings.temporal_ui()
+    conn = await asyncpg.connect(settings.require_database_url())
+    try:
+        await migrate(conn, MIGRATION_SOURCES)
+    finally:
+        await conn.close()
+
+
+async def reviewed_saga(
+    client: Client, settings: Settings, blobs: PostgresBlobStore, procs: Processes
+) -> SagaRun:
+    """The sample episode: it holds a health fact, so the saga waits for review; approve it."""
+    request = ExtractionRequest(user_id=DEMO_USER, text=sample("episode.txt"), source="demo")
+    handle = await start_extraction(client, request, settings=settings, blobs=blobs)
+
+    async def waiting() -> bool | None:
+        procs.check()
+        status = await extraction_status(client, handle.workflow_id)
+        return True if status.waiting_for_review or status.outcome != "running" else None
+
+    await eventually(waiting, timeout=120, what="the first saga to reach its review")
+    await approve_extraction(client, handle.workflow_id, reviewer="demo", note="approved by memsaga demo")
+    result = await extraction_result(client, handle.workflow_id)
+    return SagaRun(handle, result.outcome, result.memory_ids)
+
+
+async def failing_saga(client: Client, settings: Settings, blobs: PostgresBlobStore) -> SagaRun:
+    """A second episode whose HTTP embedder points at a closed port: the saga compensates."""
+    options = ExtractionOptions(
+        embedder="http",
+        embedder_base_url=f"http://127.0.0.1:{closed_port()}",
+        retry=StepRetry(maximum_attempts=3, initial_interval_seconds=0.2, maximum_interval_seconds=0.5),
+    )
+    request = ExtractionRequest(
+        user_id=DEMO_USER, text=sample("second_episode.txt"), source="demo", options=options
+    )
+    handle = await start_extraction(client, request, settings=settings, blobs=blobs)
+    try:
+        await extraction_result(client, handle.workflow_id)
+    except WorkflowFailureError:
+        return SagaRun(handle, "compensated")
+    raise DemoFailed("the saga with a failing embedder did not fail: check the worker log")
+
+
+async def wait_for_read_model(pool: asyncpg.Pool, memory_ids: list[str], procs: Processes) -> list[Memory]:
+    """The demo user's memories once the projector has applied every one of ``memory_ids``."""
+
+    async def caught_up() -> list[Memory] | None:
+        procs.check()
+        memories = await list_memories(pool, DEMO_USER)
+        return memories if set(memory_ids) <= {m.memory_id for m in memories} else None
+
+    return await eventually(caught_up, timeout=120, what="the memories read model")
+
+
+async def wait_for_projections(pool: asyncpg.Pool, runs: list[SagaRun], settings: Settings) -> None:
+    """Load each saga's trace once every memory event in it shows the projections that applied it."""
+    for run in runs:
+
+        async def loaded(run: SagaRun = run) -> LoadedTrace | None:
+            trace = await load_trace(settings, run.handle.correlation_id, None)
+            pending = [
+                n
+                for n in _nodes(trace.document["roots"])
+                if n["event_type"].startswith("Memory") and not n["projections"]
+            ]
+            return None if pending else trace
+
+        run.trace = await eventually(loaded, timeout=60, what="projections to apply the memory events")
+
+
+def _nodes(trees: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [n for t in trees for n in (t, *_nodes(t["children"]))]
+
+
+async def stop_started(settings: Settings, started: list[str]) -> None:
+    """Stop the services this demo started, and only those."""
+    state = load_stack_state(settings.state_dir)
+    if set(started) >= {n for n, s in state.services.items() if s.managed}:
+        await devstack.down(settings)
+        return
+    for name in started:
+        devstack.stop_service(state.services.pop(name))
+    save_stack_state(settings.state_dir, state)
+
+
+async def run_demo(settings: Settings, *, keep: bool, say: Callable[[str], None]) -> DemoReport:
+    """Run the demo; ``say`` reports progress. :raises DemoFailed: a step failed (all stopped)."""
+    report = DemoReport()
+    procs = Processes(settings)
+    say("starting the local stack (what the environment does not name)")
+    await prepare_stack(settings, report)
+    try:
+        say("starting the worker, the relay and the projector")
+        procs.start()
+        client = await connect(settings)
+        pool = await create_pool(settings)
+        try:
+            _, blobs = build_stores(pool, settings)
+            say("saga 1: extracting memories from the sample episode (it waits for a review: approving)")
+            first = await reviewed_saga(client, settings, blobs, procs)
+            say(f"saga 1 {first.outcome}: waiting for the memories read model")
+            report.memories = await wait_for_read_model(pool, first.memory_ids, procs)
+            say("saga 2: an embedder at a closed port fails for good, so the saga compensates")
+            second = await failing_saga(client, settings, blobs)
+            report.sagas = [first, second]
+            say("loading both causation trees")
+            await wait_for_projections(pool, report.sagas, settings)
+        finally:
+            await pool.close()
+    finally:
+        procs.stop()
+        if not keep:
+            await stop_started(settings, report.started)
+    return report
