@@ -35,19 +35,9 @@ class PreparedEvent:
     payload_json: str
     metadata_json: str
 
-    def body(self) -> tuple[Any, ...]:
-        """What must match when the same event id is appended again (metadata may differ)."""
-        return (
-            self.event_type,
-            self.event_version,
-            self.correlation_id,
-            self.causation_id,
-            self.user_id,
-            self.occurred_at,
-            self.payload,
-        )
 
-
+# What must match when the same event id is appended again (metadata may differ: a retry has
+# a new trace span).
 BODY_FIELDS = (
     "event_type",
     "event_version",
@@ -122,18 +112,6 @@ class StoredEvent:
     payload: dict[str, Any]
     metadata: dict[str, Any]
 
-    def body(self) -> tuple[Any, ...]:
-        """Same fields, same order as :meth:`PreparedEvent.body`."""
-        return (
-            self.event_type,
-            self.event_version,
-            self.correlation_id,
-            self.causation_id,
-            self.user_id,
-            self.occurred_at,
-            self.payload,
-        )
-
 
 def to_recorded(stored: StoredEvent, registry: SchemaRegistry) -> RecordedEvent:
     """Upcast a stored event to the newest schema this code knows (unknown types stay raw)."""
@@ -170,8 +148,8 @@ def resolve_duplicate(stream_id: str, batch: list[PreparedEvent], stored: list[S
     for event, original in zip(batch, originals, strict=True):
         if original.stream_id != stream_id:
             raise EventIdConflict(event.event_id, "stream_id")
-        for name, new, old in zip(BODY_FIELDS, event.body(), original.body(), strict=True):
-            if new != old:
+        for name in BODY_FIELDS:
+            if getattr(event, name) != getattr(original, name):
                 raise EventIdConflict(event.event_id, name)
     versions = [o.version for o in originals]
     if versions != list(range(versions[0], versions[0] + len(versions))):

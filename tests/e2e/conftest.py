@@ -17,13 +17,14 @@ import pytest_asyncio
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
 
-from eventstore import PostgresBlobStore, PostgresEventStore, migrate
-from memsaga.bootstrap import MIGRATION_SOURCES, build_stores
+from eventstore import PostgresBlobStore, PostgresEventStore
+from memsaga.bootstrap import build_stores
 from memsaga.client import connect
 from memsaga.devstack.databases import DatabaseFactory
 from memsaga.settings import Settings
 from memsaga.worker import build_activities, build_worker
 from projections import MEMORIES, ProjectionRunner, Relay, RelayConfig, RunnerConfig
+from tests.support import migrated_database
 
 
 @dataclass
@@ -45,12 +46,7 @@ async def stack(
     tmp_path_factory: pytest.TempPathFactory,
     _global_span_exporter: InMemorySpanExporter,  # tracing set up before the client connects
 ) -> AsyncIterator[Stack]:
-    dsn = await fresh_database()
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn, MIGRATION_SOURCES)
-    finally:
-        await conn.close()
+    dsn = await migrated_database(fresh_database)
     tag = uuid.uuid4().hex[:10]
     settings = Settings(
         database_url=dsn,

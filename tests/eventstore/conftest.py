@@ -11,20 +11,16 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from eventstore import EVENTSTORE_MIGRATIONS, InMemoryEventStore, NewEvent, PostgresEventStore, migrate
+from eventstore import EVENTSTORE_MIGRATIONS, InMemoryEventStore, NewEvent, PostgresEventStore
+from memsaga.devstack.databases import DatabaseFactory
 from tests.eventstore.schemas import Noted, make_registry
+from tests.support import migrated_database
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def eventstore_dsn(fresh_database: Callable[[], Any]) -> str:
+async def eventstore_dsn(fresh_database: DatabaseFactory) -> str:
     """A database with the event-store schema applied."""
-    dsn: str = await fresh_database()
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn, [EVENTSTORE_MIGRATIONS])
-    finally:
-        await conn.close()
-    return dsn
+    return await migrated_database(fresh_database, [EVENTSTORE_MIGRATIONS])
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

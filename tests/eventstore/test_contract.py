@@ -258,7 +258,7 @@ async def test_upcasters_chain_across_three_versions_on_read(make_store: MakeSto
     assert (v2.event_version, v2.stored_version) == (3, 2)
     assert v2.payload == {"first_name": "Rui", "last_name": "Costa", "locale": "en"}
     decoded = store.registry.decode(v1)
-    assert decoded is not None and decoded.locale == "en"  # type: ignore[attr-defined]
+    assert decoded is not None and decoded.locale == "en"
 
 
 async def test_unknown_types_are_read_raw(make_store: MakeStore) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ async def test_two_processes_migrating_at_once_apply_each_file_once(
 
 
 @pytest.fixture
-def scratch_source(tmp_path: Path) -> tuple[MigrationSource, Path]:
+def scratch_source(tmp_path: Path) -> Iterator[tuple[MigrationSource, Path]]:
     package = tmp_path / "scratch_migrations_pkg"
     (package / "migrations").mkdir(parents=True)
     (package / "__init__.py").write_text("")

@@ -18,10 +18,11 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from eventstore import PostgresEventStore, migrate
-from memsaga.bootstrap import MIGRATION_SOURCES, build_registry
+from eventstore import PostgresEventStore
+from memsaga.bootstrap import build_registry
 from memsaga.devstack import DatabaseFactory
 from projections import Projection, ProjectionRunner, Relay, RelayConfig, RunnerConfig
+from tests.support import migrated_database
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -34,16 +35,6 @@ async def nc(nats_url: str) -> AsyncIterator[NATS]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def js(nc: NATS) -> JetStreamContext:
     return nc.jetstream()
-
-
-async def migrated_database(fresh_database: DatabaseFactory) -> str:
-    dsn = await fresh_database()
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn, MIGRATION_SOURCES)
-    finally:
-        await conn.close()
-    return dsn
 
 
 @dataclass

@@ -13,24 +13,18 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from eventstore import migrate
-from memsaga.bootstrap import MIGRATION_SOURCES, build_stores
+from memsaga.bootstrap import build_stores
 from memsaga.devstack.databases import DatabaseFactory
 from memsaga.settings import Settings
 from memsaga.worker import build_activities, build_worker
+from tests.support import migrated_database
 from tests.workflows.support import SagaEnv
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def saga_dsn(fresh_database: DatabaseFactory) -> str:
     """A new database with every memsaga schema applied."""
-    dsn = await fresh_database()
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn, MIGRATION_SOURCES)
-    finally:
-        await conn.close()
-    return dsn
+    return await migrated_database(fresh_database)
 
 
 @pytest.fixture(scope="module")
