@@ -8,9 +8,11 @@ import uuid
 
 import asyncpg
 
-from eventstore import EventIdConflict, PostgresEventStore
+from eventstore import EVENTSTORE_MIGRATIONS, EventIdConflict, PostgresEventStore
+from memsaga.devstack.databases import DatabaseFactory
 from tests.eventstore.conftest import noted, stream
 from tests.eventstore.schemas import make_registry
+from tests.support import migrated_database
 
 
 class _Rollback(Exception):
@@ -183,3 +185,38 @@ async def test_events_cannot_be_updated_deleted_or_truncated(pg_pool: asyncpg.Po
     else:
         raise AssertionError("TRUNCATE was allowed")
     assert [e.payload["text"] for e in await store.read_stream(sid)] == ["fact"]
+
+
+async def test_appends_never_scan_the_whole_log_even_with_plans_from_an_empty_table(
+    fresh_database: DatabaseFactory,
+) -> None:
+    dsn = await migrated_database(fresh_database, [EVENTSTORE_MIGRATIONS])
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)  # one connection: one plan cache
+    other = await asyncpg.connect(dsn)
+    try:
+        store = PostgresEventStore(pool, make_registry())
+        for _ in range(8):  # plans are made and cached while the table is nearly empty
+            await store.append(stream(), [noted()])
+        await other.execute(  # the log grows behind the cached plans' back (no ANALYZE)
+            """INSERT INTO memsaga.events (event_id, stream_id, version, event_type, event_version,
+                   correlation_id, causation_id, occurred_at, payload)
+               SELECT gen_random_uuid(), 'bulk-' || g, 1, 'Noted', 1, 'c', 'c', now(), '{"text": "x"}'
+               FROM generate_series(1, 5000) g"""
+        )
+
+        async def seq_scans() -> int:
+            async with pool.acquire() as conn:  # flush this backend's pending statistics
+                await conn.execute("SELECT pg_stat_force_next_flush()")
+                await conn.execute("SELECT 1")
+            await other.execute("SELECT pg_stat_clear_snapshot()")
+            return int(await other.fetchval(
+                "SELECT seq_scan FROM pg_stat_user_tables WHERE relid = 'memsaga.events'::regclass"
+            ))  # fmt: skip
+
+        before = await seq_scans()
+        for _ in range(20):
+            await store.append(stream(), [noted()])
+        assert await seq_scans() == before
+    finally:
+        await other.close()
+        await pool.close()

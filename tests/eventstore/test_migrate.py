@@ -27,10 +27,10 @@ async def test_migrate_twice_applies_once(fresh_database: Callable[[], Any]) -> 
     try:
         first = await migrate(conn, [EVENTSTORE_MIGRATIONS])
         second = await migrate(conn, [EVENTSTORE_MIGRATIONS])
-        assert [m.name for m in first] == ["0001_event_store.sql"]
+        assert [m.name for m in first] == ["0001_event_store.sql", "0002_append_plans.sql"]
         assert second == []
         recorded = await applied_migrations(conn)
-        assert [(r["source"], r["version"]) for r in recorded] == [("eventstore", 1)]
+        assert [(r["source"], r["version"]) for r in recorded] == [("eventstore", 1), ("eventstore", 2)]
     finally:
         await conn.close()
 
@@ -42,8 +42,8 @@ async def test_two_processes_migrating_at_once_apply_each_file_once(
     conns = [await asyncpg.connect(dsn) for _ in range(4)]
     try:
         results = await asyncio.gather(*(migrate(c, [EVENTSTORE_MIGRATIONS]) for c in conns))
-        assert sorted(len(r) for r in results) == [0, 0, 0, 1]
-        assert await conns[0].fetchval("SELECT count(*) FROM memsaga.schema_migrations") == 1
+        assert sorted(len(r) for r in results) == [0, 0, 0, 2]  # one connection applied both files
+        assert await conns[0].fetchval("SELECT count(*) FROM memsaga.schema_migrations") == 2
     finally:
         for c in conns:
             await c.close()
