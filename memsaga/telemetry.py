@@ -45,7 +45,16 @@ def build_provider(role: str, *, exporter: SpanExporter | None = None) -> Tracer
 
 
 def setup_tracing(role: str, *, exporter: SpanExporter | None = None) -> TracerProvider:
-    """Build the provider for ``role`` and install it globally (once per process)."""
+    """Build the provider for ``role`` and install it globally, once per process.
+
+    OpenTelemetry refuses to replace a global provider, so when one is installed already (a CLI
+    command run in-process by a test, say) it is kept; ``exporter`` is then added to it.
+    """
+    installed = trace.get_tracer_provider()
+    if isinstance(installed, TracerProvider):
+        if exporter is not None:
+            installed.add_span_processor(SimpleSpanProcessor(exporter))
+        return installed
     provider = build_provider(role, exporter=exporter)
     trace.set_tracer_provider(provider)
     return provider

@@ -51,3 +51,18 @@ def test_an_explicit_exporter_is_synchronous() -> None:
 def test_unknown_role_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown role"):
         build_provider("scheduler")
+
+
+def test_setup_keeps_an_installed_provider_and_adds_the_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import trace
+
+    from memsaga.telemetry import setup_tracing
+
+    installed = build_provider("worker")
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: installed)
+    monkeypatch.setattr(trace, "set_tracer_provider", lambda p: pytest.fail("replaced the global provider"))
+    exporter = InMemorySpanExporter()
+    assert setup_tracing("client", exporter=exporter) is installed
+    with installed.get_tracer("t").start_as_current_span("after"):
+        pass
+    assert [s.name for s in exporter.get_finished_spans()] == ["after"]
