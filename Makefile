@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	&& { echo $$p; break; }; done)
 
-.PHONY: venv test lint demo down clean
+.PHONY: venv test lint demo down clean bench bench-quick
 
 venv: $(STAMP)
 
@@ -25,6 +25,13 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest -q
+
+# Benchmarks beside their baselines (docs/performance.md); uses MEMSAGA_* or the local stack.
+bench: venv
+	$(BIN)/memsaga bench
+
+bench-quick: venv
+	$(BIN)/memsaga bench --quick
 
 # The whole product once (memsaga/demo.py); `memsaga demo --keep` leaves the stack up for the UI.
 demo: venv

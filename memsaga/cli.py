@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from memsaga.cli_bench import register_bench_commands
 from memsaga.cli_demo import register_demo_commands
 from memsaga.cli_dev import dev_app
 from memsaga.cli_projections import register_projection_commands
@@ -26,6 +27,7 @@ register_saga_commands(app)
 register_trace_commands(app)
 register_relay_commands(app)
 register_projection_commands(app)
+register_bench_commands(app)
 
 _ROLES = {"worker": "worker", "relay": "relay", "project": "projector"}
 

@@ -1,0 +1,83 @@
+"""Benchmark 2: replay, ``read_all`` of the whole data set into envelopes.
+
+* memsaga: ``PostgresEventStore.read_all(batch_size=1000)``: gap-safe batches of
+  :class:`RecordedEvent` (snapshot check, upcasting, envelope construction).
+* baseline: plain asyncpg fetching the same rows by position, 1,000 at a time, the same
+  columns, and decoding the payload and metadata JSON with ``json.loads``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from bench.context import BenchContext
+from bench.harness import Stopwatch, interleaved, rate
+from bench.results_model import Figure, Measurement, Target
+from eventstore import PostgresEventStore
+
+BATCH = 1000
+_ROWS = """SELECT event_id, stream_id, version, position, event_type, event_version, correlation_id,
+    causation_id, user_id, occurred_at, recorded_at, payload::text AS payload, metadata::text AS metadata
+    FROM memsaga.events WHERE position > $1 ORDER BY position LIMIT $2"""
+
+
+async def read_with_store(store: PostgresEventStore) -> int:
+    """Events read through ``read_all``."""
+    count = 0
+    async for batch in store.read_all(batch_size=BATCH):
+        count += len(batch)
+    return count
+
+
+async def read_plain(pool: asyncpg.Pool) -> int:
+    """Rows fetched and decoded with plain asyncpg."""
+    count, position = 0, 0
+    while rows := await pool.fetch(_ROWS, position, BATCH):
+        for row in rows:
+            json.loads(row["payload"])
+            json.loads(row["metadata"])
+        count += len(rows)
+        position = rows[-1]["position"]
+    return count
+
+
+async def run(ctx: BenchContext) -> list[Figure]:
+    """Replay the data set both ways, alternating, ``replay_rounds`` times each."""
+    data = await ctx.dataset()
+    rounds = ctx.sizes.replay_rounds
+    async with ctx.store(data.dsn) as store:
+        expected = await store.head_position()
+
+        async def memsaga(_: int) -> float:
+            return await _timed(lambda: read_with_store(store), expected)
+
+        async def baseline(_: int) -> float:
+            return await _timed(lambda: read_plain(store.pool), expected)
+
+        ctx.progress.start("replay", rounds * 2)
+        samples = await interleaved(rounds, {"memsaga": memsaga, "asyncpg": baseline}, ctx.progress.advance)
+    applies = expected >= 1_000_000
+    return [
+        Figure.compare(
+            "replay.read_all",
+            benchmark="replay",
+            title="replay: read_all into envelopes vs plain asyncpg fetch + json.loads",
+            unit="events/s",
+            subject=Measurement.of("memsaga read_all", samples["memsaga"]),
+            baseline=Measurement.of("asyncpg fetch + json.loads", samples["asyncpg"]),
+            target=Target(kind="ratio_at_least", threshold=0.5, text=">= 0.5x asyncpg"),
+            size=f"{expected:,} events per round",
+            notes=[] if applies else ["smaller than the 1,000,000 events the target is stated for"],
+        )
+    ]
+
+
+async def _timed(read: Callable[[], Awaitable[int]], expected: int) -> float:
+    with Stopwatch() as sw:
+        count = await read()
+    if count != expected:
+        raise RuntimeError(f"replay read {count} events, expected {expected}")
+    return rate(count, sw.seconds)
