@@ -52,23 +52,33 @@ async def load_trace(
     """
     pool = await create_pool(settings, max_size=2)
     try:
-        store, _ = build_stores(pool, settings)
-        if event_id is not None:
-            events = await store.read_causation(event_id)
-            if not events:
-                raise MemsagaError(f"no event {event_id} in the event store")
-            correlation_id = events[0].correlation_id
-        else:
-            assert correlation_id is not None
-            events = await store.read_correlation(correlation_id)
-            if not events:
-                raise MemsagaError(
-                    f"no events with correlation id {correlation_id!r}: check the id "
-                    "(`memsaga extract` prints it), or wait for the saga's first step"
-                )
-        roots = build_tree(events, await applied_by(pool, events))
+        return await trace_on(pool, settings, correlation_id, event_id)
     finally:
         await pool.close()
+
+
+async def trace_on(
+    pool: asyncpg.Pool, settings: Settings, correlation_id: str | None, event_id: uuid.UUID | None
+) -> LoadedTrace:
+    """:func:`load_trace` on a pool the caller already has (for callers that poll).
+
+    :raises MemsagaError: nothing matches.
+    """
+    store, _ = build_stores(pool, settings)
+    if event_id is not None:
+        events = await store.read_causation(event_id)
+        if not events:
+            raise MemsagaError(f"no event {event_id} in the event store")
+        correlation_id = events[0].correlation_id
+    else:
+        assert correlation_id is not None
+        events = await store.read_correlation(correlation_id)
+        if not events:
+            raise MemsagaError(
+                f"no events with correlation id {correlation_id!r}: check the id "
+                "(`memsaga extract` prints it), or wait for the saga's first step"
+            )
+    roots = build_tree(events, await applied_by(pool, events))
     document = trace_json(
         roots,
         correlation_id=correlation_id,

@@ -27,7 +27,7 @@ from temporalio.client import Client, WorkflowFailureError
 from eventstore import PostgresBlobStore, migrate
 from memsaga import devstack
 from memsaga.bootstrap import MIGRATION_SOURCES, build_stores, create_pool
-from memsaga.cli_trace import LoadedTrace, load_trace
+from memsaga.cli_trace import LoadedTrace, trace_on
 from memsaga.client import (
     ExtractionHandle,
     approve_extraction,
@@ -232,7 +232,7 @@ async def wait_for_projections(pool: asyncpg.Pool, runs: list[SagaRun], settings
     for run in runs:
 
         async def loaded(run: SagaRun = run) -> LoadedTrace | None:
-            trace = await load_trace(settings, run.handle.correlation_id, None)
+            trace = await trace_on(pool, settings, run.handle.correlation_id, None)
             pending = [
                 n
                 for n in _nodes(trace.document["roots"])

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventstore.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from memsaga.errors import ServiceNotConfigured
 from memsaga.stackstate import load_stack_state
 
@@ -28,7 +29,9 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     task_queue: str = "memsaga"
     state_dir: Path = Path(".memsaga")
-    max_payload_bytes: int = Field(default=64 * 1024, gt=0, description="largest event payload accepted")
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES, gt=0, description="largest event payload accepted"
+    )
     nats_stream: str = Field(default="MEMSAGA_EVENTS", description="JetStream stream the relay publishes to")
     subject_prefix: str = Field(default="events", description="subjects are <prefix>.<category>.<event_type>")
     stream_duplicate_window_seconds: float = Field(default=120.0, gt=0, description="NATS dedupe window")

@@ -19,11 +19,11 @@ from typing import Any, Protocol
 from memsaga.settings import Settings
 from sagas.memory_extraction.endpoints import (
     AdapterError,
-    AdapterNotConfigured,
     EndpointUnavailable,
     Heartbeat,
     JsonEndpoint,
     UnknownAdapter,
+    configured_endpoint,
 )
 from sagas.memory_extraction.text import normalise
 
@@ -192,13 +192,12 @@ def build_embedder(spec: str, settings: Settings) -> Embedder:
     if spec == "hashing":
         return HashingEmbedder(settings.embedding_dimension)
     if spec == "http":
-        if not settings.embedding_base_url:
-            raise AdapterNotConfigured("embedder", "MEMSAGA_EMBEDDING_BASE_URL")
-        endpoint = JsonEndpoint(
+        endpoint = configured_endpoint(
+            "embedder",
+            "MEMSAGA_EMBEDDING",
             settings.embedding_base_url,
-            variables="MEMSAGA_EMBEDDING",
-            api_key=settings.embedding_api_key,
-            timeout_seconds=settings.http_timeout_seconds,
+            settings.embedding_api_key,
+            settings.http_timeout_seconds,
         )
         return HttpEmbedder(endpoint, model=settings.embedding_model, dimension=settings.embedding_dimension)
     raise UnknownAdapter("embedder", spec, EMBEDDERS)

@@ -163,3 +163,15 @@ class JsonEndpoint:
 
 def _retryable(status: int) -> bool:
     return status >= 500 or status in (408, 409, 425, 429)
+
+
+def configured_endpoint(
+    role: str, variables: str, base_url: str | None, api_key: str | None, timeout_seconds: float
+) -> JsonEndpoint:
+    """The endpoint an ``http`` adapter talks to; ``variables`` is its settings prefix (``MEMSAGA_LLM``).
+
+    :raises AdapterNotConfigured: no base URL is set.
+    """
+    if not base_url:
+        raise AdapterNotConfigured(role, f"{variables}_BASE_URL")
+    return JsonEndpoint(base_url, variables=variables, api_key=api_key, timeout_seconds=timeout_seconds)

@@ -14,11 +14,11 @@ from typing import Any, Protocol, get_args
 from memsaga.settings import Settings
 from sagas.memory_extraction.endpoints import (
     AdapterError,
-    AdapterNotConfigured,
     EndpointUnavailable,
     Heartbeat,
     JsonEndpoint,
     UnknownAdapter,
+    configured_endpoint,
 )
 from sagas.memory_extraction.events import Candidate, MemoryKind
 from sagas.memory_extraction.rules import match_clause
@@ -210,13 +210,12 @@ def build_extractor(spec: str, settings: Settings) -> Extractor:
     if spec == "rules":
         return RuleBasedExtractor()
     if spec == "http":
-        if not settings.llm_base_url:
-            raise AdapterNotConfigured("extractor", "MEMSAGA_LLM_BASE_URL")
-        endpoint = JsonEndpoint(
+        endpoint = configured_endpoint(
+            "extractor",
+            "MEMSAGA_LLM",
             settings.llm_base_url,
-            variables="MEMSAGA_LLM",
-            api_key=settings.llm_api_key,
-            timeout_seconds=settings.http_timeout_seconds,
+            settings.llm_api_key,
+            settings.http_timeout_seconds,
         )
         return HttpExtractor(endpoint, model=settings.llm_model)
     raise UnknownAdapter("extractor", spec, EXTRACTORS)
