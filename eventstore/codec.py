@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from eventstore.envelope import AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StreamState
 from eventstore.errors import EventIdConflict, InvalidEvent, PartialDuplicate, PayloadTooLarge
@@ -16,8 +17,17 @@ DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 
 
 def dump_json(value: Any) -> str:
-    """Canonical JSON: sorted keys, no spaces, UTF-8 kept as is."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    """Canonical JSON: sorted keys, no spaces, UTF-8 kept as is.
+
+    :raises TypeError: a value JSON cannot hold, or an integer beyond 64 bits (which
+        readers would get back as a float: events must replay exactly).
+    """
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def load_json(text: str | bytes) -> Any:
+    """Parse JSON written by :func:`dump_json` (or by PostgreSQL's ``jsonb`` output)."""
+    return orjson.loads(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +82,14 @@ def prepare_batch(
     prepared = []
     for event in events:
         payload = registry.validate(event)
-        payload_json = dump_json(payload)
+        try:
+            payload_json = dump_json(payload)
+            metadata_json = dump_json({**(trace_context or {}), **event.metadata})
+        except TypeError as exc:
+            raise InvalidEvent(
+                f"event {event.event_id} ({event.event_type}) cannot be stored as JSON: {exc}"
+                " (integers must fit in 64 bits: send bigger ones as strings)"
+            ) from None
         size = len(payload_json.encode())
         if size > max_payload_bytes:
             raise PayloadTooLarge(event.event_type, size, max_payload_bytes)
@@ -86,9 +103,9 @@ def prepare_batch(
                 user_id=event.user_id,
                 occurred_at=event.occurred_at,
                 # Round-trip so that comparisons see what a reader would see.
-                payload=json.loads(payload_json),
+                payload=load_json(payload_json),
                 payload_json=payload_json,
-                metadata_json=dump_json({**(trace_context or {}), **event.metadata}),
+                metadata_json=metadata_json,
             )
         )
     return prepared
@@ -116,22 +133,23 @@ class StoredEvent:
 def to_recorded(stored: StoredEvent, registry: SchemaRegistry) -> RecordedEvent:
     """Upcast a stored event to the newest schema this code knows (unknown types stay raw)."""
     version, payload = registry.upcast(stored.event_type, stored.event_version, stored.payload)
-    # model_construct: rows from storage are trusted, and replays read millions of them.
-    return RecordedEvent.model_construct(
-        event_id=stored.event_id,
-        stream_id=stored.stream_id,
-        version=stored.version,
-        position=stored.position,
-        event_type=stored.event_type,
-        event_version=version,
-        stored_version=stored.event_version,
-        correlation_id=stored.correlation_id,
-        causation_id=stored.causation_id,
-        user_id=stored.user_id,
-        occurred_at=stored.occurred_at,
-        recorded_at=stored.recorded_at,
-        payload=payload,
-        metadata=stored.metadata,
+    return RecordedEvent.trusted(
+        {
+            "event_id": stored.event_id,
+            "stream_id": stored.stream_id,
+            "version": stored.version,
+            "position": stored.position,
+            "event_type": stored.event_type,
+            "event_version": version,
+            "stored_version": stored.event_version,
+            "correlation_id": stored.correlation_id,
+            "causation_id": stored.causation_id,
+            "user_id": stored.user_id,
+            "occurred_at": stored.occurred_at,
+            "recorded_at": stored.recorded_at,
+            "payload": payload,
+            "metadata": stored.metadata,
+        }
     )
 
 

@@ -120,6 +120,26 @@ class RecordedEvent(BaseModel):
         """The stream's category: the part of the stream id before the first ``-``."""
         return self.stream_id.split("-", 1)[0]
 
+    @classmethod
+    def trusted(cls, fields: dict[str, Any]) -> RecordedEvent:
+        """An envelope from values already checked (rows the store wrote), without validation.
+
+        What ``model_construct`` does for a model without defaults, extras or private
+        attributes, minus its per-field bookkeeping: replays build millions of these.
+        ``fields`` must hold exactly the model's fields and becomes the instance's state.
+        """
+        event = cls.__new__(cls)
+        _set = object.__setattr__
+        _set(event, "__dict__", fields)
+        # Shared: pydantic only reads it, and model_copy copies it before adding to it.
+        _set(event, "__pydantic_fields_set__", _RECORDED_FIELDS)
+        _set(event, "__pydantic_extra__", None)
+        _set(event, "__pydantic_private__", None)
+        return event
+
+
+_RECORDED_FIELDS = set(RecordedEvent.model_fields)
+
 
 class AppendResult(BaseModel):
     """Where an append put its events. ``duplicate`` is True when it was an idempotent re-send."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -15,9 +16,9 @@ from eventstore.codec import (
     PreparedEvent,
     StoredEvent,
     expected_version_code,
+    load_json,
     prepare_batch,
     resolve_duplicate,
-    to_recorded,
 )
 from eventstore.envelope import ANY, AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent
 from eventstore.errors import WrongExpectedVersion
@@ -43,9 +44,16 @@ _STREAM_BACKWARD = (
     f"SELECT {_COLUMNS} FROM memsaga.events WHERE stream_id = $1 AND version <= $2"
     " ORDER BY version DESC LIMIT $3"
 )
-_AFTER = f"SELECT {_COLUMNS} FROM memsaga.events WHERE position > $1 ORDER BY position LIMIT $2"
-_SNAPSHOT = """SELECT pg_snapshot_xmin(s)::text AS xmin,
-    (SELECT max(x)::text FROM pg_snapshot_xip(s) AS x) AS max_running FROM pg_current_snapshot() AS s"""
+# The tail's one round trip: the rows after a position and, on each row, the snapshot they
+# were read in. One statement reads with one snapshot, and pg_current_snapshot() is that
+# snapshot, so rows and snapshot agree without a repeatable-read transaction around them.
+_TAIL = f"""WITH snap AS MATERIALIZED (
+        SELECT pg_snapshot_xmin(s)::text::bigint AS xmin,
+               (SELECT max(x)::text::bigint FROM pg_snapshot_xip(s) AS x) AS max_running
+        FROM pg_current_snapshot() AS s)
+    SELECT {_COLUMNS}, snap.xmin, snap.max_running
+    FROM (SELECT * FROM memsaga.events WHERE position > $1 ORDER BY position LIMIT $2) AS e, snap
+    ORDER BY e.position"""
 _CORRELATION = f"SELECT {_COLUMNS} FROM memsaga.events WHERE correlation_id = $1 ORDER BY position"
 # UNION (not UNION ALL) ends the recursion even if a producer made an event its own cause.
 _CAUSATION = f"""WITH RECURSIVE tree(event_id) AS (
@@ -72,8 +80,32 @@ def _stored(row: asyncpg.Record) -> StoredEvent:
         user_id=row["user_id"],
         occurred_at=row["occurred_at"],
         recorded_at=row["recorded_at"],
-        payload=json.loads(row["payload"]),
-        metadata=json.loads(row["metadata"]),
+        payload=load_json(row["payload"]),
+        metadata=load_json(row["metadata"]),
+    )
+
+
+def _recorded(row: asyncpg.Record, registry: SchemaRegistry) -> RecordedEvent:
+    """The envelope of a row in ``_COLUMNS`` order, upcast; the hot path of every read."""
+    event_type, stored_version = row[4], row[5]
+    version, payload = registry.upcast(event_type, stored_version, load_json(row[11]))
+    return RecordedEvent.trusted(
+        {
+            "event_id": row[0],
+            "stream_id": row[1],
+            "version": row[2],
+            "position": row[3],
+            "event_type": event_type,
+            "event_version": version,
+            "stored_version": stored_version,
+            "correlation_id": row[6],
+            "causation_id": row[7],
+            "user_id": row[8],
+            "occurred_at": row[9],
+            "recorded_at": row[10],
+            "payload": payload,
+            "metadata": load_json(row[12]),
+        }
     )
 
 
@@ -184,7 +216,7 @@ class PostgresEventStore:
         else:
             start = from_version if from_version is not None else 2**62
             rows = await self.pool.fetch(_STREAM_BACKWARD, stream_id, start, limit)
-        return [to_recorded(_stored(r), self.registry) for r in rows]
+        return [_recorded(r, self.registry) for r in rows]
 
     async def read_all(
         self, *, after_position: int = 0, batch_size: int = 1000
@@ -195,8 +227,18 @@ class PostgresEventStore:
         transaction; use :meth:`tail` to keep following.
         """
         tail = self.tail(after_position=after_position)
-        while batch := await tail.poll(batch_size):
-            yield batch
+        rows = await tail.fetch(batch_size)
+        while rows:
+            # Read ahead: PostgreSQL sends the next batch while this one is decoded and used.
+            ahead = asyncio.ensure_future(tail.fetch(batch_size))
+            try:
+                yield tail.decode(rows)
+                rows = await ahead
+            finally:
+                if not ahead.done():
+                    ahead.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await ahead
 
     def tail(self, *, after_position: int = 0) -> EventTail:
         """A gap-safe follower of the global order, starting after ``after_position``."""
@@ -205,12 +247,12 @@ class PostgresEventStore:
     async def read_correlation(self, correlation_id: str) -> list[RecordedEvent]:
         """Every event of one correlation id, in position order."""
         rows = await self.pool.fetch(_CORRELATION, correlation_id)
-        return [to_recorded(_stored(r), self.registry) for r in rows]
+        return [_recorded(r, self.registry) for r in rows]
 
     async def read_causation(self, event_id: uuid.UUID) -> list[RecordedEvent]:
         """An event and all its descendants by causation id, in position order."""
         rows = await self.pool.fetch(_CAUSATION, event_id)
-        return [to_recorded(_stored(r), self.registry) for r in rows]
+        return [_recorded(r, self.registry) for r in rows]
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version (0 when it has no events)."""
@@ -236,19 +278,28 @@ class EventTail:
 
     async def poll(self, limit: int = 1000) -> list[RecordedEvent]:
         """The next events that are safe to hand on (possibly none), advancing ``position``."""
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            snap = await conn.fetchrow(_SNAPSHOT)
-            rows = await conn.fetch(_AFTER, self.position, limit)
-        assert snap is not None
-        snapshot = SnapshotInfo(
-            xmin=int(snap["xmin"]),
-            max_running=None if snap["max_running"] is None else int(snap["max_running"]),
-        )
-        admitted = self._guard.admit(self.position, [r["position"] for r in rows], snapshot)
-        events = [to_recorded(_stored(r), self.registry) for r in rows[:admitted]]
-        if events:
-            self.position = events[-1].position
-        return events
+        return self.decode(await self.fetch(limit))
+
+    async def fetch(self, limit: int = 1000) -> list[asyncpg.Record]:
+        """The next rows that are safe to hand on, undecoded, advancing ``position``.
+
+        One round trip. Split from :meth:`decode` so that a reader can fetch the next batch
+        while it decodes this one.
+        """
+        rows = await self.pool.fetch(_TAIL, self.position, limit)
+        if not rows:
+            return rows
+        last = rows[-1]
+        snapshot = SnapshotInfo(xmin=last["xmin"], max_running=last["max_running"])
+        admitted = self._guard.admit(self.position, [r[3] for r in rows], snapshot)
+        if admitted:
+            self.position = rows[admitted - 1][3]
+        return rows[:admitted]
+
+    def decode(self, rows: list[asyncpg.Record]) -> list[RecordedEvent]:
+        """Envelopes of rows from :meth:`fetch`, upcast to the newest known schemas."""
+        registry = self.registry
+        return [_recorded(r, registry) for r in rows]
 
     @property
     def waiting_on_gap(self) -> bool:

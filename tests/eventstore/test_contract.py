@@ -186,6 +186,11 @@ async def test_bad_input_is_refused_by_name_and_changes_nothing(make_store: Make
         await store.append(sid, [duplicate_in_batch, duplicate_in_batch])
     with pytest.raises(InvalidEvent):
         await store.append(sid, [noted()], expected_version=-3)
+    # Readers would get a float back: refused, with what to do instead.
+    with pytest.raises(InvalidEvent, match="64 bits"):
+        await store.append(sid, [noted("big", metadata={"n": 2**70})])
+    with pytest.raises(InvalidEvent, match="cannot be stored as JSON"):
+        await store.append(sid, [noted("odd", metadata={"n": object()})])
     assert await store.head_position() == head
     assert [e.payload["text"] for e in await store.read_stream(sid)] == ["kept"]
 
@@ -223,6 +228,29 @@ async def test_read_all_in_batches_in_position_order(make_store: MakeStore) -> N
     assert [e.payload["text"] for e in seen] == [str(i) for i in range(7)]
     positions = [e.position for e in seen]
     assert positions == sorted(positions) and len(set(positions)) == 7
+
+
+async def test_json_extremes_replay_exactly(make_store: MakeStore) -> None:
+    store = make_store()
+    sid = stream()
+    extremes = {"max": 2**64 - 1, "min": -(2**63), "float": 0.1, "text": 'naïve ✓ "q" \\', "nested": [{}]}
+    await store.append(sid, [noted("edge", metadata={"extremes": extremes})])
+    (event,) = await store.read_stream(sid)
+    assert event.metadata["extremes"] == extremes
+    assert type(event.metadata["extremes"]["max"]) is int
+
+
+async def test_read_all_can_stop_early_and_start_again(make_store: MakeStore) -> None:
+    store = make_store()
+    start = await store.head_position()
+    sid = stream()
+    await store.append(sid, [noted(str(i)) for i in range(10)])
+    for _ in range(30):  # leaving early must not hold on to connections or tasks
+        async for batch in store.read_all(after_position=start, batch_size=2):
+            assert [e.payload["text"] for e in batch] == ["0", "1"]
+            break
+    texts = [e.payload["text"] async for batch in store.read_all(after_position=start) for e in batch]
+    assert texts == [str(i) for i in range(10)]
 
 
 async def test_read_correlation_and_causation(make_store: MakeStore) -> None:

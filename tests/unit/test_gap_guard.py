@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from eventstore.tail import GapGuard, SnapshotInfo
 
 
@@ -45,3 +47,37 @@ def test_fences_do_not_pile_up_while_blocked() -> None:
     for xid in range(100, 200):
         guard.admit(0, [2, 3], SnapshotInfo(xmin=50, max_running=xid))
     assert len(guard._fences) == 1
+
+
+def _reference_admit(
+    fences: list[tuple[int, int]], after: int, positions: list[int], snap: SnapshotInfo
+) -> int:
+    """The rule written out plainly (no fast path, no fence pruning): what admit must agree with."""
+    if positions and snap.max_running is not None:
+        fences.append((positions[-1], snap.max_running))
+    expected, admitted = after + 1, 0
+    for position in positions:
+        settled = snap.max_running is None or any(b > expected and snap.xmin > s for b, s in fences)
+        if position != expected and not settled:
+            break
+        admitted += 1
+        expected = position + 1
+    return admitted
+
+
+def test_admit_agrees_with_the_plain_rule_on_random_histories() -> None:
+    rng = random.Random(6)
+    for _ in range(2000):
+        guard, fences = GapGuard(), []
+        after, xid = 0, 100
+        for _ in range(rng.randint(1, 6)):
+            start = after + 1
+            positions = sorted(rng.sample(range(start, start + 12), rng.randint(0, 8)))
+            if rng.random() < 0.5 and positions:  # often contiguous: the fast path
+                positions = list(range(start, start + len(positions)))
+            xid += rng.randint(0, 3)
+            snap = SnapshotInfo(xmin=xid, max_running=None if rng.random() < 0.2 else xid + rng.randint(0, 4))
+            expected = _reference_admit(fences, after, positions, snap)
+            assert guard.admit(after, positions, snap) == expected
+            if expected:
+                after = positions[expected - 1]
