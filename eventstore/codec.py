@@ -41,9 +41,14 @@ class PreparedEvent:
     causation_id: str
     user_id: str | None
     occurred_at: datetime
-    payload: dict[str, Any]
     payload_json: str
     metadata_json: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The payload as a reader will see it (parsed from its JSON; the duplicate check needs it)."""
+        value: dict[str, Any] = load_json(self.payload_json)
+        return value
 
 
 # What must match when the same event id is appended again (metadata may differ: a retry has
@@ -102,8 +107,6 @@ def prepare_batch(
                 causation_id=event.causation_id,
                 user_id=event.user_id,
                 occurred_at=event.occurred_at,
-                # Round-trip so that comparisons see what a reader would see.
-                payload=load_json(payload_json),
                 payload_json=payload_json,
                 metadata_json=metadata_json,
             )

@@ -10,27 +10,53 @@ from contextlib import contextmanager
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
-from opentelemetry.util.types import Attributes
+from opentelemetry.util.types import AttributeValue
 
 from eventstore.envelope import NewEvent
 
 TRACER_NAME = "memsaga.eventstore"
 
 
+MAX_ID_ATTRIBUTES = 16
+"""Event ids named on an append span; a bigger batch names its first ones (and its count)."""
+
+
 @contextmanager
 def append_span(stream_id: str, events: list[NewEvent]) -> Iterator[dict[str, str]]:
-    """Span ``eventstore.append``; yields the carrier (``traceparent``…) to merge into metadata."""
-    tracer = trace.get_tracer(TRACER_NAME)
-    attributes: Attributes = {
+    """Span ``eventstore.append``; yields the carrier (``traceparent``…) to merge into metadata.
+
+    Attributes are only built when the span records (an SDK is installed): appends are hot.
+    """
+    with _tracer().start_as_current_span("eventstore.append", kind=SpanKind.PRODUCER) as span:
+        carrier: dict[str, str] = {}
+        if span.is_recording():
+            span.set_attributes(_attributes(stream_id, events))
+            propagate.inject(carrier)
+        elif span.get_span_context().is_valid:  # no SDK here, but a caller's trace passes through
+            propagate.inject(carrier)
+        yield carrier
+
+
+_cached: tuple[tuple[object, object], trace.Tracer] | None = None
+
+
+def _tracer() -> trace.Tracer:
+    """This module's tracer, fetched again only when the global provider (or ``get_tracer``
+    itself, as tests patch it) changes: ``get_tracer`` builds a new SDK tracer on every call."""
+    global _cached
+    key = (trace.get_tracer, trace.get_tracer_provider())
+    if _cached is None or _cached[0] != key:
+        _cached = (key, trace.get_tracer(TRACER_NAME))
+    return _cached[1]
+
+
+def _attributes(stream_id: str, events: list[NewEvent]) -> dict[str, AttributeValue]:
+    return {
         "db.system": "postgresql",
         "memsaga.stream_id": stream_id,
         "memsaga.event_count": len(events),
-        "memsaga.event_ids": [str(e.event_id) for e in events],
-        "memsaga.event_types": [e.event_type for e in events],
+        "memsaga.event_ids": [str(e.event_id) for e in events[:MAX_ID_ATTRIBUTES]],
+        "memsaga.event_types": sorted({e.event_type for e in events}),
         "memsaga.correlation_id": events[0].correlation_id if events else "",
-        "memsaga.causation_ids": sorted({e.causation_id for e in events}),
+        "memsaga.causation_ids": sorted({e.causation_id for e in events})[:MAX_ID_ATTRIBUTES],
     }
-    with tracer.start_as_current_span("eventstore.append", kind=SpanKind.PRODUCER, attributes=attributes):
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        yield carrier

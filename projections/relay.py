@@ -98,7 +98,7 @@ class Relay:
         self.pool = store.pool
         self.js = js
         self.config = config or RelayConfig()
-        self.wakeup = AppendWakeup(listen_dsn)
+        self.wakeup = AppendWakeup(listen_dsn, doorbell=self.config.stream)
         self.stats = RelayStats()
         self._republish: tuple[int, str] | None = None  # (checkpoint at start, run id) of a republish
 
@@ -146,8 +146,12 @@ class Relay:
                         pending = await tail.poll(cfg.batch_size)
                         pending = [e for e in pending if to_position is None or e.position <= to_position]
                     if not pending:
+                        if await self.wakeup.arm():
+                            continue  # armed just now: look once more, then trust the bell
                         await self.wakeup.wait(cfg.poll_interval, stop)
                         continue
+                    if len(pending) >= cfg.batch_size:
+                        await self.wakeup.disarm()  # behind: it reads again at once, appends need not ring
                     await self._publish(pending)
                     await save_checkpoint(self.pool, cfg.stream, pending[-1].position, len(pending))
                 except RETRIED_ERRORS as exc:

@@ -3,6 +3,12 @@
 A pooled connection drops its listener on release, so the listener owns a plain
 connection. NOTIFY is only a hint: notifications sent while it is disconnected are lost,
 so the waiter always times out after ``poll_interval`` and polls anyway.
+
+Appends notify only while a relay's doorbell is armed (``memsaga.relay_doorbells``, see
+``projections/migrations/0002_relay_doorbell.sql``): a relay arms it when it has caught up and
+is about to wait, and disarms it when it finds a full batch (it is behind and polls again at
+once). An append already running when the doorbell is armed may not notify, so for a short
+while after arming the waiter polls quickly instead of trusting the bell.
 """
 
 from __future__ import annotations
@@ -17,18 +23,59 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "memsaga_events"  # raised by the trigger in projections/migrations/0001_projections.sql
+CHANNEL = "memsaga_events"  # raised by the trigger of projections/migrations/0002_relay_doorbell.sql
+SETTLE_SECONDS = 0.5  # after arming, appends that began before it may commit without notifying ...
+SETTLE_POLL = 0.02  # ... so poll this often meanwhile
+
+_ARM = """INSERT INTO memsaga.relay_doorbells (stream, armed) VALUES ($1, $2)
+    ON CONFLICT (stream) DO UPDATE SET armed = EXCLUDED.armed, changed_at = now()"""
 
 
 class AppendWakeup:
     """Sets an event when ``memsaga.events`` gets rows; reconnects when its connection drops."""
 
-    def __init__(self, dsn: str | None, *, reconnect_every: float = 5.0) -> None:
+    def __init__(self, dsn: str | None, *, doorbell: str | None = None, reconnect_every: float = 5.0) -> None:
         self.dsn = dsn
+        self.doorbell = doorbell
         self.reconnect_every = reconnect_every
         self.event = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
         self._last_attempt = float("-inf")
+        self._armed: bool | None = None  # None: not known (not connected, or just reconnected)
+        self._armed_at = float("-inf")
+
+    @property
+    def armed(self) -> bool:
+        """Whether this waiter's doorbell is known to be armed."""
+        return self._armed is True
+
+    async def arm(self) -> bool:
+        """Ask appends to notify (once caught up, before waiting); whether it was not armed before.
+
+        A caller that just armed should poll once more before it waits: an append that
+        committed before the bell was armed did not ring it.
+        """
+        return await self._ring(True)
+
+    async def disarm(self) -> None:
+        """Appends need not notify (while the caller is busy catching up)."""
+        await self._ring(False)
+
+    async def _ring(self, armed: bool) -> bool:
+        await self.ensure_listening()
+        conn = self._conn
+        if self.doorbell is None or conn is None or self._armed is armed:
+            return False
+        try:
+            await conn.execute(_ARM, self.doorbell, armed)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("cannot %s the doorbell (%s); polling", "arm" if armed else "disarm", exc)
+            self._armed = None
+            return False
+        self._armed = armed
+        if armed:
+            self._armed_at = time.monotonic()
+        return True
 
     @property
     def listening(self) -> bool:
@@ -48,11 +95,14 @@ class AppendWakeup:
             return
         conn.add_termination_listener(self._terminated)
         self._conn = conn
+        self._armed = None  # a new connection may follow a server restart that emptied the doorbells
         self.event.set()  # anything appended while we were not listening: poll once now
 
     async def wait(self, timeout: float, stop: asyncio.Event) -> None:
         """Until a notification, ``stop``, or ``timeout`` seconds, whichever comes first."""
         await self.ensure_listening()
+        if time.monotonic() - self._armed_at < SETTLE_SECONDS:
+            timeout = min(timeout, SETTLE_POLL)
         waiters = [asyncio.ensure_future(self.event.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -62,7 +112,9 @@ class AppendWakeup:
         self.event.clear()
 
     async def close(self) -> None:
-        """Stop listening."""
+        """Disarm the doorbell and stop listening."""
+        if self._armed:
+            await self.disarm()
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             conn.remove_termination_listener(self._terminated)
@@ -74,6 +126,7 @@ class AppendWakeup:
     def _terminated(self, *_: Any) -> None:
         log.warning("the LISTEN connection closed; polling until it is back")
         self._conn = None
+        self._armed = None
 
 
 async def sleep_or_stop(seconds: float, stop: asyncio.Event) -> None:

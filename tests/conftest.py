@@ -9,7 +9,10 @@ in a temporary directory, stopped at the end of the session.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -39,11 +42,16 @@ async def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     if url:
         yield url
         return
-    service = await start_postgres(tmp_path_factory.mktemp("postgres"))
+    # Not under pytest's temporary root: as root, PostgreSQL runs as a system user, and every
+    # pytest session that starts takes the group and other bits off that root (0700), which
+    # would lock a server of a session still running out of its own data directory.
+    state_dir = Path(tempfile.mkdtemp(prefix="memsaga-test-postgres-"))
+    service = await start_postgres(state_dir)
     try:
         yield with_database(service.url, "postgres")
     finally:
         stop_service(service)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -27,10 +27,14 @@ async def test_migrate_twice_applies_once(fresh_database: Callable[[], Any]) -> 
     try:
         first = await migrate(conn, [EVENTSTORE_MIGRATIONS])
         second = await migrate(conn, [EVENTSTORE_MIGRATIONS])
-        assert [m.name for m in first] == ["0001_event_store.sql", "0002_append_plans.sql"]
+        assert [m.name for m in first] == [
+            "0001_event_store.sql",
+            "0002_append_plans.sql",
+            "0003_append_single_event.sql",
+        ]
         assert second == []
         recorded = await applied_migrations(conn)
-        assert [(r["source"], r["version"]) for r in recorded] == [("eventstore", 1), ("eventstore", 2)]
+        assert [(r["source"], r["version"]) for r in recorded] == [("eventstore", v) for v in (1, 2, 3)]
     finally:
         await conn.close()
 
@@ -42,8 +46,9 @@ async def test_two_processes_migrating_at_once_apply_each_file_once(
     conns = [await asyncpg.connect(dsn) for _ in range(4)]
     try:
         results = await asyncio.gather(*(migrate(c, [EVENTSTORE_MIGRATIONS]) for c in conns))
-        assert sorted(len(r) for r in results) == [0, 0, 0, 2]  # one connection applied both files
-        assert await conns[0].fetchval("SELECT count(*) FROM memsaga.schema_migrations") == 2
+        files = len(EVENTSTORE_MIGRATIONS.migrations())
+        assert sorted(len(r) for r in results) == [0, 0, 0, files]  # one connection applied them all
+        assert await conns[0].fetchval("SELECT count(*) FROM memsaga.schema_migrations") == files
     finally:
         for c in conns:
             await c.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -21,6 +22,7 @@ from projections.subjects import (
     TRACEPARENT,
     decode_body,
 )
+from projections.wakeup import SETTLE_SECONDS
 from tests.projections.conftest import Env, background, relay_position, wait_until
 from tests.projections.histories import append_all, make_history
 
@@ -115,7 +117,8 @@ async def test_notify_wakes_the_relay_long_before_its_poll_interval(env: Env) ->
     history = make_history(seed=5, sagas=1)
     async with background() as bg:
         bg.start(env.relay(poll_interval=30.0).run)
-        await wait_until(lambda: _listening(env), what="relay listening", bg=bg)
+        await wait_until(lambda: _armed(env), what="relay listening, doorbell armed", bg=bg)
+        await asyncio.sleep(SETTLE_SECONDS + 0.2)  # past the quick polls that follow arming
         started = time.monotonic()
         await env.store.append(history.appends[0].stream_id, history.appends[0].events)
         await wait_until(lambda: _at(env, 1), timeout=5, what="event published", bg=bg)
@@ -155,8 +158,6 @@ async def _at(env: Env, position: int) -> bool:
     return await relay_position(env.pool, env.stream) >= position
 
 
-async def _listening(env: Env) -> bool:
-    query = (
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-    )
-    return bool(await env.pool.fetchval(query))
+async def _armed(env: Env) -> bool:
+    query = "SELECT armed FROM memsaga.relay_doorbells WHERE stream = $1"
+    return bool(await env.pool.fetchval(query, env.stream))

@@ -1,0 +1,91 @@
+"""The relay's doorbell: appends notify only while a relay has caught up and waits."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from projections.wakeup import CHANNEL, AppendWakeup
+from tests.projections.conftest import Env, background, relay_position, wait_until
+from tests.projections.histories import append_all, make_history
+
+
+async def _armed(env: Env) -> list[bool]:
+    rows = await env.pool.fetch("SELECT armed FROM memsaga.relay_doorbells ORDER BY stream")
+    return [r["armed"] for r in rows]
+
+
+async def _listener(env: Env) -> tuple[asyncpg.Connection, list[Any]]:
+    heard: list[Any] = []
+    conn = await asyncpg.connect(env.dsn)
+    await conn.add_listener(CHANNEL, lambda *args: heard.append(args))
+    return conn, heard
+
+
+async def test_appends_do_not_notify_while_no_doorbell_is_armed(env: Env) -> None:
+    conn, heard = await _listener(env)
+    try:
+        history = make_history(seed=11, sagas=2)
+        await append_all(env.store, history)
+        await asyncio.sleep(0.3)
+        assert heard == []  # nobody waits: no notification, no notify lock at commit
+
+        wakeup = AppendWakeup(env.dsn, doorbell="S1")
+        assert await wakeup.arm() is True
+        assert await wakeup.arm() is False  # already armed: no second write
+        assert await _armed(env) == [True]
+        await append_all(env.store, make_history(seed=12, sagas=1))
+        await wait_until(lambda: _heard(heard), timeout=5, what="a notification")
+
+        await wakeup.disarm()
+        assert await _armed(env) == [False]
+        heard.clear()
+        await append_all(env.store, make_history(seed=13, sagas=1))
+        await asyncio.sleep(0.3)
+        assert heard == []
+
+        await wakeup.arm()
+        await wakeup.close()  # a relay that stops disarms its bell
+        assert await _armed(env) == [False]
+    finally:
+        await conn.close()
+
+
+async def test_any_armed_doorbell_makes_appends_notify(env: Env) -> None:
+    conn, heard = await _listener(env)
+    first, second = AppendWakeup(env.dsn, doorbell="S1"), AppendWakeup(env.dsn, doorbell="S2")
+    try:
+        await first.arm()
+        await second.arm()
+        await first.disarm()
+        await append_all(env.store, make_history(seed=14, sagas=1))
+        await wait_until(lambda: _heard(heard), timeout=5, what="a notification")
+    finally:
+        await first.close()
+        await second.close()
+        await conn.close()
+
+
+async def test_the_relay_arms_when_caught_up_and_disarms_when_it_stops(env: Env) -> None:
+    history = make_history(seed=15, sagas=30)
+    await append_all(env.store, history)
+    head = await env.store.head_position()
+    async with background() as bg:
+        bg.start(env.relay(batch_size=16).run)
+        await wait_until(lambda: _relayed(env, head), timeout=30, what="relay caught up", bg=bg)
+        await wait_until(lambda: _armed_all(env), timeout=5, what="doorbell armed", bg=bg)
+    assert await _armed(env) == [False]
+
+
+async def _relayed(env: Env, head: int) -> bool:
+    return await relay_position(env.pool, env.stream) >= head
+
+
+async def _heard(heard: list[Any]) -> bool:
+    return bool(heard)
+
+
+async def _armed_all(env: Env) -> bool:
+    return await _armed(env) == [True]
