@@ -1,12 +1,14 @@
 """The outbox relay: publishes every stored event to JetStream, in order, losing none.
 
-It follows the event store's gap-safe tail (``PostgresEventStore.tail``), publishes each
-batch pipelined (all publishes in flight at once, every ack awaited) with the event id as
-``Nats-Msg-Id``, and moves its checkpoint in PostgreSQL only after JetStream acknowledged
-the whole batch. A crash between publish and checkpoint re-sends at most one batch, which
-the stream's duplicate window drops (and projections de-duplicate by event id anyway).
-NATS down: the batch is retried with capped exponential backoff until it goes through.
-Nothing is ever published from inside a database transaction.
+It follows the event store's gap-safe tail (``PostgresEventStore.tail``), reading the next
+batch while the current one is published. It publishes each batch pipelined (all messages
+in flight at once through ``publish_async``, every ack awaited, within ``publish_timeout``)
+with the event id as ``Nats-Msg-Id``, and moves its checkpoint in PostgreSQL only after
+JetStream acknowledged the whole batch; batches go out one after the other, in order. A
+crash between publish and checkpoint re-sends at most one batch, which the stream's
+duplicate window drops (and projections de-duplicate by event id anyway). NATS down: the
+batch is retried with capped exponential backoff until it goes through. Nothing is ever
+published from inside a database transaction.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from eventstore import PostgresEventStore, RecordedEvent
+from eventstore import EventTail, PostgresEventStore, RecordedEvent
 from projections.base import TRANSIENT_ERRORS
 from projections.stream import DEFAULT_DUPLICATE_WINDOW, DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, event_body, event_headers, event_subject
-from projections.tracing import end_span, start_publish_span
+from projections.tracing import start_batch_trace
 from projections.wakeup import AppendWakeup, sleep_or_stop
 
 log = logging.getLogger(__name__)
@@ -138,13 +140,14 @@ class Relay:
         self.stats.position = start
         log.info("relay to %s from position %d (checkpoint %d)", cfg.stream, start, checkpoint)
         pending: list[RecordedEvent] = []
+        ahead: asyncio.Task[list[RecordedEvent]] | None = None  # the next batch, read during a publish
         backoff = cfg.initial_backoff
         try:
             while not stop.is_set() and (to_position is None or self.stats.position < to_position):
                 try:
                     if not pending:
-                        pending = await tail.poll(cfg.batch_size)
-                        pending = [e for e in pending if to_position is None or e.position <= to_position]
+                        reading, ahead = ahead, None
+                        pending = await (reading or self._read(tail, to_position))
                     if not pending:
                         if await self.wakeup.arm():
                             continue  # armed just now: look once more, then trust the bell
@@ -152,6 +155,9 @@ class Relay:
                         continue
                     if len(pending) >= cfg.batch_size:
                         await self.wakeup.disarm()  # behind: it reads again at once, appends need not ring
+                    if ahead is None and (to_position is None or pending[-1].position < to_position):
+                        # One read at a time, in tail order: this one is awaited before the next starts.
+                        ahead = asyncio.create_task(self._read(tail, to_position))
                     await self._publish(pending)
                     await save_checkpoint(self.pool, cfg.stream, pending[-1].position, len(pending))
                 except RETRIED_ERRORS as exc:
@@ -168,8 +174,19 @@ class Relay:
                 pending = []
                 backoff = cfg.initial_backoff
         finally:
+            if ahead is not None:  # stopped while reading ahead: that read is not wanted
+                ahead.cancel()
+                await asyncio.wait([ahead])
+                if not ahead.cancelled():
+                    ahead.exception()  # retrieved: a failed read ahead is just dropped
             await self.wakeup.close()
         return self.stats
+
+    async def _read(self, tail: EventTail, to_position: int | None) -> list[RecordedEvent]:
+        batch = await tail.poll(self.config.batch_size)
+        if to_position is not None and batch and batch[-1].position > to_position:
+            batch = [e for e in batch if e.position <= to_position]
+        return batch
 
     async def _provision(self, stop: asyncio.Event) -> None:
         backoff = self.config.initial_backoff
@@ -195,31 +212,40 @@ class Relay:
             return None
         return f"{event.event_id}:{self._republish[1]}"
 
-    async def _publish_one(self, event: RecordedEvent) -> PubAck:
-        subject = event_subject(event, self.config.subject_prefix)
-        span, trace_headers = start_publish_span(event, subject)
-        try:
-            ack = await self.js.publish(
-                subject,
-                event_body(event),
-                timeout=self.config.publish_timeout,
-                stream=self.config.stream,
-                headers={**event_headers(event, msg_id=self._msg_id(event)), **trace_headers},
-            )
-        except BaseException as exc:
-            end_span(span, exc)
-            raise
-        span.set_attribute("memsaga.duplicate", bool(ack.duplicate))
-        end_span(span)
-        return ack
-
     async def _publish(self, events: list[RecordedEvent]) -> None:
         """Publish all at once and wait for every ack. :raises: the first failure, after all settled."""
-        results = await asyncio.gather(*(self._publish_one(e) for e in events), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
+        cfg = self.config
+        if not _connected(self.js):
+            raise nats.errors.ConnectionReconnectingError  # retried: nothing is sent meanwhile
+        stream = cfg.stream
+        subjects = [event_subject(e, cfg.subject_prefix) for e in events]
+        spans = start_batch_trace(stream, events, subjects)
+        acks: list[asyncio.Future[PubAck]] = []
+        try:
+            async with asyncio.timeout(cfg.publish_timeout):
+                for event, subject, trace_headers in zip(events, subjects, spans.headers, strict=True):
+                    headers = event_headers(event, msg_id=self._msg_id(event))
+                    headers.update(trace_headers)
+                    body = event_body(event)
+                    acks.append(await self.js.publish_async(subject, body, stream=stream, headers=headers))
+                results = await asyncio.gather(*acks, return_exceptions=True)
+        except BaseException as exc:
+            for ack in acks:
+                ack.cancel()  # frees its slot in nats-py's pending acks
+            spans.fail(exc)
+            raise
+        outcomes = [r if isinstance(r, BaseException) else bool(r.duplicate) for r in results]
+        spans.end(outcomes)
+        failures = [r for r in outcomes if isinstance(r, BaseException)]
         if failures:
             raise failures[0]
-        acks = [r for r in results if isinstance(r, PubAck)]
         self.stats.batches += 1
-        self.stats.published += len(acks)
-        self.stats.duplicates += sum(1 for a in acks if a.duplicate)
+        self.stats.published += len(outcomes)
+        self.stats.duplicates += sum(1 for r in outcomes if r is True)
+
+
+def _connected(js: JetStreamContext) -> bool:
+    # nats-py's publish_async registers an ack future (and takes one of its pending slots)
+    # before sending; a send that fails, which only happens while disconnected, leaves both
+    # behind for good. So a batch is not sent while the connection is down.
+    return bool(js._nc.is_connected)

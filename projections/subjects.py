@@ -8,6 +8,7 @@ JSON; the headers repeat what a consumer needs without parsing it.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from nats.js.api import Header
 
@@ -26,6 +27,7 @@ TRACESTATE = "tracestate"
 
 DEFAULT_PREFIX = "events"
 
+_SERIALIZER = RecordedEvent.__pydantic_serializer__
 _BAD_TOKEN = re.compile(r"[\s.*>]+")
 _BAD_HEADER = re.compile(r"[\r\n]+")
 
@@ -37,7 +39,13 @@ def subject_token(text: str) -> str:
 
 def event_subject(event: RecordedEvent, prefix: str = DEFAULT_PREFIX) -> str:
     """The subject an event is published on: ``<prefix>.<category>.<event_type>``."""
-    return f"{prefix}.{subject_token(event.category)}.{subject_token(event.event_type)}"
+    return _subject(prefix, event.category, event.event_type)
+
+
+@lru_cache(maxsize=4096)
+def _subject(prefix: str, category: str, event_type: str) -> str:
+    # Few categories and types, many events: the relay asks for every event it publishes.
+    return f"{prefix}.{subject_token(category)}.{subject_token(event_type)}"
 
 
 def type_filter(event_type: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -51,7 +59,10 @@ def stream_subjects(prefix: str = DEFAULT_PREFIX) -> list[str]:
 
 
 def _header_value(value: object) -> str:
-    return _BAD_HEADER.sub(" ", str(value))  # a line break would end the header block
+    text = str(value)
+    if "\r" in text or "\n" in text:  # a line break would end the header block
+        return _BAD_HEADER.sub(" ", text)
+    return text
 
 
 def event_headers(event: RecordedEvent, *, msg_id: str | None = None) -> dict[str, str]:
@@ -59,9 +70,10 @@ def event_headers(event: RecordedEvent, *, msg_id: str | None = None) -> dict[st
 
     The message id is the event id unless ``msg_id`` overrides it (a deliberate republish).
     """
+    event_id = str(event.event_id)
     headers = {
-        MSG_ID: msg_id or str(event.event_id),
-        EVENT_ID: str(event.event_id),
+        MSG_ID: msg_id or event_id,
+        EVENT_ID: event_id,
         EVENT_TYPE: _header_value(event.event_type),
         EVENT_VERSION: str(event.event_version),
         CORRELATION_ID: _header_value(event.correlation_id),
@@ -69,16 +81,19 @@ def event_headers(event: RecordedEvent, *, msg_id: str | None = None) -> dict[st
         STREAM_ID: _header_value(event.stream_id),
         POSITION: str(event.position),
     }
-    for key in (TRACEPARENT, TRACESTATE):
-        value = event.metadata.get(key)
-        if isinstance(value, str) and value:
-            headers[key] = _header_value(value)
+    metadata = event.metadata
+    if metadata:
+        for key in (TRACEPARENT, TRACESTATE):
+            value = metadata.get(key)
+            if isinstance(value, str) and value:
+                headers[key] = _header_value(value)
     return headers
 
 
 def event_body(event: RecordedEvent) -> bytes:
-    """The message body: the recorded event as JSON."""
-    return event.model_dump_json().encode()
+    """The message body: the recorded event as JSON (the bytes of ``model_dump_json()``, made
+    straight by the model's serializer: no ``str`` round trip)."""
+    return _SERIALIZER.to_json(event)
 
 
 def decode_body(data: bytes) -> RecordedEvent:

@@ -2,21 +2,26 @@
 
 The append stored the trace context in the event's metadata; the relay's publish span is its
 child and sends *its own* context in the NATS headers; the projection's handling span is the
-child of that (the direct causal step). A rebuild replays events long after their requests,
-so its spans link to their traces instead of joining them.
+child of that (the direct causal step). The relay also spans each batch it publishes, a root
+linked to its events' traces; an event stored without a trace context gets no publish span of
+its own, and its message carries the batch's context. A rebuild replays events long after
+their requests, so its spans link to their traces instead of joining them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from eventstore import RecordedEvent
 
 TRACER_NAME = "memsaga.projections"
+MAX_BATCH_LINKS = 32  # distinct traces a relay batch span links to; the rest are only counted
 
 
 def _event_attributes(event: RecordedEvent) -> dict[str, str | int]:
@@ -31,23 +36,113 @@ def _event_attributes(event: RecordedEvent) -> dict[str, str | int]:
     }
 
 
-def start_publish_span(event: RecordedEvent, subject: str) -> tuple[Span, dict[str, str]]:
-    """Start ``publish <subject>`` under the event's stored context; returns it and the headers
-    carrying its context (the caller ends the span once JetStream acknowledged)."""
-    parent = propagate.extract(event.metadata)
-    span = trace.get_tracer(TRACER_NAME).start_span(
-        f"publish {subject}",
-        context=parent,
+@dataclass(frozen=True)
+class BatchTrace:
+    """The spans of one relayed batch, and the trace headers of each of its messages.
+
+    ``spans[i]`` is message ``i``'s ``publish`` span (None for an event without a stored trace
+    context); ``headers[i]`` carries that span's context, or the batch span's (a dict shared by
+    those messages: copy it, don't change it).
+    """
+
+    batch: Span
+    spans: list[Span | None]
+    headers: list[Mapping[str, str]]
+
+    def end(self, outcomes: Sequence[bool | BaseException]) -> None:
+        """End every span once the batch settled: per message, whether JetStream called it a
+        duplicate, or why it failed (the batch span records the first failure)."""
+        duplicates = 0
+        failure: BaseException | None = None
+        for span, outcome in zip(self.spans, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failure = failure or outcome
+                if span is not None:
+                    end_span(span, outcome)
+                continue
+            duplicates += outcome
+            if span is not None:
+                span.set_attribute("memsaga.duplicate", outcome)
+                span.end()
+        self.batch.set_attribute("memsaga.duplicates", duplicates)
+        end_span(self.batch, failure)
+
+    def fail(self, error: BaseException) -> None:
+        """End every span with ``error`` (the batch did not settle)."""
+        for span in self.spans:
+            if span is not None:
+                end_span(span, error)
+        end_span(self.batch, error)
+
+
+def start_batch_trace(stream: str, events: Sequence[RecordedEvent], subjects: Sequence[str]) -> BatchTrace:
+    """Start the spans of a batch about to be published (``subjects[i]`` is ``events[i]``'s).
+
+    ``relay batch <stream>`` (PRODUCER) is a root linked to the distinct traces of the events
+    (at most :data:`MAX_BATCH_LINKS`). Each event with a stored trace context gets ``publish
+    <subject>`` (PRODUCER), a child of that context linked to the batch span, so a projection's
+    handling span joins the event's own trace; the rest get no span of their own.
+    """
+    tracer = trace.get_tracer(TRACER_NAME)
+    fields = propagate.get_global_textmap().fields
+    parents: list[Context | None] = []
+    links: list[Link] = []
+    linked: set[int] = set()
+    for event in events:
+        parent = None
+        if event.metadata and not fields.isdisjoint(event.metadata):
+            context = propagate.extract(event.metadata)
+            span_context = trace.get_current_span(context).get_span_context()
+            if span_context.is_valid:
+                parent = context
+                if span_context.trace_id not in linked:
+                    linked.add(span_context.trace_id)
+                    if len(links) < MAX_BATCH_LINKS:
+                        links.append(Link(span_context))
+        parents.append(parent)
+    batch = tracer.start_span(
+        f"relay batch {stream}",
+        context=Context(),  # a root: a long-running relay's batches belong to no caller's trace
         kind=SpanKind.PRODUCER,
+        links=links,
         attributes={
-            **_event_attributes(event),
+            "messaging.system": "nats",
             "messaging.operation.type": "publish",
-            "messaging.destination.name": subject,
+            "messaging.batch.message_count": len(events),
+            "memsaga.stream": stream,
+            "memsaga.first_position": events[0].position if events else 0,
+            "memsaga.last_position": events[-1].position if events else 0,
+            "memsaga.traced_events": sum(p is not None for p in parents),
+            "memsaga.linked_traces": len(linked),
         },
     )
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=trace.set_span_in_context(span))
-    return span, carrier
+    batch_headers: dict[str, str] = {}
+    propagate.inject(batch_headers, context=trace.set_span_in_context(batch))
+    to_batch = [Link(batch.get_span_context())]
+    spans: list[Span | None] = []
+    headers: list[Mapping[str, str]] = []
+    for event, subject, parent in zip(events, subjects, parents, strict=True):
+        if parent is None:
+            spans.append(None)
+            headers.append(batch_headers)
+            continue
+        span = tracer.start_span(
+            f"publish {subject}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            links=to_batch,
+            # Few attributes, one span per message: the rest is on the append and batch spans.
+            attributes={
+                "messaging.message.id": str(event.event_id),
+                "messaging.destination.name": subject,
+                "memsaga.position": event.position,
+            },
+        )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        spans.append(span)
+        headers.append(carrier)
+    return BatchTrace(batch, spans, headers)
 
 
 def end_span(span: Span, error: BaseException | None = None) -> None:

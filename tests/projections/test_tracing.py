@@ -74,3 +74,9 @@ async def test_append_publish_and_apply_spans_share_one_trace(
     assert (
         apply.attributes is not None and apply.attributes["messaging.message.conversation_id"] == "corr-trace"
     )
+    # The relay's batch span: a root of its own, linked to the request's trace; the publish span
+    # links back to it.
+    (batch,) = [s for s in spans if s.name == f"relay batch {env.stream}"]
+    assert batch.parent is None and batch.kind is trace.SpanKind.PRODUCER
+    assert [link.context.trace_id for link in batch.links] == [trace_id]
+    assert [link.context.span_id for link in publish.links] == [batch.context.span_id]
