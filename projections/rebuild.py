@@ -3,8 +3,9 @@
 1. Register the next version (``<table>_v<N+1>``) as *building* and create its tables; an
    interrupted build of the same code version is resumed from its checkpoint instead.
 2. Follow the store's gap-safe tail from position 0, applying batches to the new tables in
-   one transaction each (handler writes, applied-event rows and checkpoint together), while
-   the live version keeps serving readers and the runner keeps updating it.
+   one transaction each (handler writes, applied-event rows and checkpoint together) while
+   the next batch is read, and while the live version keeps serving readers and the runner
+   keeps updating it.
 3. Once caught up, take the projection's handover lock exclusively (the runner holds it
    shared for each of its transactions), apply whatever the live version has seen beyond
    the build's position, and switch the active version and the reader views in the same
@@ -17,6 +18,7 @@ Old versions are kept (state *retired*); nothing is dropped implicitly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -35,7 +37,7 @@ from projections.tracking import (
     activate,
     active_version,
     advance_checkpoint,
-    apply_in_savepoint,
+    apply_batch,
     create_version,
     lock_exclusive,
     park,
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # The switch waits this long for the runners' batches and readers of the views to finish.
 SWITCH_LOCK_TIMEOUT = "10s"
+# A build reports its progress (head and position) at most this often, in seconds.
+REPORT_INTERVAL = 0.5
 _SESSION_LOCK = "SELECT {fn}(hashtextextended('memsaga.rebuild:' || $1::text, 0))"
 
 
@@ -167,19 +171,14 @@ class _Builder:
         self.progress = progress
         self.catch_up_timeout = catch_up_timeout
         self.applied = 0  # in this run, for progress reports
+        self._reported = -REPORT_INTERVAL  # monotonic time of the last progress report
 
     async def run(self) -> RebuildResult:
         started = time.monotonic()
         version, position = await self._prepare()
         tail = self.store.tail(after_position=position)
         while True:
-            batch = await tail.poll(self.batch_size)
-            if batch:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await self._apply(conn, version, batch, tail.position)
-            await self._report(version, tail.position)
-            if len(batch) == self.batch_size:
-                continue
+            last = await self._follow(version, tail)
             try:
                 switched, previous = await self._switch(version, tail)
             except asyncpg.LockNotAvailableError:
@@ -191,8 +190,39 @@ class _Builder:
                 continue
             if switched:
                 return await self._result(version, previous, tail.position, time.monotonic() - started)
-            if not batch:
+            if not last:
                 await asyncio.sleep(0.05)  # the tail waits on an in-flight position
+
+    async def _follow(self, version: int, tail: EventTail) -> list[RecordedEvent]:
+        """Apply the tail's batches, one transaction each, until one is not full; returns that one.
+
+        While a full batch is applied, the next one is read already (on a connection of its
+        own); the batches share one connection.
+        """
+        batch = await tail.poll(self.batch_size)
+        if not batch:
+            await self._report(version, tail.position, final=True)
+            return batch
+        async with self.pool.acquire() as conn:
+            while True:
+                full = len(batch) == self.batch_size
+                ahead = asyncio.create_task(tail.poll(self.batch_size)) if full else None
+                try:
+                    async with conn.transaction():
+                        await self._apply(conn, version, batch, batch[-1].position)
+                    await self._report(version, batch[-1].position, final=not full)
+                except BaseException:
+                    if ahead is not None:
+                        ahead.cancel()
+                        with contextlib.suppress(BaseException):
+                            await ahead
+                    raise
+                if ahead is None:
+                    return batch
+                batch = await ahead
+                if not batch:
+                    await self._report(version, tail.position, final=True)
+                    return batch
 
     async def _checkpoint(self, version: int) -> int:
         position = await self.pool.fetchval(
@@ -244,17 +274,22 @@ class _Builder:
 
     async def _apply(self, conn: Connection, version: int, events: list[RecordedEvent], at: int) -> None:
         tables = self.projection.tables_at(version)
-        applied = 0
         with replay_span(self.projection.name, events):
-            for event in events:
-                result = await apply_in_savepoint(conn, self.projection, version, tables, event)
+            results = await apply_batch(conn, self.projection, version, tables, events)
+            for event, result in zip(events, results, strict=True):
                 if result.error is not None:
                     await park(conn, self.projection.name, version, event.event_id, event, result.error, 1)
-                applied += result.applied
+        applied = sum(r.applied for r in results)
         await advance_checkpoint(conn, self.projection.name, version, at, applied)
         self.applied += applied
 
-    async def _report(self, version: int, position: int) -> None:
+    async def _report(self, version: int, position: int, *, final: bool) -> None:
+        """Record the store's head and tell ``progress``: when ``final`` (the tail has caught up
+        for now), otherwise at most every :data:`REPORT_INTERVAL` seconds."""
+        now = time.monotonic()
+        if not final and now - self._reported < REPORT_INTERVAL:
+            return
+        self._reported = now
         head = await self.store.head_position()
         await self.pool.execute(
             "UPDATE memsaga.projection_versions SET build_head = $3 WHERE name = $1 AND version = $2",

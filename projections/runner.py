@@ -1,12 +1,13 @@
 """The projection runner: a durable JetStream pull consumer per projection, feeding PostgreSQL.
 
 For each fetched batch, in one transaction: take the handover lock shared, find the active
-read-model version, apply each event in its own savepoint (skipping events that version
-has applied already, by event id), park events that failed too often, advance the
-checkpoint; commit; and only then ack. A crash before the commit changes nothing and the
-messages come again; a crash after it makes them come again as duplicates, which are skipped.
-Several runner processes of one projection bind to the same durable consumer and share its
-messages. While a batch runs, in-progress acks keep JetStream from redelivering it.
+read-model version, apply the events in one savepoint (skipping events that version has
+applied already, by event id; a failing handler makes it one savepoint per event), park
+events that failed too often, advance the checkpoint; commit; and only then ack. A crash
+before the commit changes nothing and the messages come again; a crash after it makes them
+come again as duplicates, which are skipped. Several runner processes of one projection bind
+to the same durable consumer and share its messages. While a batch runs, in-progress acks
+keep JetStream from redelivering it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from projections.tracing import handling_span
 from projections.tracking import (
     active_version,
     advance_checkpoint,
-    apply_in_savepoint,
+    apply_batch,
     describe_error,
     lock_checkpoint,
     lock_shared,
@@ -208,16 +209,21 @@ class ProjectionRunner:
             require_code_version(self.projection, active)
             await lock_checkpoint(conn, name, active.version)
             tables = self.projection.tables_at(active.version)
-            applied, position = 0, 0
+            decoded = [item for item in items if item.event is not None]
+            headers = {id(item.event): item.msg.headers for item in decoded}  # by object: ids may repeat
+            results = await apply_batch(
+                conn,
+                projection,
+                active.version,
+                tables,
+                [item.event for item in decoded if item.event is not None],
+                around=lambda event: handling_span(name, event, headers[id(event)]),
+            )
+            for item, result in zip(decoded, results, strict=True):
+                item.error = result.error
+                self.stats.duplicates += 0 if result.applied or result.error else 1
+            applied, position = sum(r.applied for r in results), 0
             for item in items:
-                if item.event is not None:
-                    with handling_span(name, item.event, item.msg.headers):
-                        result = await apply_in_savepoint(
-                            conn, projection, active.version, tables, item.event
-                        )
-                    item.error = result.error
-                    applied += result.applied
-                    self.stats.duplicates += 0 if result.applied or result.error else 1
                 if item.error is None:
                     item.outcome = Outcome.ACK
                 elif item.msg.metadata.num_delivered >= self.config.max_deliver:

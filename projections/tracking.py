@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from eventstore import RecordedEvent
@@ -125,7 +127,7 @@ async def apply_event(
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What applying one event in a savepoint came to."""
+    """What applying one event came to."""
 
     applied: bool  # False: a duplicate, or a type without handler, or a failure
     error: str | None = None
@@ -145,6 +147,71 @@ async def apply_in_savepoint(
         raise
     except Exception as exc:
         return Applied(False, describe_error(exc))
+
+
+_APPLIED_BULK = """INSERT INTO memsaga.projection_applied (name, version, event_id, position)
+    SELECT $1, $2, unnest($3::uuid[]), unnest($4::bigint[])
+    ON CONFLICT DO NOTHING RETURNING event_id"""
+
+Around = Callable[[RecordedEvent], AbstractContextManager[object]]
+"""Wraps the handling of one event (the runner's handling span)."""
+
+
+async def apply_batch(
+    conn: Connection,
+    projection: Projection,
+    version: int,
+    tables: Tables,
+    events: Sequence[RecordedEvent],
+    *,
+    around: Around | None = None,
+) -> list[Applied]:
+    """Apply ``events`` in one savepoint: what each came to, in order.
+
+    Events without a handler cost nothing. The others are recorded in one statement and
+    those applied for the first time (the first occurrence of an id) run their handler,
+    inside ``around(event)`` if given. When a handler fails, the savepoint is undone and
+    the batch redone one savepoint per event, so only the failing events carry an error.
+
+    :raises: infrastructure errors (:data:`TRANSIENT_ERRORS`): the caller retries the batch.
+    """
+    results = [Applied(False)] * len(events)
+    handled = [i for i, event in enumerate(events) if event.event_type in projection.handlers]
+    if not handled:
+        return results
+    try:
+        async with conn.transaction():
+            rows = await conn.fetch(
+                _APPLIED_BULK,
+                projection.name,
+                version,
+                [events[i].event_id for i in handled],
+                [events[i].position for i in handled],
+            )
+            first_time = {row[0] for row in rows}
+            for i in handled:
+                event = events[i]
+                if event.event_id not in first_time:
+                    continue
+                first_time.discard(event.event_id)  # a later duplicate in the batch is skipped
+                handler = projection.handlers[event.event_type]
+                if around is None:
+                    await handler(conn, tables, event)
+                else:
+                    with around(event):
+                        await handler(conn, tables, event)
+                results[i] = Applied(True)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception:
+        for i in handled:
+            event = events[i]
+            if around is None:
+                results[i] = await apply_in_savepoint(conn, projection, version, tables, event)
+            else:
+                with around(event):
+                    results[i] = await apply_in_savepoint(conn, projection, version, tables, event)
+    return results
 
 
 def describe_error(exc: BaseException) -> str:
