@@ -27,7 +27,7 @@ def append_span(stream_id: str, events: list[NewEvent]) -> Iterator[dict[str, st
 
     Attributes are only built when the span records (an SDK is installed): appends are hot.
     """
-    with _tracer().start_as_current_span("eventstore.append", kind=SpanKind.PRODUCER) as span:
+    with tracer(TRACER_NAME).start_as_current_span("eventstore.append", kind=SpanKind.PRODUCER) as span:
         carrier: dict[str, str] = {}
         if span.is_recording():
             span.set_attributes(_attributes(stream_id, events))
@@ -37,17 +37,18 @@ def append_span(stream_id: str, events: list[NewEvent]) -> Iterator[dict[str, st
         yield carrier
 
 
-_cached: tuple[tuple[object, object], trace.Tracer] | None = None
+_tracers: dict[str, tuple[tuple[object, object], trace.Tracer]] = {}
 
 
-def _tracer() -> trace.Tracer:
-    """This module's tracer, fetched again only when the global provider (or ``get_tracer``
-    itself, as tests patch it) changes: ``get_tracer`` builds a new SDK tracer on every call."""
-    global _cached
+def tracer(name: str) -> trace.Tracer:
+    """The tracer ``name`` of the global provider, fetched again only when that provider (or
+    ``trace.get_tracer`` itself, as tests patch it) changes: with the SDK, ``get_tracer``
+    builds a new tracer on every call, which hot paths (an append, a handled event) feel."""
     key = (trace.get_tracer, trace.get_tracer_provider())
-    if _cached is None or _cached[0] != key:
-        _cached = (key, trace.get_tracer(TRACER_NAME))
-    return _cached[1]
+    cached = _tracers.get(name)
+    if cached is None or cached[0] != key:
+        cached = _tracers[name] = (key, trace.get_tracer(name))
+    return cached[1]
 
 
 def _attributes(stream_id: str, events: list[NewEvent]) -> dict[str, AttributeValue]:

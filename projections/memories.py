@@ -10,6 +10,7 @@ resurrects a retracted memory. ``created_at`` is when the creation happened (the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -44,20 +45,29 @@ CREATE INDEX ON {memories} (user_id, created_at) WHERE NOT retracted;
 """
 
 
-async def on_memory_created(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
-    """Fill the memory's creation fields; its state (retracted, version) only moves forward."""
+_CREATED = """INSERT INTO {memories} AS m (memory_id, user_id, text, kind, content_hash, episode_id,
+        source, sensitive, vector_sha256, version, correlation_id, created_event_id, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    ON CONFLICT (memory_id) DO UPDATE SET
+        user_id = EXCLUDED.user_id, text = EXCLUDED.text, kind = EXCLUDED.kind,
+        content_hash = EXCLUDED.content_hash, episode_id = EXCLUDED.episode_id,
+        source = EXCLUDED.source, sensitive = EXCLUDED.sensitive,
+        vector_sha256 = EXCLUDED.vector_sha256, correlation_id = EXCLUDED.correlation_id,
+        created_event_id = EXCLUDED.created_event_id, created_at = EXCLUDED.created_at,
+        version = greatest(m.version, EXCLUDED.version)"""
+
+_RETRACTED = """INSERT INTO {memories} AS m
+        (memory_id, user_id, version, retracted, retracted_at, retraction_reason)
+    VALUES ($1, $2, $3, true, $4, $5)
+    ON CONFLICT (memory_id) DO UPDATE SET
+        version = EXCLUDED.version, retracted = true,
+        retracted_at = EXCLUDED.retracted_at, retraction_reason = EXCLUDED.retraction_reason
+    WHERE m.version < EXCLUDED.version"""
+
+
+def _created_args(event: RecordedEvent) -> tuple[object, ...]:
     p = payload_of(event, MemoryCreated)
-    await conn.execute(
-        f"""INSERT INTO {tables["memories"]} AS m (memory_id, user_id, text, kind, content_hash, episode_id,
-                source, sensitive, vector_sha256, version, correlation_id, created_event_id, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-            ON CONFLICT (memory_id) DO UPDATE SET
-                user_id = EXCLUDED.user_id, text = EXCLUDED.text, kind = EXCLUDED.kind,
-                content_hash = EXCLUDED.content_hash, episode_id = EXCLUDED.episode_id,
-                source = EXCLUDED.source, sensitive = EXCLUDED.sensitive,
-                vector_sha256 = EXCLUDED.vector_sha256, correlation_id = EXCLUDED.correlation_id,
-                created_event_id = EXCLUDED.created_event_id, created_at = EXCLUDED.created_at,
-                version = greatest(m.version, EXCLUDED.version)""",
+    return (
         p.memory_id,
         p.user_id,
         p.text,
@@ -74,22 +84,30 @@ async def on_memory_created(conn: Connection, tables: Tables, event: RecordedEve
     )
 
 
+def _retracted_args(event: RecordedEvent) -> tuple[object, ...]:
+    p = payload_of(event, MemoryRetracted)
+    return (p.memory_id, p.user_id, event.version, event.occurred_at, p.reason)
+
+
+async def on_memory_created(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
+    """Fill the memory's creation fields; its state (retracted, version) only moves forward."""
+    await conn.execute(_CREATED.format(memories=tables["memories"]), *_created_args(event))
+
+
+async def on_memories_created(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
+    """:func:`on_memory_created` for each event in turn, in one round trip (``executemany``)."""
+    await conn.executemany(_CREATED.format(memories=tables["memories"]), [_created_args(e) for e in events])
+
+
 async def on_memory_retracted(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
     """Retract the memory (a tombstone if its creation has not arrived yet)."""
-    p = payload_of(event, MemoryRetracted)
-    await conn.execute(
-        f"""INSERT INTO {tables["memories"]} AS m
-                (memory_id, user_id, version, retracted, retracted_at, retraction_reason)
-            VALUES ($1, $2, $3, true, $4, $5)
-            ON CONFLICT (memory_id) DO UPDATE SET
-                version = EXCLUDED.version, retracted = true,
-                retracted_at = EXCLUDED.retracted_at, retraction_reason = EXCLUDED.retraction_reason
-            WHERE m.version < EXCLUDED.version""",
-        p.memory_id,
-        p.user_id,
-        event.version,
-        event.occurred_at,
-        p.reason,
+    await conn.execute(_RETRACTED.format(memories=tables["memories"]), *_retracted_args(event))
+
+
+async def on_memories_retracted(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
+    """:func:`on_memory_retracted` for each event in turn, in one round trip (``executemany``)."""
+    await conn.executemany(
+        _RETRACTED.format(memories=tables["memories"]), [_retracted_args(e) for e in events]
     )
 
 
@@ -99,6 +117,7 @@ MEMORIES = Projection.declare(
     tables=("memories",),
     ddl=DDL,
     handlers={MemoryCreated: on_memory_created, MemoryRetracted: on_memory_retracted},
+    batch_handlers={MemoryCreated: on_memories_created, MemoryRetracted: on_memories_retracted},
     description="each user's current memories (retracted ones gone)",
 )
 

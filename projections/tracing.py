@@ -19,6 +19,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from eventstore import RecordedEvent
+from eventstore.tracing import tracer
 
 TRACER_NAME = "memsaga.projections"
 MAX_BATCH_LINKS = 32  # distinct traces a relay batch span links to; the rest are only counted
@@ -83,7 +84,7 @@ def start_batch_trace(stream: str, events: Sequence[RecordedEvent], subjects: Se
     <subject>`` (PRODUCER), a child of that context linked to the batch span, so a projection's
     handling span joins the event's own trace; the rest get no span of their own.
     """
-    tracer = trace.get_tracer(TRACER_NAME)
+    batch_tracer = tracer(TRACER_NAME)
     fields = propagate.get_global_textmap().fields
     parents: list[Context | None] = []
     links: list[Link] = []
@@ -100,7 +101,7 @@ def start_batch_trace(stream: str, events: Sequence[RecordedEvent], subjects: Se
                     if len(links) < MAX_BATCH_LINKS:
                         links.append(Link(span_context))
         parents.append(parent)
-    batch = tracer.start_span(
+    batch = batch_tracer.start_span(
         f"relay batch {stream}",
         context=Context(),  # a root: a long-running relay's batches belong to no caller's trace
         kind=SpanKind.PRODUCER,
@@ -126,7 +127,7 @@ def start_batch_trace(stream: str, events: Sequence[RecordedEvent], subjects: Se
             spans.append(None)
             headers.append(batch_headers)
             continue
-        span = tracer.start_span(
+        span = batch_tracer.start_span(
             f"publish {subject}",
             context=parent,
             kind=SpanKind.PRODUCER,
@@ -157,7 +158,7 @@ def end_span(span: Span, error: BaseException | None = None) -> None:
 def handling_span(projection: str, event: RecordedEvent, headers: Mapping[str, str] | None) -> Iterator[Span]:
     """``<projection> apply <type>``, a consumer span whose parent is the publish span (from the headers)."""
     parent = propagate.extract(dict(headers or {}))
-    with trace.get_tracer(TRACER_NAME).start_as_current_span(
+    with tracer(TRACER_NAME).start_as_current_span(
         f"{projection} apply {event.event_type}",
         context=parent,
         kind=SpanKind.CONSUMER,
@@ -178,7 +179,7 @@ def replay_span(projection: str, events: list[RecordedEvent]) -> Iterator[Span]:
         context = trace.get_current_span(propagate.extract(event.metadata)).get_span_context()
         if context.is_valid:
             links.append(Link(context, {"memsaga.event_id": str(event.event_id)}))
-    with trace.get_tracer(TRACER_NAME).start_as_current_span(
+    with tracer(TRACER_NAME).start_as_current_span(
         f"{projection} rebuild batch",
         links=links,
         attributes={"memsaga.projection": projection, "memsaga.event_count": len(events)},

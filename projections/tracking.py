@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 
 from eventstore import RecordedEvent
@@ -170,8 +170,10 @@ async def apply_batch(
 
     Events without a handler cost nothing. The others are recorded in one statement and
     those applied for the first time (the first occurrence of an id) run their handler,
-    inside ``around(event)`` if given. When a handler fails, the savepoint is undone and
-    the batch redone one savepoint per event, so only the failing events carry an error.
+    inside ``around(event)`` if given; a run of consecutive events of one type goes to the
+    type's batch handler, when the projection has one, in one call. When a handler fails,
+    the savepoint is undone and the batch redone one savepoint per event, so only the
+    failing events carry an error.
 
     :raises: infrastructure errors (:data:`TRANSIENT_ERRORS`): the caller retries the batch.
     """
@@ -189,18 +191,15 @@ async def apply_batch(
                 [events[i].position for i in handled],
             )
             first_time = {row[0] for row in rows}
+            todo: list[int] = []
             for i in handled:
-                event = events[i]
-                if event.event_id not in first_time:
-                    continue
-                first_time.discard(event.event_id)  # a later duplicate in the batch is skipped
-                handler = projection.handlers[event.event_type]
-                if around is None:
-                    await handler(conn, tables, event)
-                else:
-                    with around(event):
-                        await handler(conn, tables, event)
-                results[i] = Applied(True)
+                if events[i].event_id in first_time:
+                    first_time.discard(events[i].event_id)  # a later duplicate in the batch is skipped
+                    todo.append(i)
+            for run in _runs(todo, events):
+                await _apply_run(conn, projection, tables, [events[i] for i in run], around)
+                for i in run:
+                    results[i] = Applied(True)
     except TRANSIENT_ERRORS:
         raise
     except Exception:
@@ -212,6 +211,43 @@ async def apply_batch(
                 with around(event):
                     results[i] = await apply_in_savepoint(conn, projection, version, tables, event)
     return results
+
+
+def _runs(indexes: list[int], events: Sequence[RecordedEvent]) -> Iterator[list[int]]:
+    """Consecutive stretches of ``indexes`` whose events have one type."""
+    run: list[int] = []
+    for i in indexes:
+        if run and events[run[-1]].event_type != events[i].event_type:
+            yield run
+            run = []
+        run.append(i)
+    if run:
+        yield run
+
+
+async def _apply_run(
+    conn: Connection,
+    projection: Projection,
+    tables: Tables,
+    events: list[RecordedEvent],
+    around: Around | None,
+) -> None:
+    """Apply events of one type in order: through its batch handler when it has one."""
+    batch_handler = projection.batch_handlers.get(events[0].event_type)
+    with ExitStack() as spans:
+        if batch_handler is not None and len(events) > 1:
+            if around is not None:
+                for event in events:
+                    spans.enter_context(around(event))
+            await batch_handler(conn, tables, events)
+            return
+    handler = projection.handlers[events[0].event_type]
+    for event in events:
+        if around is None:
+            await handler(conn, tables, event)
+        else:
+            with around(event):
+                await handler(conn, tables, event)
 
 
 def describe_error(exc: BaseException) -> str:
