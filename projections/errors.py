@@ -34,6 +34,18 @@ class StreamSubjectsMismatch(ProjectionsError):
         )
 
 
+class ConsumerFiltersIgnored(ProjectionsError):
+    """The NATS server dropped the consumer's subject filters (nats-server older than 2.10)."""
+
+    def __init__(self, consumer: str, wanted: Sequence[str], kept: Sequence[str], server: str) -> None:
+        self.consumer = consumer
+        super().__init__(
+            f"NATS server {server} kept subject filters {list(kept)} of consumer {consumer!r}, not"
+            f" {list(wanted)}: it would deliver every event type to this projection. Run nats-server"
+            " 2.10 or newer (memsaga dev up starts one)"
+        )
+
+
 class UnknownProjection(ProjectionsError):
     """No projection has this name."""
 

@@ -27,7 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from eventstore import PostgresEventStore, RecordedEvent, SchemaRegistry
 from projections.base import TRANSIENT_ERRORS, Projection
-from projections.errors import ProjectionCodeMismatch, ProjectionNotInitialized
+from projections.errors import ConsumerFiltersIgnored, ProjectionCodeMismatch, ProjectionNotInitialized
 from projections.rebuild import ensure_built
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, type_filter
@@ -137,7 +137,9 @@ class ProjectionRunner:
         active = await ensure_built(self.pool, self.store, self.projection)
         require_code_version(self.projection, active)
         await ensure_stream(self.js, cfg.stream, subject_prefix=cfg.subject_prefix, accept_limits=True)
-        await self.js.add_consumer(cfg.stream, self.consumer_config())
+        wanted = self.consumer_config()
+        info = await self.js.add_consumer(cfg.stream, wanted)
+        _require_filters(self.js, wanted, info.config)
         return await self.js.pull_subscribe_bind(durable=self.projection.durable_name, stream=cfg.stream)
 
     async def run(self, stop: asyncio.Event | None = None) -> RunnerStats:
@@ -265,6 +267,16 @@ class ProjectionRunner:
             for msg in msgs:
                 with contextlib.suppress(nats.errors.Error):
                     await msg.in_progress()
+
+
+def _require_filters(js: JetStreamContext, wanted: ConsumerConfig, kept: ConsumerConfig) -> None:
+    """:raises ConsumerFiltersIgnored: the server did not keep every subject filter asked for
+    (nats-server < 2.10 ignores ``filter_subjects`` and delivers everything)."""
+    asked = sorted(wanted.filter_subjects or [])
+    held = sorted(kept.filter_subjects or ([kept.filter_subject] if kept.filter_subject else []))
+    if held != asked:
+        server = str(js._nc.connected_server_version)  # nats-py has no public accessor on the context
+        raise ConsumerFiltersIgnored(wanted.durable_name or "", asked, held, server)
 
 
 def _position(item: _Item) -> int:
