@@ -31,10 +31,11 @@ async def test_migrate_twice_applies_once(fresh_database: Callable[[], Any]) -> 
             "0001_event_store.sql",
             "0002_append_plans.sql",
             "0003_append_single_event.sql",
+            "0004_append_without_jit.sql",
         ]
         assert second == []
         recorded = await applied_migrations(conn)
-        assert [(r["source"], r["version"]) for r in recorded] == [("eventstore", v) for v in (1, 2, 3)]
+        assert [(r["source"], r["version"]) for r in recorded] == [("eventstore", v) for v in (1, 2, 3, 4)]
     finally:
         await conn.close()
 

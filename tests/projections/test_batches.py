@@ -54,13 +54,14 @@ async def logged(env: Env) -> AsyncIterator[tuple[asyncpg.Connection, list[str]]
 
 
 async def apply_logged(
-    env: Env, projection: Projection, events: list[RecordedEvent], **kwargs: Any
+    env: Env, projection: Projection, events: list[RecordedEvent], *, version: int = 1, **kwargs: Any
 ) -> tuple[list[Applied], list[str]]:
-    """``apply_batch`` to version 1 in a transaction of its own; its results and its statements."""
+    """``apply_batch`` to ``version`` in a transaction of its own; its results and its statements."""
     async with logged(env) as (conn, queries), conn.transaction():
         await asyncio.sleep(0)  # asyncpg calls query loggers soon after, not during, the query
         queries.clear()
-        results = await apply_batch(conn, projection, 1, projection.tables_at(1), events, **kwargs)
+        tables = projection.tables_at(version)
+        results = await apply_batch(conn, projection, version, tables, events, **kwargs)
         await asyncio.sleep(0)
         sent = list(queries)
     return results, sent
@@ -349,7 +350,7 @@ async def test_batch_handlers_leave_what_event_by_event_handlers_leave(env: Env)
         await create_version(conn, MEMORIES, 2)
 
     for version, projection in ((1, MEMORIES), (2, unbatched)):
-        _, sent = await apply_logged_at(env, projection, version, mixed)
+        _, sent = await apply_logged(env, projection, mixed, version=version)
         handler_statements = [q for q in sent if "memsaga_read" in q]
         if projection is MEMORIES:  # one executemany per run of one type, not one per event
             assert len(handler_statements) < len(mixed) / 4
@@ -374,7 +375,7 @@ async def test_a_failing_batch_handler_falls_back_to_one_savepoint_per_event(env
     choking = dataclasses.replace(MEMORIES, handlers={CREATED: choke_on_one}, batch_handlers={CREATED: batch})
     async with env.pool.acquire() as conn, conn.transaction():
         await create_version(conn, choking, 1)
-    results, _ = await apply_logged_at(env, choking, 1, events)
+    results, _ = await apply_logged(env, choking, events)
     assert [r.error is not None for r in results] == [e is poison for e in events]
     assert [r.applied for r in results] == [e is not poison for e in events]
     assert len(await memories_rows(env, 1)) == len(events) - 1
@@ -383,15 +384,3 @@ async def test_a_failing_batch_handler_falls_back_to_one_savepoint_per_event(env
 def test_a_batch_handler_needs_a_handler_of_its_type() -> None:
     with pytest.raises(ValueError, match="batch handlers need a handler"):
         dataclasses.replace(MEMORIES, handlers={CREATED: MEMORIES.handlers[CREATED]})
-
-
-async def apply_logged_at(
-    env: Env, projection: Projection, version: int, events: list[RecordedEvent]
-) -> tuple[list[Applied], list[str]]:
-    async with logged(env) as (conn, queries), conn.transaction():
-        await asyncio.sleep(0)
-        queries.clear()
-        results = await apply_batch(conn, projection, version, projection.tables_at(version), events)
-        await asyncio.sleep(0)
-        sent = list(queries)
-    return results, sent

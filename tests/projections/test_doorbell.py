@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg
@@ -89,3 +90,20 @@ async def _heard(heard: list[Any]) -> bool:
 
 async def _armed_all(env: Env) -> bool:
     return await _armed(env) == [True]
+
+
+async def test_appends_never_pay_for_a_jit_compiled_doorbell_check(env: Env) -> None:
+    """append_events plans with enable_seqscan = off, and so does the trigger it fires: the
+    doorbell check must have an index path (a forced scan is costed past jit_above_cost), and
+    appends must not JIT-compile at all."""
+    async with env.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        plan = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) SELECT EXISTS (SELECT 1 FROM memsaga.relay_doorbells WHERE armed)"
+        )
+    cost = json.loads(plan)[0]["Plan"]["Total Cost"]
+    assert cost < 1000, f"doorbell check costed at {cost}: no index path under enable_seqscan = off"
+    config = await env.pool.fetchval(
+        "SELECT proconfig FROM pg_proc WHERE oid = 'memsaga.append_events'::regproc"
+    )
+    assert "jit=off" in config and "enable_seqscan=off" in config
