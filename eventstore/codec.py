@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,9 @@ from eventstore.errors import EventIdConflict, InvalidEvent, PartialDuplicate, P
 from eventstore.registry import SchemaRegistry
 
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+# How JSON writes a NUL character (which jsonb refuses): \u0000 after an even number of
+# backslashes; after an odd number it is the text "\u0000" itself, which is fine.
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def dump_json(value: Any) -> str:
@@ -95,6 +99,11 @@ def prepare_batch(
                 f"event {event.event_id} ({event.event_type}) cannot be stored as JSON: {exc}"
                 " (integers must fit in 64 bits: send bigger ones as strings)"
             ) from None
+        if _holds_nul(payload_json) or _holds_nul(metadata_json):
+            raise InvalidEvent(
+                f"event {event.event_id} ({event.event_type}) holds a NUL character (\\u0000), which"
+                " PostgreSQL's jsonb cannot store: strip it, or keep such content in the blob store"
+            )
         size = len(payload_json.encode())
         if size > max_payload_bytes:
             raise PayloadTooLarge(event.event_type, size, max_payload_bytes)
@@ -112,6 +121,10 @@ def prepare_batch(
             )
         )
     return prepared
+
+
+def _holds_nul(text: str) -> bool:
+    return "\\u0000" in text and _NUL.search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,6 +191,8 @@ async def test_bad_input_is_refused_by_name_and_changes_nothing(make_store: Make
         await store.append(sid, [noted("big", metadata={"n": 2**70})])
     with pytest.raises(InvalidEvent, match="cannot be stored as JSON"):
         await store.append(sid, [noted("odd", metadata={"n": object()})])
+    with pytest.raises(InvalidEvent, match="NUL character"):  # jsonb cannot store it
+        await store.append(sid, [noted("nul \x00 inside")])
     assert await store.head_position() == head
     assert [e.payload["text"] for e in await store.read_stream(sid)] == ["kept"]
 
@@ -233,7 +235,14 @@ async def test_read_all_in_batches_in_position_order(make_store: MakeStore) -> N
 async def test_json_extremes_replay_exactly(make_store: MakeStore) -> None:
     store = make_store()
     sid = stream()
-    extremes = {"max": 2**64 - 1, "min": -(2**63), "float": 0.1, "text": 'naïve ✓ "q" \\', "nested": [{}]}
+    extremes = {
+        "not a nul": "a backslash, then u0000: \\u0000",
+        "max": 2**64 - 1,
+        "min": -(2**63),
+        "float": 0.1,
+        "text": 'naïve ✓ "q" \\',
+        "nested": [{}],
+    }
     await store.append(sid, [noted("edge", metadata={"extremes": extremes})])
     (event,) = await store.read_stream(sid)
     assert event.metadata["extremes"] == extremes
