@@ -86,7 +86,11 @@ def _stored(row: asyncpg.Record) -> StoredEvent:
 
 
 def _recorded(row: asyncpg.Record, registry: SchemaRegistry) -> RecordedEvent:
-    """The envelope of a row in ``_COLUMNS`` order, upcast; the hot path of every read."""
+    """The envelope of a row in ``_COLUMNS`` order, upcast; the hot path of every read.
+
+    The mapping of :func:`eventstore.codec.to_recorded`, written out again on purpose: going
+    through one shared helper of fourteen arguments cost 1.2 µs more per row (``timeit``).
+    """
     event_type, stored_version = row[4], row[5]
     version, payload = registry.upcast(event_type, stored_version, load_json(row[11]))
     return RecordedEvent.trusted(

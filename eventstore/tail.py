@@ -49,7 +49,7 @@ class GapGuard:
         """How many of ``positions`` (ascending, all > ``after``, read in ``snapshot``) may be emitted."""
         if positions and positions[-1] - after == len(positions):
             # No gap at all (the common case): everything goes, and every fence is passed.
-            self._fences = [f for f in self._fences if f.below > positions[-1] + 1] if self._fences else []
+            self._fences = [f for f in self._fences if f.below > positions[-1] + 1]
             return len(positions)
         if positions and snapshot.max_running is not None:
             self._add(_Fence(positions[-1], snapshot.max_running))

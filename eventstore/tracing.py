@@ -31,8 +31,7 @@ def append_span(stream_id: str, events: list[NewEvent]) -> Iterator[dict[str, st
         carrier: dict[str, str] = {}
         if span.is_recording():
             span.set_attributes(_attributes(stream_id, events))
-            propagate.inject(carrier)
-        elif span.get_span_context().is_valid:  # no SDK here, but a caller's trace passes through
+        if span.get_span_context().is_valid:  # ours, or (no SDK here) a caller's passing through
             propagate.inject(carrier)
         yield carrier
 

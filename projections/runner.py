@@ -211,17 +211,17 @@ class ProjectionRunner:
             require_code_version(self.projection, active)
             await lock_checkpoint(conn, name, active.version)
             tables = self.projection.tables_at(active.version)
-            decoded = [item for item in items if item.event is not None]
-            headers = {id(item.event): item.msg.headers for item in decoded}  # by object: ids may repeat
+            decoded = [(item, item.event) for item in items if item.event is not None]
+            headers = {id(event): item.msg.headers for item, event in decoded}  # by object: ids may repeat
             results = await apply_batch(
                 conn,
                 projection,
                 active.version,
                 tables,
-                [item.event for item in decoded if item.event is not None],
+                [event for _, event in decoded],
                 around=lambda event: handling_span(name, event, headers[id(event)]),
             )
-            for item, result in zip(decoded, results, strict=True):
+            for (item, _), result in zip(decoded, results, strict=True):
                 item.error = result.error
                 self.stats.duplicates += 0 if result.applied or result.error else 1
             applied, position = sum(r.applied for r in results), 0

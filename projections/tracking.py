@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 
 from eventstore import RecordedEvent
@@ -203,14 +203,15 @@ async def apply_batch(
     except TRANSIENT_ERRORS:
         raise
     except Exception:
+        wrap = around or _unwrapped
         for i in handled:
-            event = events[i]
-            if around is None:
-                results[i] = await apply_in_savepoint(conn, projection, version, tables, event)
-            else:
-                with around(event):
-                    results[i] = await apply_in_savepoint(conn, projection, version, tables, event)
+            with wrap(events[i]):
+                results[i] = await apply_in_savepoint(conn, projection, version, tables, events[i])
     return results
+
+
+def _unwrapped(event: RecordedEvent) -> AbstractContextManager[object]:
+    return nullcontext()
 
 
 def _runs(indexes: list[int], events: Sequence[RecordedEvent]) -> Iterator[list[int]]:
@@ -233,21 +234,18 @@ async def _apply_run(
     around: Around | None,
 ) -> None:
     """Apply events of one type in order: through its batch handler when it has one."""
+    wrap = around or _unwrapped
     batch_handler = projection.batch_handlers.get(events[0].event_type)
-    with ExitStack() as spans:
-        if batch_handler is not None and len(events) > 1:
-            if around is not None:
-                for event in events:
-                    spans.enter_context(around(event))
+    if batch_handler is not None and len(events) > 1:
+        with ExitStack() as spans:
+            for event in events:
+                spans.enter_context(wrap(event))
             await batch_handler(conn, tables, events)
-            return
+        return
     handler = projection.handlers[events[0].event_type]
     for event in events:
-        if around is None:
+        with wrap(event):
             await handler(conn, tables, event)
-        else:
-            with around(event):
-                await handler(conn, tables, event)
 
 
 def describe_error(exc: BaseException) -> str:

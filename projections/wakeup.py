@@ -44,11 +44,6 @@ class AppendWakeup:
         self._armed: bool | None = None  # None: not known (not connected, or just reconnected)
         self._armed_at = float("-inf")
 
-    @property
-    def armed(self) -> bool:
-        """Whether this waiter's doorbell is known to be armed."""
-        return self._armed is True
-
     async def arm(self) -> bool:
         """Ask appends to notify (once caught up, before waiting); whether it was not armed before.
 
