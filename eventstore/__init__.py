@@ -28,6 +28,7 @@ from eventstore.errors import (
 )
 from eventstore.memory import InMemoryEventStore
 from eventstore.migrate import EVENTSTORE_MIGRATIONS, MigrationSource, migrate
+from eventstore.pool import EventStoreConnection, create_pool
 from eventstore.postgres import EventTail, PostgresEventStore
 from eventstore.registry import SchemaRegistry
 from eventstore.store import EventStore
@@ -44,6 +45,7 @@ __all__ = [
     "EventIdConflict",
     "EventPayload",
     "EventStore",
+    "EventStoreConnection",
     "EventStoreError",
     "EventTail",
     "ExpectedVersion",
@@ -64,6 +66,7 @@ __all__ = [
     "StreamState",
     "UnknownEventType",
     "WrongExpectedVersion",
+    "create_pool",
     "migrate",
     "sha256_hex",
 ]

@@ -36,6 +36,11 @@ _APPEND = (
     "SELECT outcome, stream_version, positions"
     " FROM memsaga.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 )
+# One event (most appends): scalars in, one row out (eventstore migration 0005).
+_APPEND_ONE = (
+    "SELECT outcome, stream_version, ARRAY[event_position] AS positions"
+    " FROM memsaga.append_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+)
 _BY_IDS = f"SELECT {_COLUMNS} FROM memsaga.events WHERE event_id = ANY($1::uuid[])"
 _STREAM_FORWARD = (
     f"SELECT {_COLUMNS} FROM memsaga.events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
@@ -113,8 +118,24 @@ def _recorded(row: asyncpg.Record, registry: SchemaRegistry) -> RecordedEvent:
     )
 
 
-def _append_args(stream_id: str, code: int, batch: Sequence[PreparedEvent]) -> list[Any]:
-    return [
+def _append_call(stream_id: str, code: int, batch: Sequence[PreparedEvent]) -> tuple[str, list[Any]]:
+    """The statement and arguments of one append: scalars for one event, arrays for more."""
+    if len(batch) == 1:
+        e = batch[0]
+        return _APPEND_ONE, [
+            stream_id,
+            code,
+            e.event_id,
+            e.event_type,
+            e.event_version,
+            e.correlation_id,
+            e.causation_id,
+            e.user_id,
+            e.occurred_at,
+            e.payload_json,
+            e.metadata_json,
+        ]
+    return _APPEND, [
         stream_id,
         code,
         [e.event_id for e in batch],
@@ -127,6 +148,13 @@ def _append_args(stream_id: str, code: int, batch: Sequence[PreparedEvent]) -> l
         [e.payload_json for e in batch],
         [e.metadata_json for e in batch],
     ]
+
+
+def _mark_session_clean(conn: Connection) -> None:
+    """Tell a pool built by :func:`eventstore.pool.create_pool` that this borrow needs no reset."""
+    mark = getattr(conn, "mark_session_clean", None)
+    if mark is not None:
+        mark()
 
 
 class PostgresEventStore:
@@ -162,11 +190,14 @@ class PostgresEventStore:
         code = expected_version_code(expected_version)
         with append_span(stream_id, events) as trace_context:
             batch = prepare_batch(stream_id, events, self.registry, self.max_payload_bytes, trace_context)
-            args = _append_args(stream_id, code, batch)
+            query, args = _append_call(stream_id, code, batch)
             if conn is not None:
-                return await self._append_on(conn, stream_id, expected_version, batch, args)
+                return await self._append_on(conn, stream_id, expected_version, batch, query, args)
             async with self.pool.acquire() as acquired:
-                return await self._append_on(acquired, stream_id, expected_version, batch, args)
+                result = await self._append_on(acquired, stream_id, expected_version, batch, query, args)
+                # An append leaves no session state behind: spare the pool its reset round trip.
+                _mark_session_clean(acquired)
+                return result
 
     async def _append_on(
         self,
@@ -174,6 +205,7 @@ class PostgresEventStore:
         stream_id: str,
         expected_version: ExpectedVersion,
         batch: list[PreparedEvent],
+        query: str,
         args: list[Any],
     ) -> AppendResult:
         for _ in range(_MAX_RACE_RETRIES):
@@ -182,9 +214,9 @@ class PostgresEventStore:
                     async with (
                         conn.transaction()
                     ):  # a savepoint: a lost race must not abort the caller's work
-                        row = await conn.fetchrow(_APPEND, *args)
+                        row = await conn.fetchrow(query, *args)
                 else:
-                    row = await conn.fetchrow(_APPEND, *args)
+                    row = await conn.fetchrow(query, *args)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name not in _RACE_CONSTRAINTS:
                     raise

@@ -11,6 +11,7 @@ from eventstore import (
     PostgresEventStore,
     SchemaRegistry,
 )
+from eventstore.pool import create_pool as create_event_store_pool
 from memsaga.settings import Settings
 from sagas.memory_extraction.events import register_events
 
@@ -28,8 +29,8 @@ def build_registry() -> SchemaRegistry:
 
 
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A connection pool to the event store's database."""
-    return await asyncpg.create_pool(
+    """A connection pool to the event store's database (appends skip its reset: :mod:`eventstore.pool`)."""
+    return await create_event_store_pool(
         settings.require_database_url(),
         min_size=min_size,
         max_size=max_size,

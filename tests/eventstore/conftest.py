@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from eventstore import EVENTSTORE_MIGRATIONS, InMemoryEventStore, NewEvent, PostgresEventStore
+from eventstore import EVENTSTORE_MIGRATIONS, InMemoryEventStore, NewEvent, PostgresEventStore, create_pool
 from memsaga.devstack.databases import DatabaseFactory
 from tests.eventstore.schemas import Noted, make_registry
 from tests.support import migrated_database
@@ -25,7 +25,7 @@ async def eventstore_dsn(fresh_database: DatabaseFactory) -> str:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def pg_pool(eventstore_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(eventstore_dsn, min_size=2, max_size=60)
+    pool = await create_pool(eventstore_dsn, min_size=2, max_size=60)  # the pool memsaga builds
     yield pool
     await pool.close()
 

@@ -196,7 +196,8 @@ async def test_appends_never_scan_the_whole_log_even_with_plans_from_an_empty_ta
     try:
         store = PostgresEventStore(pool, make_registry())
         for _ in range(8):  # plans are made and cached while the table is nearly empty
-            await store.append(stream(), [noted()])
+            await store.append(stream(), [noted()])  # one event: memsaga.append_event
+            await store.append(stream(), [noted(), noted()])  # a batch: memsaga.append_events
         await other.execute(  # the log grows behind the cached plans' back (no ANALYZE)
             """INSERT INTO memsaga.events (event_id, stream_id, version, event_type, event_version,
                    correlation_id, causation_id, occurred_at, payload)
@@ -216,6 +217,7 @@ async def test_appends_never_scan_the_whole_log_even_with_plans_from_an_empty_ta
         before = await seq_scans()
         for _ in range(20):
             await store.append(stream(), [noted()])
+            await store.append(stream(), [noted(), noted()])
         assert await seq_scans() == before
     finally:
         await other.close()

@@ -32,10 +32,11 @@ async def test_migrate_twice_applies_once(fresh_database: Callable[[], Any]) -> 
             "0002_append_plans.sql",
             "0003_append_single_event.sql",
             "0004_append_without_jit.sql",
+            "0005_append_one_event.sql",
         ]
         assert second == []
         recorded = await applied_migrations(conn)
-        assert [(r["source"], r["version"]) for r in recorded] == [("eventstore", v) for v in (1, 2, 3, 4)]
+        assert [(r["source"], r["version"]) for r in recorded] == [("eventstore", v) for v in (1, 2, 3, 4, 5)]
     finally:
         await conn.close()
 

@@ -1,0 +1,42 @@
+-- One event per call is what most appends carry (a saga step, a command). append_events takes
+-- eleven arrays and returns a set; for one event that costs on both ends: the client encodes the
+-- arrays, the server decodes and subscripts them, and a set-returning function materialises its
+-- result. append_event takes the event's fields as scalars and returns one row (measured with
+-- asyncpg through one pool: 1.15x the appends per second of append_events' VALUES path with one
+-- writer, 1.08x with eight).
+-- The same checks, in the same order, with the same locks and settings as append_events.
+CREATE FUNCTION memsaga.append_event(
+    p_stream_id text, p_expected bigint, p_event_id uuid, p_type text, p_version integer,
+    p_correlation text, p_causation text, p_user_id text, p_occurred_at timestamptz,
+    p_payload text, p_metadata text,
+    OUT outcome text, OUT stream_version bigint, OUT event_position bigint
+)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET jit = off
+AS $$
+DECLARE
+    v_current bigint;
+BEGIN
+    -- A transaction id before any position (eventstore/tail.py relies on it).
+    PERFORM pg_current_xact_id();
+    -- Appenders to one stream queue here; appenders to different streams do not meet.
+    PERFORM pg_advisory_xact_lock(1835363699, hashtext(p_stream_id));
+    IF EXISTS (SELECT 1 FROM memsaga.events e WHERE e.event_id = p_event_id) THEN
+        outcome := 'duplicate';
+        RETURN;
+    END IF;
+    SELECT coalesce(max(e.version), 0) INTO v_current FROM memsaga.events e WHERE e.stream_id = p_stream_id;
+    IF NOT (p_expected = -1 OR (p_expected = -2 AND v_current > 0) OR p_expected = v_current) THEN
+        outcome := 'wrong_version';
+        stream_version := v_current;
+        RETURN;
+    END IF;
+    INSERT INTO memsaga.events (event_id, stream_id, version, event_type, event_version,
+                                correlation_id, causation_id, user_id, occurred_at, payload, metadata)
+    VALUES (p_event_id, p_stream_id, v_current + 1, p_type, p_version, p_correlation,
+            p_causation, p_user_id, p_occurred_at, p_payload::jsonb, p_metadata::jsonb)
+    RETURNING events.position INTO event_position;
+    outcome := 'appended';
+    stream_version := v_current + 1;
+END $$;
