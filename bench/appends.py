@@ -8,6 +8,9 @@
   for batches one ``COPY`` per 100 rows (``copy_records_to_table``: the fastest plain way
   here, level with ``INSERT … SELECT unnest(…)`` and ahead of ``executemany``).
 * peer: ``eventsourcing``'s PostgreSQL recorders on another database of the same server.
+* reference: the same plain asyncpg inserts, each connection handed back without the pool's
+  reset query, as memsaga's pool does after an append (``eventstore/pool.py``): what memsaga's
+  own work costs, apart from the round trip it saves.
 * diagnosis (single-event appends): memsaga on a database where a relay's doorbell is armed
   (``projections/migrations/0002``), so that every append sends the relay's NOTIFY, as
   while a relay that has caught up waits; the main figures run with no relay waiting.
@@ -30,6 +33,7 @@ from bench.peer_eventsourcing import Peer
 from bench.results_model import Figure, Measurement, Target
 from eventstore import NO_STREAM, NewEvent, PostgresEventStore
 from eventstore.codec import dump_json
+from eventstore.pool import mark_session_clean
 
 BASELINE_DDL = """
 CREATE SCHEMA bench;
@@ -43,6 +47,7 @@ _INSERT_ONE = """INSERT INTO bench.events (event_id, stream_id, version, event_t
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb)"""
 WRITERS = (1, 8)
 MEMSAGA, BASELINE, PEER_APP, PEER_AGG = "memsaga", "asyncpg", "eventsourcing-app", "eventsourcing-agg"
+NO_RESET = "asyncpg-no-reset"
 RUNG = "memsaga-doorbell-armed"
 Work = list[list[NewEvent]]  # per call: the events of one new stream
 
@@ -107,29 +112,36 @@ class _Sides:
 
         return side
 
-    def baseline(self, mode: str, writers: int, calls: int, per_call: int) -> Side:
+    def baseline(self, mode: str, writers: int, calls: int, per_call: int, *, reset: bool = True) -> Side:
+        """Plain asyncpg; ``reset=False`` hands each connection back without the pool's reset."""
+
         async def side(r: int) -> float:
-            prefix = self._prefix("b", mode, writers, r)
+            prefix = self._prefix("b" if reset else "n", mode, writers, r)
             rows = [
                 [baseline_row(e, _stream(prefix, c), v + 1) for v, e in enumerate(events)]
                 for c, events in enumerate(_work(prefix, calls, per_call))
             ]
-            ops = [self._insert(call_rows) for call_rows in rows]
+            ops = [self._insert(call_rows, reset) for call_rows in rows]
             return rate(calls * per_call, await _timed_writers(writers, ops))
 
         return side
 
-    def _insert(self, rows: list[BaselineRow]) -> Callable[[], Awaitable[object]]:
-        if len(rows) == 1:
+    def _insert(self, rows: list[BaselineRow], reset: bool) -> Callable[[], Awaitable[object]]:
+        if len(rows) == 1 and reset:
             return lambda: self.pool.execute(_INSERT_ONE, *rows[0])
 
-        async def copy() -> None:
+        async def insert() -> None:
             async with self.pool.acquire() as conn:
-                await conn.copy_records_to_table(
-                    "events", schema_name="bench", columns=BASELINE_COLUMNS, records=rows
-                )
+                if len(rows) == 1:
+                    await conn.execute(_INSERT_ONE, *rows[0])
+                else:
+                    await conn.copy_records_to_table(
+                        "events", schema_name="bench", columns=BASELINE_COLUMNS, records=rows
+                    )
+                if not reset:
+                    mark_session_clean(conn)
 
-        return copy
+        return insert
 
     def peer(self, name: str, mode: str, writers: int, calls: int, per_call: int) -> Side:
         peer = self.peers[name]
@@ -149,7 +161,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
     sizes = ctx.sizes
     setups = [("single", w, sizes.append_events, 1) for w in WRITERS]
     setups += [("batch", w, sizes.append_batches, sizes.batch_size) for w in WRITERS]
-    ctx.progress.start("appends", sizes.rounds * (5 * len(WRITERS) + 4 * len(WRITERS)))
+    ctx.progress.start("appends", sizes.rounds * (6 * len(WRITERS) + 5 * len(WRITERS)))
     figures: list[Figure] = []
     async with (
         ctx.database() as dsn,
@@ -171,6 +183,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
                 compared = {
                     MEMSAGA: sides.memsaga(mode, writers, calls, per_call, store),
                     BASELINE: sides.baseline(mode, writers, calls, per_call),
+                    NO_RESET: sides.baseline(mode, writers, calls, per_call, reset=False),
                     PEER_APP: sides.peer(PEER_APP, mode, writers, calls, per_call),
                     PEER_AGG: sides.peer(PEER_AGG, mode, writers, calls, per_call),
                 }
@@ -227,6 +240,22 @@ def _figures(mode: str, writers: int, events: int, samples: dict[str, list[float
             "less work than memsaga (no global order, no notification): for reference, no target",
         ),
     ]
+    plain = "asyncpg insert" if mode == "single" else "asyncpg COPY"
+    figures.append(
+        Figure.compare(
+            f"{key}.vs-asyncpg-no-reset",
+            benchmark="appends",
+            title=f"reference: append, {what}, {writers} writer(s) vs asyncpg without the pool's reset",
+            unit="events/s",
+            subject=subject,
+            baseline=Measurement.of(f"{plain}, no reset", samples[NO_RESET]),
+            size=f"{events:,} events per round",
+            notes=[
+                "memsaga's pool skips asyncpg's reset query after an append (eventstore/pool.py); this"
+                " baseline skips it too, so the ratio shows memsaga's own work per call; no target"
+            ],
+        )
+    )
     if RUNG in samples:
         figures.append(
             Figure.compare(

@@ -38,6 +38,14 @@ class EventStoreConnection(asyncpg.Connection):
         return clean
 
 
+def mark_session_clean(conn: object) -> None:
+    """Tell the pool that this borrow of ``conn`` (a pooled connection or its proxy) left the
+    session as it found it; no-op for connections of other pools, which are always reset."""
+    mark = getattr(conn, "mark_session_clean", None)
+    if mark is not None:
+        mark()
+
+
 async def reset_session(conn: asyncpg.Connection) -> None:
     """The pool's reset hook: asyncpg's reset query, unless the borrower marked the session clean.
 

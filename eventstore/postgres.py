@@ -22,6 +22,7 @@ from eventstore.codec import (
 )
 from eventstore.envelope import ANY, AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent
 from eventstore.errors import WrongExpectedVersion
+from eventstore.pool import mark_session_clean
 from eventstore.registry import SchemaRegistry
 from eventstore.tail import GapGuard, SnapshotInfo
 from eventstore.tracing import append_span
@@ -150,13 +151,6 @@ def _append_call(stream_id: str, code: int, batch: Sequence[PreparedEvent]) -> t
     ]
 
 
-def _mark_session_clean(conn: Connection) -> None:
-    """Tell a pool built by :func:`eventstore.pool.create_pool` that this borrow needs no reset."""
-    mark = getattr(conn, "mark_session_clean", None)
-    if mark is not None:
-        mark()
-
-
 class PostgresEventStore:
     """Event store on a PostgreSQL schema ``memsaga`` (apply it with ``memsaga migrate``)."""
 
@@ -196,7 +190,7 @@ class PostgresEventStore:
             async with self.pool.acquire() as acquired:
                 result = await self._append_on(acquired, stream_id, expected_version, batch, query, args)
                 # An append leaves no session state behind: spare the pool its reset round trip.
-                _mark_session_clean(acquired)
+                mark_session_clean(acquired)
                 return result
 
     async def _append_on(

@@ -22,7 +22,7 @@ REQUIRED = {
         f"appends.{mode}.w{w}{peer}"
         for mode in ("single", "batch")
         for w in (1, 8)
-        for peer in ("", ".vs-eventsourcing")
+        for peer in ("", ".vs-eventsourcing", ".vs-asyncpg-no-reset")
     ),
     "replay.read_all",
     "relay.publish",
