@@ -34,8 +34,11 @@ class Sizes:
     """How much work each benchmark does; ``--quick`` shrinks all of it."""
 
     rounds: int = 5
-    append_events: int = 3000  # per round and writer setup, single-event appends
-    append_batches: int = 100  # per round and writer setup, of batch_size events
+    # Per round and writer setup: rounds of a second or two per side, as shorter ones were left to
+    # the machine's drift (3,000 single events and 100 batches per round: one ratio moved by up
+    # to 0.17 between two runs).
+    append_events: int = 6000  # single-event appends
+    append_batches: int = 300  # of batch_size events
     batch_size: int = 100
     append_seed_events: int = 20_000  # history in the stores before appends are timed
     replay_events: int = 1_000_000
