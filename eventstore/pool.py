@@ -6,9 +6,9 @@ itself. An append leaves nothing behind in the session (its advisory lock is rel
 commit, its settings end with the function, it opens no cursor and listens to nothing), so a
 connection the store borrowed only to append goes back to the pool as it came out.
 
-The store says so by calling :meth:`EventStoreConnection.mark_session_clean` just before it
-releases a connection; :func:`reset_session` then skips the query, once. Every other borrow
-is reset as usual. Pools made elsewhere (plain ``asyncpg.create_pool``) work unchanged: their
+The store says so with :func:`mark_session_clean` just before it releases a connection it
+borrowed for a successful append; :func:`reset_session` then skips the query, once. Every
+other borrow is reset as usual. Pools made elsewhere (plain ``asyncpg.create_pool``) work unchanged: their
 connections have no such method and are always reset.
 """
 
