@@ -127,9 +127,6 @@ class _Sides:
         return side
 
     def _insert(self, rows: list[BaselineRow], reset: bool) -> Callable[[], Awaitable[object]]:
-        if len(rows) == 1 and reset:
-            return lambda: self.pool.execute(_INSERT_ONE, *rows[0])
-
         async def insert() -> None:
             async with self.pool.acquire() as conn:
                 if len(rows) == 1:

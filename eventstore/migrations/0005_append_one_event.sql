@@ -1,9 +1,9 @@
 -- One event per call is what most appends carry (a saga step, a command). append_events takes
 -- eleven arrays and returns a set; for one event that costs on both ends: the client encodes the
 -- arrays, the server decodes and subscripts them, and a set-returning function materialises its
--- result. append_event takes the event's fields as scalars and returns one row (measured with
--- asyncpg through one pool: 1.15x the appends per second of append_events' VALUES path with one
--- writer, 1.08x with eight).
+-- result. append_event takes the event's fields as scalars and returns one row (its first,
+-- five-statement version measured with asyncpg through one pool: 1.15x the appends per second of
+-- append_events' VALUES path with one writer, 1.08x with eight).
 -- The same checks, in the same order, with the same locks and settings as append_events, in three
 -- statements instead of five: each PL/pgSQL statement is a trip through the executor (pgbench
 -- -M prepared, one client, eight runs of 6 s: median 2,220 calls/s against 2,018 for the same

@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import importlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -114,6 +114,18 @@ async def test_a_batch_costs_one_savepoint_and_one_insert_besides_its_handlers(e
     assert results == [Applied(False)] * len(unhandled) and sent == []
 
 
+def recorder() -> tuple[list[uuid.UUID], Callable[[RecordedEvent], contextlib.AbstractContextManager[None]]]:
+    """An ``around`` for apply_batch that records the ids of the events it wraps, in order."""
+    handled: list[uuid.UUID] = []
+
+    @contextlib.contextmanager
+    def around(event: RecordedEvent) -> Iterator[None]:
+        handled.append(event.event_id)
+        yield
+
+    return handled, around
+
+
 async def test_a_poison_event_mid_batch_fails_alone_and_the_others_apply(env: Env) -> None:
     await ensure_built(env.pool, env.store, CHOOSY)
     await append_all(env.store, make_history(seed=62, sagas=6, poison_text=f"{POISON_PREFIX} mid"))
@@ -125,12 +137,7 @@ async def test_a_poison_event_mid_batch_fails_alone_and_the_others_apply(env: En
     good = [e for e in others if e.event_type == CREATED]
     assert len(good) >= 3
     batch.append(good[0])  # and a duplicate: still applied once
-    handled: list[uuid.UUID] = []
-
-    @contextlib.contextmanager
-    def around(event: RecordedEvent) -> Iterator[None]:
-        handled.append(event.event_id)
-        yield
+    handled, around = recorder()
 
     results, _ = await apply_logged(env, CHOOSY, batch, around=around)
     errors = [(i, r.error) for i, r in enumerate(results) if r.error is not None]
@@ -152,12 +159,7 @@ async def test_duplicate_ids_in_one_batch_apply_once_at_their_first_occurrence(e
     await append_all(env.store, make_history(seed=63, sagas=3))
     events = await all_events(env)
     batch = [events[0], *events, *events[::3], events[-1]]
-    handled: list[uuid.UUID] = []
-
-    @contextlib.contextmanager
-    def around(event: RecordedEvent) -> Iterator[None]:
-        handled.append(event.event_id)
-        yield
+    handled, around = recorder()
 
     results, _ = await apply_logged(env, COUNTER, batch, around=around)
     firsts: set[uuid.UUID] = set()
