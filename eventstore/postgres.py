@@ -24,7 +24,7 @@ from eventstore.envelope import ANY, AppendResult, Direction, ExpectedVersion, N
 from eventstore.errors import WrongExpectedVersion
 from eventstore.pool import mark_session_clean
 from eventstore.registry import SchemaRegistry
-from eventstore.tail import GapGuard, SnapshotInfo
+from eventstore.tail import GapGuard
 from eventstore.tracing import append_span
 
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -50,16 +50,15 @@ _STREAM_BACKWARD = (
     f"SELECT {_COLUMNS} FROM memsaga.events WHERE stream_id = $1 AND version <= $2"
     " ORDER BY version DESC LIMIT $3"
 )
-# The tail's one round trip: the rows after a position and, on each row, the snapshot they
-# were read in. One statement reads with one snapshot, and pg_current_snapshot() is that
-# snapshot, so rows and snapshot agree without a repeatable-read transaction around them.
-_TAIL = f"""WITH snap AS MATERIALIZED (
-        SELECT pg_snapshot_xmin(s)::text::bigint AS xmin,
-               (SELECT max(x)::text::bigint FROM pg_snapshot_xip(s) AS x) AS max_running
-        FROM pg_current_snapshot() AS s)
-    SELECT {_COLUMNS}, snap.xmin, snap.max_running
+# The tail's round trip: the rows after a position and, on each row, the xmin of the snapshot
+# they were read in. One statement reads with one snapshot, and pg_current_snapshot() is that
+# snapshot, so rows and xmin agree without a repeatable-read transaction around them.
+_TAIL = f"""WITH snap AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin)
+    SELECT {_COLUMNS}, snap.xmin
     FROM (SELECT * FROM memsaga.events WHERE position > $1 ORDER BY position LIMIT $2) AS e, snap
     ORDER BY e.position"""
+# A gap's horizon (eventstore/tail.py): a transaction id assigned after the rows were read.
+_HORIZON = "SELECT pg_current_xact_id()::text::bigint"
 _CORRELATION = f"SELECT {_COLUMNS} FROM memsaga.events WHERE correlation_id = $1 ORDER BY position"
 # UNION (not UNION ALL) ends the recursion even if a producer made an event its own cause.
 _CAUSATION = f"""WITH RECURSIVE tree(event_id) AS (
@@ -313,18 +312,20 @@ class EventTail:
     async def fetch(self, limit: int = 1000) -> list[asyncpg.Record]:
         """The next rows that are safe to hand on, undecoded, advancing ``position``.
 
-        One round trip. Split from :meth:`decode` so that a reader can fetch the next batch
-        while it decodes this one.
+        One round trip; two when it stops at a gap no fence covers yet (the horizon, see
+        :mod:`eventstore.tail`). Split from :meth:`decode` so that a reader can fetch the
+        next batch while it decodes this one.
         """
         rows = await self.pool.fetch(_TAIL, self.position, limit)
         if not rows:
             return rows
-        last = rows[-1]
-        snapshot = SnapshotInfo(xmin=last["xmin"], max_running=last["max_running"])
-        admitted = self._guard.admit(self.position, [r[3] for r in rows], snapshot)
-        if admitted:
-            self.position = rows[admitted - 1][3]
-        return rows[:admitted]
+        admission = self._guard.admit(self.position, [r[3] for r in rows], rows[-1]["xmin"])
+        if admission.fence_below is not None:
+            # Its own statement, so that the id is assigned after the rows' snapshot was taken.
+            self._guard.fence(admission.fence_below, await self.pool.fetchval(_HORIZON))
+        if admission.count:
+            self.position = rows[admission.count - 1][3]
+        return rows[: admission.count]
 
     def decode(self, rows: list[asyncpg.Record]) -> list[RecordedEvent]:
         """Envelopes of rows from :meth:`fetch`, upcast to the newest known schemas."""

@@ -8,7 +8,7 @@ import uuid
 
 import asyncpg
 
-from eventstore import EVENTSTORE_MIGRATIONS, EventIdConflict, PostgresEventStore
+from eventstore import EVENTSTORE_MIGRATIONS, NO_STREAM, EventIdConflict, PostgresEventStore
 from memsaga.devstack.databases import DatabaseFactory
 from tests.eventstore.conftest import noted, stream
 from tests.eventstore.schemas import make_registry
@@ -108,6 +108,69 @@ async def test_concurrent_slow_and_rolled_back_appends_are_seen_exactly_once_in_
     assert set(ids) == committed, "the tail missed committed events or saw rolled-back ones"
     assert positions == sorted(positions), "events were delivered out of position order"
     assert not tail.waiting_on_gap
+
+
+async def test_a_running_transaction_missing_from_the_snapshot_holds_the_tail(pg_pool: asyncpg.Pool) -> None:
+    """Part 1 of shared/repro/tail_gap.py: P holds a position while Q, with a lower id, commits a higher one.
+
+    P's id is above every completed one, so the snapshot's in-progress list is empty while P
+    runs; the first rule took that for "nothing runs", passed P's position and lost it.
+    """
+    store = PostgresEventStore(pg_pool, make_registry())
+    start = await store.head_position()
+    tail = store.tail(after_position=start)
+    hot, other = stream(), stream()
+    async with pg_pool.acquire() as h, pg_pool.acquire() as p:
+        th, tp = h.transaction(), p.transaction()
+        await th.start()
+        await store.append(hot, [noted("h")], conn=h)  # H holds the hot stream's lock
+        q = asyncio.create_task(store.append(hot, [noted("q")]))  # Q takes its id, waits on the lock
+        await asyncio.sleep(0.2)
+        await tp.start()
+        await store.append(other, [noted("p")], conn=p)  # P: a later id, a lower position, in flight
+        p_xid = int(await p.fetchval("SELECT pg_current_xact_id()::text::bigint"))
+        await th.commit()  # H commits; Q takes the next position and commits
+        q_position = (await q).positions[0]
+        snapshot = await pg_pool.fetchrow(
+            "SELECT pg_snapshot_xmax(s)::text::bigint AS xmax,"
+            " array(SELECT pg_snapshot_xip(s))::text[] AS xip FROM pg_current_snapshot() s"
+        )
+        assert snapshot["xmax"] <= p_xid and str(p_xid) not in snapshot["xip"]  # the unlisted runner
+        first = [e.payload["text"] for e in await tail.poll()]
+        assert first == ["h"]  # stops before P's position, though nothing is listed as running
+        assert tail.waiting_on_gap and tail.position < q_position
+        assert await tail.poll() == []
+        await tp.commit()
+    assert [e.payload["text"] for e in await tail.poll()] == ["p", "q"]
+    assert tail.position == q_position and not tail.waiting_on_gap
+
+
+async def test_concurrent_batches_to_new_streams_are_all_delivered(pg_pool: asyncpg.Pool) -> None:
+    """Part 2 of shared/repro/tail_gap.py: plain appends only, two 1,000-event batches at a time."""
+    store = PostgresEventStore(pg_pool, make_registry())
+    start = await store.head_position()
+    tail = store.tail(after_position=start)
+    seen: list[int] = []
+    stop = asyncio.Event()
+
+    async def follow() -> None:
+        while not stop.is_set():
+            seen.extend(e.position for e in await tail.poll(1000))
+
+    reader = asyncio.create_task(follow())
+    committed: list[int] = []
+    for _ in range(20):
+        results = await asyncio.gather(
+            *(store.append(stream(), [noted(str(i)) for i in range(1000)], expected_version=NO_STREAM)
+              for _ in range(2))
+        )  # fmt: skip
+        committed.extend(p for r in results for p in r.positions)
+    stop.set()
+    await reader
+    for _ in range(3):  # whatever the reader held back at the end is final by now
+        seen.extend(e.position for e in await tail.poll(100_000))
+    assert len(committed) == 40_000
+    assert seen == sorted(committed), "the tail lost, repeated or reordered committed events"
 
 
 async def test_append_joins_the_callers_transaction(pg_pool: asyncpg.Pool) -> None:
