@@ -29,6 +29,21 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+@dataclass
+class Deliveries:
+    """Events a follower of the log delivered against events committed, round by round."""
+
+    ratios: list[float] = field(default_factory=list)
+
+    def record(self, delivered: int, committed: int) -> None:
+        self.ratios.append(delivered / committed if committed else 1.0)
+
+    @property
+    def worst(self) -> float | None:
+        """The ratio furthest from 1.0 (None before any round)."""
+        return max(self.ratios, key=lambda r: abs(r - 1.0), default=None)
+
+
 class Stopwatch:
     """``with Stopwatch() as sw: ...`` then ``sw.seconds`` (monotonic, high resolution)."""
 

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 import asyncpg
@@ -29,7 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bench.context import BenchContext
 from bench.dataset import fill_store
-from bench.harness import Side, Stopwatch, interleaved, merge_peaks, rate
+from bench.harness import Deliveries, Side, Stopwatch, interleaved, merge_peaks, rate
 from bench.relay import drop_stream
 from bench.results_model import Figure, Measurement, Target
 from eventstore import PostgresEventStore
@@ -139,9 +139,13 @@ async def catch_up_memsaga(runner: ProjectionRunner, expected: int) -> None:
 
 
 async def _relayed_batch(
-    ctx: BenchContext, store: PostgresEventStore, js: JetStreamContext, first_saga: int
+    ctx: BenchContext,
+    store: PostgresEventStore,
+    js: JetStreamContext,
+    first_saga: int,
+    deliveries: Deliveries,
 ) -> tuple[RelayConfig, int, int]:
-    """Append ``catchup_events`` new events and relay only them into a new stream.
+    """Append ``catchup_events`` new events and relay only them into a new stream (checked in ``deliveries``).
 
     Returns (the stream's config, the next saga number, how many memory events the batch holds).
     """
@@ -155,15 +159,24 @@ async def _relayed_batch(
     config = RelayConfig(stream=stream, subject_prefix=prefix)
     try:
         await Relay(store, js, config).run(to_position=head)
+        committed = int(
+            await store.pool.fetchval("SELECT count(*) FROM memsaga.events WHERE position > $1", before)
+        )
+        deliveries.record((await js.stream_info(stream)).state.messages, committed)
     except BaseException:
         await drop_stream(js, stream)
         raise
-    memories = await store.pool.fetchval(
+    return config, next_saga, await _count_of_types(store, before, MEMORIES.event_types)
+
+
+async def _count_of_types(store: PostgresEventStore, after: int, event_types: Iterable[str]) -> int:
+    """Committed events of ``event_types`` after position ``after``."""
+    value = await store.pool.fetchval(
         "SELECT count(*) FROM memsaga.events WHERE position > $1 AND event_type = ANY($2::text[])",
-        before,
-        list(MEMORIES.event_types),
+        after,
+        list(event_types),
     )
-    return config, next_saga, int(memories)
+    return int(value)
 
 
 async def run(ctx: BenchContext) -> list[Figure]:
@@ -184,11 +197,14 @@ async def _rebuilds(ctx: BenchContext, store: PostgresEventStore) -> list[Figure
     events = await store.head_position()
     peaks: dict[str, dict[str, float]] = {"memsaga": {}, "asyncpg": {}}
     seconds: dict[str, list[float]] = {"memsaga": [], "asyncpg": []}
+    handled = await _count_of_types(store, 0, MEMORIES.event_types)
+    deliveries = Deliveries()
 
     async def memsaga(_: int) -> float:
         with ctx.sampler.running() as sampler:
             result = await rebuild(store.pool, store, MEMORIES, batch_size=BATCH)
         merge_peaks(peaks["memsaga"], sampler.peaks)
+        deliveries.record(result.applied, handled)  # a new version each round: applied from 0
         seconds["memsaga"].append(result.seconds)
         return rate(events, result.seconds)
 
@@ -212,6 +228,7 @@ async def _rebuilds(ctx: BenchContext, store: PostgresEventStore) -> list[Figure
             subject=Measurement.of("memsaga rebuild", samples["memsaga"], peaks["memsaga"]),
             baseline=Measurement.of("asyncpg read + upsert", samples["asyncpg"], peaks["asyncpg"]),
             size=size,
+            delivered=deliveries.worst,
         ),
         Figure.compare(
             "projections.rebuild.seconds",
@@ -228,6 +245,7 @@ async def _rebuilds(ctx: BenchContext, store: PostgresEventStore) -> list[Figure
                 applies=events == 1_000_000,
             ),
             size=size,
+            delivered=deliveries.worst,
         ),
     ]
 
@@ -240,8 +258,9 @@ async def _catch_ups(
     samples: dict[str, list[float]] = {"memsaga": [], "nats": []}
     ctx.progress.start(f"projection catch-up ({ctx.sizes.catchup_events:,} events)", rounds * 2)
     memories = 0
+    deliveries = Deliveries()  # of the relay that fills each round's stream
     for r in range(rounds):
-        relayed, next_saga, memories = await _relayed_batch(ctx, store, js, next_saga)
+        relayed, next_saga, memories = await _relayed_batch(ctx, store, js, next_saga, deliveries)
         table = await _plain_table(store.pool, f"memories_catchup_{r}")
         sides = {
             "memsaga": _catch_up_side(ctx, peaks["memsaga"], memories, _runner_catch_up(store, js, relayed)),
@@ -263,6 +282,7 @@ async def _catch_ups(
         subject=Measurement.of("memsaga ProjectionRunner", samples["memsaga"], peaks["memsaga"]),
         baseline=Measurement.of("nats-py pull + asyncpg upsert", samples["nats"], peaks["nats"]),
         size=f"{memories:,} memory events (of {ctx.sizes.catchup_events:,} appended) per round",
+        delivered=deliveries.worst,
     )
 
 

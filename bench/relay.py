@@ -22,7 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from bench.context import BenchContext
-from bench.harness import Stopwatch, interleaved, rate
+from bench.harness import Deliveries, Stopwatch, interleaved, rate
 from bench.results_model import Figure, Measurement, Target
 from eventstore import PostgresEventStore
 from projections import Relay, RelayConfig, connect_nats, ensure_stream
@@ -60,14 +60,19 @@ async def drop_stream(js: JetStreamContext, name: str) -> None:
         await js.delete_stream(name)
 
 
-async def relay_to(store: PostgresEventStore, js: JetStreamContext, config: RelayConfig, to: int) -> float:
-    """Run memsaga's relay into ``config.stream`` (created first) up to position ``to``; seconds."""
+async def relay_to(
+    store: PostgresEventStore, js: JetStreamContext, config: RelayConfig, to: int
+) -> tuple[float, int]:
+    """Run memsaga's relay into ``config.stream`` (created first) up to position ``to``.
+
+    Returns the seconds it took and the messages the stream then holds.
+    """
     await ensure_stream(js, config.stream, subject_prefix=config.subject_prefix)
     with Stopwatch() as sw:
         stats = await Relay(store, js, config).run(to_position=to)
     if stats.position != to:
         raise RuntimeError(f"the relay stopped at {stats.position}, not {to}")
-    return sw.seconds
+    return sw.seconds, (await js.stream_info(config.stream)).state.messages
 
 
 async def run(ctx: BenchContext) -> list[Figure]:
@@ -84,11 +89,15 @@ async def run(ctx: BenchContext) -> list[Figure]:
                 "SELECT position FROM memsaga.events ORDER BY position OFFSET $1 LIMIT 1", count - 1
             )
 
+            deliveries = Deliveries()
+
             async def memsaga(_: int) -> float:
                 stream, prefix = ctx.unique_stream("relay")
                 config = RelayConfig(stream=stream, subject_prefix=prefix, batch_size=batch)
                 try:
-                    return rate(count, await relay_to(store, js, config, to))
+                    seconds, published = await relay_to(store, js, config, to)
+                    deliveries.record(published, count)
+                    return rate(count, seconds)
                 finally:
                     await drop_stream(js, stream)
 
@@ -118,5 +127,6 @@ async def run(ctx: BenchContext) -> list[Figure]:
             baseline=Measurement.of("nats-py publish_async", samples["nats"]),
             target=Target(kind="ratio_at_least", threshold=0.5, text=">= 0.5x plain publish"),
             size=f"{count:,} events per round, batches of {batch}",
+            delivered=deliveries.worst,
         )
     ]

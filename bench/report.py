@@ -68,6 +68,12 @@ def _status(figure: Figure) -> str:
     return "[green]pass[/]" if figure.passed else "[bold red]MISS[/]"
 
 
+def _delivered(figure: Figure) -> str:
+    if figure.delivered is None:
+        return ""
+    return "1.0" if figure.delivered == 1.0 else f"[bold red]{figure.delivered:.6f}[/]"
+
+
 def table(results: BenchResults) -> Table:
     """Every figure: memsaga, its baseline, the ratio, the target and whether it was met."""
     kind = "quick run (smoke check, not a measurement to quote)" if results.quick else "full run"
@@ -78,6 +84,7 @@ def table(results: BenchResults) -> Table:
     view.add_column("ratio", justify="right")
     view.add_column("target")
     view.add_column("")
+    view.add_column("delivered", justify="right")  # events delivered / committed, where it follows the log
     for f in results.figures:
         view.add_row(
             f.key,
@@ -86,6 +93,7 @@ def table(results: BenchResults) -> Table:
             f"{f.ratio:.2f}x",
             f.target.text if f.target else "",
             _status(f),
+            _delivered(f),
         )
     return view
 

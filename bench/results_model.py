@@ -77,6 +77,9 @@ class Figure(BaseModel):
     passed: bool | None = None
     size: str = ""
     notes: list[str] = Field(default_factory=list)
+    delivered: float | None = None
+    """Events the follower delivered ÷ events committed, the furthest from 1 over the rounds,
+    where memsaga's side follows the log (tail, relay, rebuild); anything but 1.0 fails the figure."""
 
     @classmethod
     def compare(
@@ -92,9 +95,15 @@ class Figure(BaseModel):
         target: Target | None = None,
         size: str = "",
         notes: list[str] | None = None,
+        delivered: float | None = None,
     ) -> Figure:
-        """A figure with its ratio computed and its target judged."""
+        """A figure with its ratio computed and its target judged (a lost or doubled event fails it)."""
         ratio = subject.value / baseline.value if baseline.value else float("inf")
+        passed = None if target is None else target.judge(subject.value, ratio)
+        notes = list(notes or [])
+        if delivered is not None and delivered != 1.0:
+            passed = False
+            notes.append(f"delivered/committed was {delivered:.6f}, not 1.0: events were lost or doubled")
         return cls(
             key=key,
             benchmark=benchmark,
@@ -105,9 +114,10 @@ class Figure(BaseModel):
             baseline=baseline,
             ratio=ratio,
             target=target,
-            passed=None if target is None else target.judge(subject.value, ratio),
+            passed=passed,
             size=size,
-            notes=notes or [],
+            notes=notes,
+            delivered=delivered,
         )
 
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from bench.context import Sizes
 from bench.report import write_chart, write_json
+from bench.results_model import Figure, Measurement, Target
 from bench.runner import BENCHMARKS, run_benchmarks
 from memsaga.cli import app
 from memsaga.settings import Settings
@@ -35,6 +36,8 @@ REQUIRED = {
     "end_to_end.p50",
     "end_to_end.p99",
 }
+# Figures whose memsaga side follows the log (tail, relay, rebuild): they carry delivered/committed.
+TAILING = ("replay.read_all", "relay.publish", "projections.rebuild", "projections.catch_up")
 WITH_MEMORY = ("projections.", "sagas.throughput")  # the issue asks for peak memory of 4 and 5
 
 
@@ -62,6 +65,8 @@ async def test_quick_run_reports_every_figure_beside_its_baseline(
         if key.startswith(WITH_MEMORY):
             assert f["subject"]["peak_memory_mb"].get("bench", 0) > 0, key
             assert f["baseline"]["peak_memory_mb"].get("bench", 0) > 0, key
+    for key in TAILING:  # every committed event reached the follower, once
+        assert figures[key]["delivered"] == 1.0, key
     assert not figures["projections.rebuild.seconds"]["target"]["applies"]  # 1,000,000 events only
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "results" / "latest.json").exists()
@@ -71,3 +76,15 @@ def test_cli_rejects_an_unknown_benchmark(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "--only", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "no benchmark named 'nope'" in result.output
+
+
+def test_a_lost_event_fails_its_figure_whatever_the_speed() -> None:
+    fast = Measurement.of("memsaga", [200.0])
+    plain = Measurement.of("plain", [100.0])
+    target = Target(kind="ratio_at_least", threshold=0.5, text=">= 0.5x")
+    kept = Figure.compare("x", benchmark="b", title="t", unit="events/s", subject=fast, baseline=plain,
+                          target=target, delivered=1.0)  # fmt: skip
+    lost = Figure.compare("x", benchmark="b", title="t", unit="events/s", subject=fast, baseline=plain,
+                          target=target, delivered=39_999 / 40_000)  # fmt: skip
+    assert kept.passed is True and not kept.notes
+    assert lost.passed is False and "lost or doubled" in lost.notes[0]
