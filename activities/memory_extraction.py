@@ -9,12 +9,11 @@ return what the stream already holds instead of asking again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.errors import activity_defn
 from activities.memory_extraction_io import (
     Appended,
     CompensateExtractionInput,
@@ -55,7 +54,6 @@ from sagas.memory_extraction.domain import (
     saga_event,
 )
 from sagas.memory_extraction.embedders import Embedder, vector_to_bytes
-from sagas.memory_extraction.endpoints import AdapterError
 from sagas.memory_extraction.events import (
     CandidatesDeduplicated,
     CandidatesEmbedded,
@@ -114,7 +112,7 @@ class MemoryExtractionActivities:
             self.record_compensation_failed,
         ]
 
-    @activity.defn(name="memory_extraction.record_episode")
+    @activity_defn("memory_extraction.record_episode")
     async def record_episode(self, input: RecordEpisodeInput) -> Appended:
         """``ExtractionRequested`` + ``EpisodeRecorded``; text over 16 KiB goes to the blob store."""
         env, options = input.envelope, input.options
@@ -140,15 +138,14 @@ class MemoryExtractionActivities:
         result = await self.store.append(stream, [first, second], expected_version=NO_STREAM)
         return Appended(event_id=str(second.event_id), version=result.last_version)
 
-    @activity.defn(name="memory_extraction.extract_candidates")
+    @activity_defn("memory_extraction.extract_candidates")
     async def extract_candidates(self, input: ExtractInput) -> ExtractResult:
         """``CandidatesExtracted``; the extractor heartbeats while it waits for an LLM."""
         state = await self._episode(input.episode_id)
         if CandidatesExtracted.event_type not in state.event_types:
             text = await self._text(state)
-            with _adapter_errors():
-                extractor = self.extractors(input.options)
-                candidates = await extractor.extract(text, heartbeat=activity.heartbeat)
+            extractor = self.extractors(input.options)
+            candidates = await extractor.extract(text, heartbeat=activity.heartbeat)
             payload = CandidatesExtracted(extractor=extractor.name, candidates=candidates)
             event = saga_event(input.envelope, event_key(EXTRACT), payload, causation_id=input.causation_id)
             state = await self._append_step(input, event)
@@ -157,15 +154,14 @@ class MemoryExtractionActivities:
             event_id=_step_event_id(input, EXTRACT), version=state.version, candidates=summaries
         )
 
-    @activity.defn(name="memory_extraction.embed_candidates")
+    @activity_defn("memory_extraction.embed_candidates")
     async def embed_candidates(self, input: EmbedInput) -> EmbedResult:
         """``CandidatesEmbedded``: vectors go to the blob store, the event carries their hashes."""
         state = await self._episode(input.episode_id)
         if CandidatesEmbedded.event_type not in state.event_types:
             texts = [c.text for c in state.candidates]
-            with _adapter_errors():
-                embedder = self.embedders(input.options)
-                vectors = await embedder.embed(texts, heartbeat=activity.heartbeat) if texts else []
+            embedder = self.embedders(input.options)
+            vectors = await embedder.embed(texts, heartbeat=activity.heartbeat) if texts else []
             refs = [
                 EmbeddingRef(
                     candidate_id=c.candidate_id, vector_sha256=await self._put_vector(v), dimension=len(v)
@@ -183,7 +179,7 @@ class MemoryExtractionActivities:
             dimension=dimension,
         )
 
-    @activity.defn(name="memory_extraction.deduplicate_candidates")
+    @activity_defn("memory_extraction.deduplicate_candidates")
     async def deduplicate_candidates(self, input: DeduplicateInput) -> DeduplicateResult:
         """``CandidatesDeduplicated`` against the user's live memories, read from the event store."""
         state = await self._episode(input.episode_id)
@@ -203,7 +199,7 @@ class MemoryExtractionActivities:
             duplicates=len(state.candidates) - len(state.kept),
         )
 
-    @activity.defn(name="memory_extraction.request_review")
+    @activity_defn("memory_extraction.request_review")
     async def request_review(self, input: RequestReviewInput) -> Appended:
         """``ReviewRequested``: the saga now waits for a human."""
         payload = ReviewRequested(
@@ -213,7 +209,7 @@ class MemoryExtractionActivities:
         state = await self._append_step(input, event)
         return Appended(event_id=str(event.event_id), version=state.version)
 
-    @activity.defn(name="memory_extraction.decide_review")
+    @activity_defn("memory_extraction.decide_review")
     async def decide_review(self, input: DecideReviewInput) -> Appended:
         """``ReviewApproved`` or ``ReviewRejected`` (``timed_out`` when nobody decided in time)."""
         payload: ReviewApproved | ReviewRejected
@@ -227,7 +223,7 @@ class MemoryExtractionActivities:
         state = await self._append_step(input, event)
         return Appended(event_id=str(event.event_id), version=state.version)
 
-    @activity.defn(name="memory_extraction.store_memories")
+    @activity_defn("memory_extraction.store_memories")
     async def store_memories(self, input: StoreMemoriesInput) -> StoreResult:
         """One ``MemoryCreated`` per planned memory, each in its own new stream ``memory-<id>``."""
         state = await self._episode(input.episode_id)
@@ -238,7 +234,7 @@ class MemoryExtractionActivities:
             await self.store.append(memory_stream(planned.memory_id), [event], expected_version=NO_STREAM)
         return StoreResult(memory_ids=[p.memory_id for p in input.memories])
 
-    @activity.defn(name="memory_extraction.complete_extraction")
+    @activity_defn("memory_extraction.complete_extraction")
     async def complete_extraction(self, input: CompleteInput) -> Appended:
         """``ExtractionCompleted`` with the counts."""
         payload = ExtractionCompleted(
@@ -251,7 +247,7 @@ class MemoryExtractionActivities:
         state = await self._append_step(input, event)
         return Appended(event_id=str(event.event_id), version=state.version)
 
-    @activity.defn(name="memory_extraction.retract_memories")
+    @activity_defn("memory_extraction.retract_memories", compensation=True)
     async def retract_memories(self, input: RetractMemoriesInput) -> RetractResult:
         """Compensation: ``MemoryRetracted`` for every planned memory that was created (others: no-op)."""
         result = RetractResult()
@@ -274,7 +270,7 @@ class MemoryExtractionActivities:
             result.retracted_event_ids.append(planned.created_event_id)
         return result
 
-    @activity.defn(name="memory_extraction.compensate_extraction")
+    @activity_defn("memory_extraction.compensate_extraction", compensation=True)
     async def compensate_extraction(self, input: CompensateExtractionInput) -> CompensateResult:
         """Compensation: ``ExtractionCompensated``; a no-op when the saga recorded nothing."""
         state = await self._episode(input.episode_id)
@@ -290,7 +286,7 @@ class MemoryExtractionActivities:
         await self.store.append(episode_stream(input.episode_id), [event], expected_version=ANY)
         return CompensateResult(event_id=str(event.event_id))
 
-    @activity.defn(name="memory_extraction.record_compensation_failed")
+    @activity_defn("memory_extraction.record_compensation_failed", compensation=True)
     async def record_compensation_failed(self, input: RecordCompensationFailedInput) -> Appended:
         """``CompensationFailed``: a compensation gave up; a human must finish undoing the saga."""
         payload = CompensationFailed(step=input.step, error=input.error)
@@ -330,12 +326,3 @@ class MemoryExtractionActivities:
 
 def _step_event_id(input: StepInput, step: str) -> str:
     return str(domain.derived_id(input.envelope.workflow_id, event_key(step)))
-
-
-@contextmanager
-def _adapter_errors() -> Iterator[None]:
-    """A failing extractor/embedder fails the attempt; non-retryable unless it says retrying may help."""
-    try:
-        yield
-    except AdapterError as exc:
-        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc

@@ -19,8 +19,6 @@ from temporalio.exceptions import ApplicationError, FailureError, is_cancelled_e
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
     from activities.memory_extraction import MemoryExtractionActivities as Acts
     from activities.memory_extraction_io import (
         Appended,
@@ -38,16 +36,6 @@ with workflow.unsafe.imports_passed_through():
         RetractMemoriesInput,
         RetractResult,
         StoreMemoriesInput,
-    )
-    from eventstore.errors import (
-        BlobNotFound,
-        EventIdConflict,
-        InvalidEvent,
-        InvalidPayload,
-        PartialDuplicate,
-        PayloadTooLarge,
-        UnknownEventType,
-        WrongExpectedVersion,
     )
     from sagas.compensation import (
         COMPENSATION_RETRY,
@@ -84,21 +72,6 @@ CORRELATION_ID = SearchAttributeKey.for_keyword("CorrelationId")
 """Search attribute: every run of one correlation id (register it: ``memsaga dev up`` does)."""
 USER_ID = SearchAttributeKey.for_keyword("UserId")
 """Search attribute: every run for one user."""
-
-_PERMANENT: tuple[type[Exception], ...] = (
-    WrongExpectedVersion,
-    EventIdConflict,
-    PartialDuplicate,
-    UnknownEventType,
-    InvalidPayload,
-    InvalidEvent,
-    PayloadTooLarge,
-    BlobNotFound,
-    ValidationError,
-    KeyError,
-)
-PERMANENT_ERRORS = [error.__name__ for error in _PERMANENT]
-"""Errors no retry can fix: the step fails at once (and the saga compensates)."""
 
 SHORT_STEP = timedelta(seconds=60)
 ADAPTER_STEP = timedelta(minutes=10)
@@ -311,11 +284,11 @@ class MemoryExtraction:
     ) -> R:
         options = self._request.options
         retry = options.retry
+        # No non-retryable types here: activities/errors.py marks permanent failures as such.
         policy = RetryPolicy(
             initial_interval=timedelta(seconds=retry.initial_interval_seconds),
             maximum_interval=timedelta(seconds=retry.maximum_interval_seconds),
             maximum_attempts=retry.maximum_attempts,
-            non_retryable_error_types=PERMANENT_ERRORS,
         )
         return await workflow.execute_activity_method(
             activity,

@@ -52,6 +52,15 @@ class InvalidExtractionRequest(ValueError):
     """The request cannot start a saga; the message says what to change."""
 
 
+class CandidateNotInEpisode(LookupError):
+    """A planned memory names a candidate the episode does not hold (a bug in the plan)."""
+
+    def __init__(self, candidate_id: str, episode_id: str | None) -> None:
+        self.candidate_id = candidate_id
+        self.episode_id = episode_id
+        super().__init__(f"candidate {candidate_id!r} is not in episode {episode_id!r}")
+
+
 # --- Request, status, result ------------------------------------------------------------------
 
 
@@ -308,9 +317,11 @@ def episode_state(events: Sequence[RecordedEvent]) -> EpisodeState:
 def memory_created(state: EpisodeState, planned: PlannedMemory, user_id: str) -> MemoryCreated:
     """The ``MemoryCreated`` of one kept candidate, with its vector's hash when it has one.
 
-    :raises KeyError: the candidate is not in the episode (a bug in the plan).
+    :raises CandidateNotInEpisode: the plan names a candidate the episode does not hold.
     """
-    candidate = {c.candidate_id: c for c in state.candidates}[planned.candidate_id]
+    candidate = next((c for c in state.candidates if c.candidate_id == planned.candidate_id), None)
+    if candidate is None:
+        raise CandidateNotInEpisode(planned.candidate_id, state.episode_id)
     embedding = state.embeddings.get(candidate.candidate_id)
     summary = CandidateSummary.of(candidate)
     return MemoryCreated(

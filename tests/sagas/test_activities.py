@@ -33,6 +33,7 @@ from sagas.memory_extraction.domain import (
     INLINE_TEXT_LIMIT,
     Envelope,
     ExtractionOptions,
+    PlannedMemory,
     episode_id_for,
     plan_memories,
 )
@@ -192,6 +193,28 @@ async def test_an_unavailable_embedder_fails_the_attempt_retryable_as_it_says(re
     with pytest.raises(ApplicationError) as caught:
         await world.run(world.acts.embed_candidates, EmbedInput(**world.step(), options=ExtractionOptions()))
     assert caught.value.type == "EmbedderUnavailable" and caught.value.non_retryable is not retryable
+
+
+async def test_a_store_step_of_an_unknown_candidate_fails_for_good() -> None:
+    world = World()
+    await world.through_dedup()
+    plan = [PlannedMemory(candidate_id="nope", memory_id="m", created_event_id="x")]
+
+    with pytest.raises(ApplicationError) as caught:
+        await world.run(world.acts.store_memories, StoreMemoriesInput(**world.step(), memories=plan))
+    assert caught.value.type == "CandidateNotInEpisode" and caught.value.non_retryable
+
+
+async def test_a_version_clash_fails_a_step_for_good() -> None:
+    world = World()
+    await world.record()
+    world.version = 1  # stale: the stream is at version 2
+
+    with pytest.raises(ApplicationError) as step:
+        await world.run(
+            world.acts.extract_candidates, ExtractInput(**world.step(), options=ExtractionOptions())
+        )
+    assert step.value.type == "WrongExpectedVersion" and step.value.non_retryable
 
 
 async def test_dedup_reads_live_memories_from_the_event_store() -> None:

@@ -188,3 +188,13 @@ async def test_episode_state_folds_the_stream() -> None:
         "health",
     )
     assert (memory.vector_sha256, memory.dimension, memory.sensitive, memory.source) == ("v", 8, True, "mail")
+
+
+def test_a_planned_memory_of_an_unknown_candidate_is_a_named_error() -> None:
+    state = domain.EpisodeState(episode_id="e")
+
+    with pytest.raises(domain.CandidateNotInEpisode) as caught:
+        domain.memory_created(
+            state, PlannedMemory(candidate_id="a", memory_id="m", created_event_id="x"), "u"
+        )
+    assert (caught.value.candidate_id, caught.value.episode_id) == ("a", "e")
