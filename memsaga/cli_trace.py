@@ -18,11 +18,7 @@ from memsaga.cli_store import JsonFlag, fail
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from memsaga.trace import TraceNode, build_tree, render_tree, trace_json
-
-_APPLIED = """SELECT a.event_id::text AS event_id, a.name
-    FROM memsaga.projection_applied a
-    JOIN memsaga.projections p ON p.name = a.name AND p.active_version = a.version
-    WHERE a.event_id = ANY($1::uuid[])"""
+from projections.tracking import projections_that_applied
 
 
 @dataclass(frozen=True)
@@ -35,12 +31,8 @@ class LoadedTrace:
 
 async def applied_by(pool: asyncpg.Pool, events: list[RecordedEvent]) -> dict[str, list[str]]:
     """Which projections (active read-model versions) have applied each event."""
-    if await pool.fetchval("SELECT to_regclass('memsaga.projection_applied') IS NULL"):
-        return {}  # projections not migrated: nothing has applied anything
-    applied: dict[str, list[str]] = {}
-    for row in await pool.fetch(_APPLIED, [e.event_id for e in events]):
-        applied.setdefault(row["event_id"], []).append(row["name"])
-    return applied
+    applied = await projections_that_applied(pool, [e.event_id for e in events])
+    return {str(event_id): names for event_id, names in applied.items()}
 
 
 async def load_trace(

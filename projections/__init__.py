@@ -4,7 +4,7 @@ PostgreSQL is the source of truth; JetStream is only the transport. See docs/pro
 """
 
 from projections.base import READ_SCHEMA, Handler, Projection, Tables, find_projection, payload_of
-from projections.dlq import ParkedEvent, RetryResult, drop_parked, list_parked, retry_parked
+from projections.dlq import RetryResult, drop_parked, retry_parked
 from projections.errors import (
     AmbiguousParkedEvent,
     NatsUnavailable,
@@ -21,6 +21,7 @@ from projections.errors import (
 )
 from projections.extractions import EXTRACTIONS, Extraction, TimelineEntry, get_extraction, list_extractions
 from projections.memories import MEMORIES, Memory, list_memories
+from projections.parked import ParkedEvent, list_parked
 from projections.rebuild import RebuildProgress, RebuildResult, ensure_built, rebuild
 from projections.relay import Relay, RelayConfig, RelayStats
 from projections.runner import ProjectionRunner, RunnerConfig, RunnerStats

@@ -51,6 +51,9 @@ class Tables(Mapping[str, str]):
         return len(self._names)
 
 
+Executor = asyncpg.Pool | Connection
+"""Where a bookkeeping statement runs: a pool (a statement of its own) or the caller's connection."""
+
 Handler = Callable[[Connection, Tables, RecordedEvent], Awaitable[None]]
 """``async def on_x(conn, tables, event)``: apply one event to the read model."""
 

@@ -1,4 +1,5 @@
-"""Parked (poison) events: list them, retry them from the event store, or drop them with a reason.
+"""What an operator does with parked (poison) events: find one, retry it from the event store,
+or drop it with a reason. The rows themselves are :mod:`projections.parked`'s.
 
 Nothing here deletes anything: a retry marks the row *retried*, a drop marks it *dropped*
 with the operator's reason, and the event itself always stays in ``memsaga.events``.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict
@@ -21,43 +21,15 @@ from projections.errors import (
     ParkedEventNotRetryable,
     ProjectionNotInitialized,
 )
-from projections.tracking import (
+from projections.parked import ParkedEvent, mark_dropped, mark_retried, parked_rows, record_retry_failure
+from projections.tracking import apply_in_savepoint
+from projections.versions import (
     active_version,
     advance_checkpoint,
-    apply_in_savepoint,
     lock_checkpoint,
     lock_shared,
     require_code_version,
 )
-
-_COLUMNS = """name AS projection, event_id, version, position, stream_id, stream_version, event_type, error,
-    deliveries, retries, status, drop_reason, parked_at, resolved_at"""
-
-
-class ParkedEvent(BaseModel):
-    """One parked event of one projection."""
-
-    model_config = ConfigDict(frozen=True)
-
-    projection: str
-    event_id: uuid.UUID
-    version: int
-    position: int | None
-    stream_id: str | None
-    stream_version: int | None
-    event_type: str | None
-    error: str
-    deliveries: int
-    retries: int
-    status: str
-    drop_reason: str | None
-    parked_at: datetime
-    resolved_at: datetime | None
-
-    @property
-    def error_line(self) -> str:
-        """The first line of the error (the exception and its message)."""
-        return self.error.split("\n", 1)[0]
 
 
 class RetryResult(BaseModel):
@@ -72,37 +44,18 @@ class RetryResult(BaseModel):
     error: str | None
 
 
-async def list_parked(
-    pool: asyncpg.Pool, *, projection: str | None = None, include_resolved: bool = False
-) -> list[ParkedEvent]:
-    """Parked events (oldest first); with ``include_resolved`` also retried and dropped ones."""
-    rows = await pool.fetch(
-        f"""SELECT {_COLUMNS} FROM memsaga.projection_parked
-            WHERE ($1::text IS NULL OR name = $1) AND ($2 OR status = 'parked')
-            ORDER BY parked_at, name, event_id""",
-        projection,
-        include_resolved,
-    )
-    return [ParkedEvent(**dict(r)) for r in rows]
-
-
 async def find_parked(pool: asyncpg.Pool, event_id: uuid.UUID, projection: str | None = None) -> ParkedEvent:
     """The parked row of ``event_id``.
 
     :raises ParkedEventNotFound: none matches.
     :raises AmbiguousParkedEvent: several projections parked it and none was named.
     """
-    rows = await pool.fetch(
-        f"""SELECT {_COLUMNS} FROM memsaga.projection_parked
-            WHERE event_id = $1 AND ($2::text IS NULL OR name = $2) ORDER BY name""",
-        event_id,
-        projection,
-    )
+    rows = await parked_rows(pool, event_id, projection)
     if not rows:
         raise ParkedEventNotFound(event_id, projection)
     if len(rows) > 1:
-        raise AmbiguousParkedEvent(event_id, [r["projection"] for r in rows])
-    return ParkedEvent(**dict(rows[0]))
+        raise AmbiguousParkedEvent(event_id, [r.projection for r in rows])
+    return rows[0]
 
 
 async def _read_event(store: PostgresEventStore, parked: ParkedEvent) -> RecordedEvent:
@@ -143,20 +96,9 @@ async def retry_parked(
         result = await apply_in_savepoint(conn, proj, active.version, proj.tables_at(active.version), event)
         if result.error is None:
             await advance_checkpoint(conn, proj.name, active.version, event.position, int(result.applied))
-            await conn.execute(
-                """UPDATE memsaga.projection_parked SET status = 'retried', retries = retries + 1,
-                       resolved_at = now() WHERE name = $1 AND event_id = $2""",
-                proj.name,
-                event_id,
-            )
+            await mark_retried(conn, proj.name, event_id)
         else:
-            await conn.execute(
-                """UPDATE memsaga.projection_parked SET error = $3, retries = retries + 1
-                   WHERE name = $1 AND event_id = $2""",
-                proj.name,
-                event_id,
-                result.error,
-            )
+            await record_retry_failure(conn, proj.name, event_id, result.error)
     ok = result.error is None
     return RetryResult(
         projection=proj.name, event_id=event_id, ok=ok, applied=result.applied, error=result.error
@@ -174,13 +116,7 @@ async def drop_parked(
     if not reason.strip():
         raise ValueError("a drop needs a reason (--reason): it is kept with the parked event")
     parked = await find_parked(pool, event_id, projection)
-    row = await pool.fetchrow(
-        f"""UPDATE memsaga.projection_parked SET status = 'dropped', drop_reason = $3, resolved_at = now()
-            WHERE name = $1 AND event_id = $2 AND status = 'parked' RETURNING {_COLUMNS}""",
-        parked.projection,
-        event_id,
-        reason.strip(),
-    )
-    if row is None:
+    dropped = await mark_dropped(pool, parked.projection, event_id, reason.strip())
+    if dropped is None:
         raise ParkedEventNotFound(event_id, parked.projection)  # already retried or dropped
-    return ParkedEvent(**dict(row))
+    return dropped

@@ -31,16 +31,21 @@ from eventstore import PostgresEventStore, RecordedEvent
 from eventstore.postgres import Connection, EventTail
 from projections.base import Projection
 from projections.errors import RebuildInProgress, RebuildStalled
+from projections.parked import count_parked, park
 from projections.tracing import replay_span
-from projections.tracking import (
+from projections.tracking import apply_batch
+from projections.versions import (
     ActiveVersion,
     activate,
     active_version,
     advance_checkpoint,
-    apply_batch,
+    building_version,
+    checkpoint,
     create_version,
+    latest_version,
     lock_exclusive,
-    park,
+    record_build_head,
+    retire_version,
 )
 
 log = logging.getLogger(__name__)
@@ -225,50 +230,26 @@ class _Builder:
                     return batch
 
     async def _checkpoint(self, version: int) -> int:
-        position = await self.pool.fetchval(
-            "SELECT position FROM memsaga.projection_versions WHERE name = $1 AND version = $2",
-            self.projection.name,
-            version,
-        )
-        return int(position)
+        return (await checkpoint(self.pool, self.projection.name, version)).position
 
     async def _result(
         self, version: int, previous: int | None, position: int, seconds: float
     ) -> RebuildResult:
         name = self.projection.name
-        applied = await self.pool.fetchval(
-            "SELECT applied FROM memsaga.projection_versions WHERE name = $1 AND version = $2", name, version
-        )
-        parked = await self.pool.fetchval(
-            """SELECT count(*) FROM memsaga.projection_parked
-               WHERE name = $1 AND version = $2 AND status = 'parked'""",
-            name,
-            version,
-        )
-        return RebuildResult(name, version, previous, position, int(applied), int(parked), seconds)
+        applied = (await checkpoint(self.pool, name, version)).applied
+        parked = await count_parked(self.pool, name, version)
+        return RebuildResult(name, version, previous, position, applied, parked, seconds)
 
     async def _prepare(self) -> tuple[int, int]:
         """The version to build and the position to resume from."""
         name = self.projection.name
         async with self.pool.acquire() as conn, conn.transaction():
-            building = await conn.fetchrow(
-                """SELECT version, code_version, position FROM memsaga.projection_versions
-                   WHERE name = $1 AND state = 'building' ORDER BY version DESC LIMIT 1""",
-                name,
-            )
-            if building is not None and building["code_version"] == self.projection.version:
-                return building["version"], building["position"]
+            building = await building_version(conn, name)
+            if building is not None and building.code_version == self.projection.version:
+                return building.version, building.position
             if building is not None:  # a partial build by other code: abandoned, kept for inspection
-                await conn.execute(
-                    """UPDATE memsaga.projection_versions SET state = 'retired', retired_at = now()
-                       WHERE name = $1 AND version = $2""",
-                    name,
-                    building["version"],
-                )
-            latest = await conn.fetchval(
-                "SELECT coalesce(max(version), 0) FROM memsaga.projection_versions WHERE name = $1", name
-            )
-            version = int(latest) + 1
+                await retire_version(conn, name, building.version)
+            version = await latest_version(conn, name) + 1
             await create_version(conn, self.projection, version)
             return version, 0
 
@@ -291,12 +272,7 @@ class _Builder:
             return
         self._reported = now
         head = await self.store.head_position()
-        await self.pool.execute(
-            "UPDATE memsaga.projection_versions SET build_head = $3 WHERE name = $1 AND version = $2",
-            self.projection.name,
-            version,
-            head,
-        )
+        await record_build_head(self.pool, self.projection.name, version, head)
         if self.progress is not None:
             self.progress(RebuildProgress(self.projection.name, version, position, head, self.applied))
 
@@ -312,11 +288,7 @@ class _Builder:
             live = await active_version(conn, self.projection.name)
             target = 0
             if live is not None:
-                target = await conn.fetchval(
-                    "SELECT position FROM memsaga.projection_versions WHERE name = $1 AND version = $2",
-                    self.projection.name,
-                    live.version,
-                )
+                target = (await checkpoint(conn, self.projection.name, live.version)).position
             if target - tail.position > self.batch_size:
                 return False, None
             # Everything at or below the live position was published by the relay's gap-safe tail,

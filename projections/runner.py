@@ -28,18 +28,17 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from eventstore import PostgresEventStore, RecordedEvent, SchemaRegistry
 from projections.base import TRANSIENT_ERRORS, Projection
 from projections.errors import ConsumerFiltersIgnored, ProjectionCodeMismatch, ProjectionNotInitialized
+from projections.parked import park
 from projections.rebuild import ensure_built
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, type_filter
 from projections.tracing import handling_span
-from projections.tracking import (
+from projections.tracking import apply_batch, describe_error
+from projections.versions import (
     active_version,
     advance_checkpoint,
-    apply_batch,
-    describe_error,
     lock_checkpoint,
     lock_shared,
-    park,
     require_code_version,
 )
 from projections.wakeup import sleep_or_stop

@@ -15,7 +15,9 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel, ConfigDict
 
 from projections.base import Projection
+from projections.parked import count_parked
 from projections.stream import stream_limits
+from projections.versions import BuildingVersion, active_checkpoint, building_version
 
 _LAG = """SELECT count(*) AS events, extract(epoch FROM now() - min(recorded_at))::float8 AS seconds
     FROM memsaga.events WHERE position > $1 AND ($2::text[] IS NULL OR event_type = ANY($2))"""
@@ -136,6 +138,10 @@ class RebuildStatus(BaseModel):
         return 1.0 if self.head <= 0 else min(self.position / self.head, 1.0)
 
 
+def _rebuild_status(building: BuildingVersion) -> RebuildStatus:
+    return RebuildStatus(version=building.version, position=building.position, head=building.head)
+
+
 class ProjectionStatus(BaseModel):
     """A projection: its active read model, checkpoint, lag, parked events and any build."""
 
@@ -161,29 +167,18 @@ class ProjectionStatus(BaseModel):
 async def projection_status(pool: asyncpg.Pool, projection: Projection) -> ProjectionStatus:
     """Status of one projection from PostgreSQL (consumer details are added by the caller)."""
     name = projection.name
-    active = await pool.fetchrow(
-        """SELECT v.version, v.code_version, v.position, v.applied FROM memsaga.projections p
-           JOIN memsaga.projection_versions v ON v.name = p.name AND v.version = p.active_version
-           WHERE p.name = $1""",
-        name,
-    )
-    building = await pool.fetchrow(
-        """SELECT version, position, coalesce(build_head, 0) AS head FROM memsaga.projection_versions
-           WHERE name = $1 AND state = 'building' ORDER BY version DESC LIMIT 1""",
-        name,
-    )
-    parked = await pool.fetchval(
-        "SELECT count(*) FROM memsaga.projection_parked WHERE name = $1 AND status = 'parked'", name
-    )
-    position = 0 if active is None else int(active["position"])
+    active = await active_checkpoint(pool, name)
+    building = await building_version(pool, name)
+    parked = await count_parked(pool, name)
+    position = 0 if active is None else active.position
     return ProjectionStatus(
         name=name,
         code_version=projection.version,
-        active_version=None if active is None else active["version"],
-        active_code_version=None if active is None else active["code_version"],
+        active_version=None if active is None else active.version,
+        active_code_version=None if active is None else active.code_version,
         position=position,
-        applied=0 if active is None else int(active["applied"]),
+        applied=0 if active is None else active.applied,
         lag=await lag_after(pool, position, list(projection.event_types)),
-        parked=int(parked),
-        rebuild=None if building is None else RebuildStatus(**dict(building)),
+        parked=parked,
+        rebuild=None if building is None else _rebuild_status(building),
     )

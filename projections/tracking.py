@@ -1,107 +1,21 @@
-"""Bookkeeping shared by the runner, the rebuild and the DLQ.
+"""Owner of ``memsaga.projection_applied``: applying events to a read-model version exactly once.
 
-* Which read-model version is active (``memsaga.projections``) and each version's
-  checkpoint (``memsaga.projection_versions``).
-* Which events a version has applied (``memsaga.projection_applied``): written in the same
-  transaction as the handler's changes, so an event is applied once however often it comes.
-* The handover lock: appliers of the live version hold it shared for their transaction; the
-  rebuild holds it exclusively while it catches up and switches the active version. So no
-  live transaction straddles a switch, and every one after it writes to the new version.
+Which events a version has applied is written in the same transaction as the handler's
+changes, so an event is applied once however often it comes. The version registry and its
+checkpoints are :mod:`projections.versions`'s; parked events are :mod:`projections.parked`'s.
 """
 
 from __future__ import annotations
 
 import traceback
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 
 from eventstore import RecordedEvent
 from eventstore.postgres import Connection
-from projections.base import TRANSIENT_ERRORS, Projection, Tables
-from projections.errors import ProjectionCodeMismatch
-
-_LOCK = "SELECT {fn}(hashtextextended('memsaga.projection:' || $1::text, 0))"
-
-
-async def lock_shared(conn: Connection, name: str) -> None:
-    """Hold the projection's handover lock shared until the transaction ends (live appliers)."""
-    await conn.execute(_LOCK.format(fn="pg_advisory_xact_lock_shared"), name)
-
-
-async def lock_exclusive(conn: Connection, name: str) -> None:
-    """Hold the projection's handover lock exclusively until the transaction ends (the switch)."""
-    await conn.execute(_LOCK.format(fn="pg_advisory_xact_lock"), name)
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveVersion:
-    """The read-model version readers and the live runner use."""
-
-    version: int
-    code_version: int
-
-
-async def active_version(conn: Connection, name: str) -> ActiveVersion | None:
-    """The active version of a projection, or None before its first build."""
-    row = await conn.fetchrow(
-        """SELECT p.active_version, v.code_version FROM memsaga.projections p
-           JOIN memsaga.projection_versions v ON v.name = p.name AND v.version = p.active_version
-           WHERE p.name = $1""",
-        name,
-    )
-    return None if row is None else ActiveVersion(row["active_version"], row["code_version"])
-
-
-def require_code_version(projection: Projection, active: ActiveVersion) -> None:
-    """:raises ProjectionCodeMismatch: the active version was built by other handler code."""
-    if active.code_version != projection.version:
-        raise ProjectionCodeMismatch(projection.name, active.code_version, projection.version)
-
-
-async def create_version(conn: Connection, projection: Projection, version: int) -> None:
-    """Register ``version`` as building and create its tables (one transaction, the caller's)."""
-    await conn.execute(
-        """INSERT INTO memsaga.projection_versions (name, version, code_version, state)
-           VALUES ($1, $2, $3, 'building')""",
-        projection.name,
-        version,
-        projection.version,
-    )
-    await conn.execute(projection.ddl_at(version))
-    await conn.execute(
-        "UPDATE memsaga.projections SET building_version = $2, updated_at = now() WHERE name = $1",
-        projection.name,
-        version,
-    )
-
-
-async def activate(conn: Connection, projection: Projection, version: int) -> None:
-    """Make ``version`` the active one: registry row, version states and reader views, atomically."""
-    await conn.execute(
-        """UPDATE memsaga.projection_versions SET state = 'retired', retired_at = now(), updated_at = now()
-           WHERE name = $1 AND state = 'active' AND version <> $2""",
-        projection.name,
-        version,
-    )
-    await conn.execute(
-        """UPDATE memsaga.projection_versions SET state = 'active', activated_at = now(), updated_at = now()
-           WHERE name = $1 AND version = $2""",
-        projection.name,
-        version,
-    )
-    await conn.execute(
-        """INSERT INTO memsaga.projections (name, active_version) VALUES ($1, $2)
-           ON CONFLICT (name) DO UPDATE SET active_version = EXCLUDED.active_version,
-               building_version = NULL, updated_at = now()""",
-        projection.name,
-        version,
-    )
-    physical = projection.tables_at(version)
-    for logical, view in projection.views().items():
-        # DROP + CREATE rather than CREATE OR REPLACE: a new code version may change columns.
-        await conn.execute(f"DROP VIEW IF EXISTS {view}")
-        await conn.execute(f"CREATE VIEW {view} AS SELECT * FROM {physical[logical]}")
+from projections.base import TRANSIENT_ERRORS, Executor, Projection, Tables
 
 
 async def apply_event(
@@ -254,57 +168,22 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{frames}"
 
 
-async def lock_checkpoint(conn: Connection, name: str, version: int) -> None:
-    """Lock the version's checkpoint row until the transaction ends.
+_APPLIED_BY_ACTIVE = """SELECT a.event_id, a.name
+    FROM memsaga.projection_applied a
+    JOIN memsaga.projections p ON p.name = a.name AND p.active_version = a.version
+    WHERE a.event_id = ANY($1::uuid[])"""
 
-    Appliers of one version take it first, so their transactions run one after another:
-    they cannot deadlock on read-model rows, and the checkpoint only moves forward.
+
+async def projections_that_applied(
+    db: Executor, event_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[str]]:
+    """Which projections (their active read-model versions) have applied each of ``event_ids``.
+
+    Empty when the projections' schema is not migrated: then nothing has applied anything.
     """
-    await conn.execute(
-        "SELECT 1 FROM memsaga.projection_versions WHERE name = $1 AND version = $2 FOR UPDATE", name, version
-    )
-
-
-async def advance_checkpoint(conn: Connection, name: str, version: int, position: int, applied: int) -> None:
-    """Record progress of ``version``: highest position seen and events newly applied."""
-    await conn.execute(
-        """UPDATE memsaga.projection_versions
-           SET position = greatest(position, $3), applied = applied + $4, updated_at = now()
-           WHERE name = $1 AND version = $2""",
-        name,
-        version,
-        position,
-        applied,
-    )
-
-
-async def park(
-    conn: Connection,
-    name: str,
-    version: int,
-    event_id: object,
-    event: RecordedEvent | None,
-    error: str,
-    deliveries: int,
-) -> None:
-    """Park a poison event with its error (a dropped one stays dropped)."""
-    await conn.execute(
-        """INSERT INTO memsaga.projection_parked
-               (name, event_id, version, position, stream_id, stream_version, event_type, error, deliveries)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           ON CONFLICT (name, event_id) DO UPDATE SET
-               version = EXCLUDED.version, error = EXCLUDED.error, deliveries = EXCLUDED.deliveries,
-               status = CASE WHEN projection_parked.status = 'dropped' THEN 'dropped' ELSE 'parked' END,
-               parked_at = now(),
-               resolved_at = CASE WHEN projection_parked.status = 'dropped'
-                                  THEN projection_parked.resolved_at END""",
-        name,
-        event_id,
-        version,
-        None if event is None else event.position,
-        None if event is None else event.stream_id,
-        None if event is None else event.version,
-        None if event is None else event.event_type,
-        error,
-        deliveries,
-    )
+    if await db.fetchval("SELECT to_regclass('memsaga.projection_applied') IS NULL"):
+        return {}
+    applied: dict[uuid.UUID, list[str]] = {}
+    for row in await db.fetch(_APPLIED_BY_ACTIVE, list(event_ids)):
+        applied.setdefault(row["event_id"], []).append(row["name"])
+    return applied

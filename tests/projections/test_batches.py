@@ -28,7 +28,8 @@ from projections import (
 from projections.base import Tables
 from projections.stream import ensure_stream
 from projections.subjects import MSG_ID, event_body, event_headers, event_subject
-from projections.tracking import Applied, apply_batch, apply_in_savepoint, create_version
+from projections.tracking import Applied, apply_batch, apply_in_savepoint
+from projections.versions import create_version
 from tests.projections.conftest import Env, background, consumer_drained, snapshot, wait_until
 from tests.projections.counter import CHOOSY, COUNTER, POISON_PREFIX, count
 from tests.projections.histories import append_all, make_history

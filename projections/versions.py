@@ -1,0 +1,227 @@
+"""Owner of ``memsaga.projections`` and ``memsaga.projection_versions``: every statement on them.
+
+* ``memsaga.projections``: one row per projection with a read model, naming its active
+  version (and the one being built).
+* ``memsaga.projection_versions``: every version of every read model, its state
+  (building, active, retired) and its checkpoint (highest position, events applied).
+* The handover lock: appliers of the live version hold it shared for their transaction; the
+  rebuild holds it exclusively while it catches up and switches the active version. So no
+  live transaction straddles a switch, and every one after it writes to the new version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eventstore.postgres import Connection
+from projections.base import Executor, Projection
+from projections.errors import ProjectionCodeMismatch
+
+_LOCK = "SELECT {fn}(hashtextextended('memsaga.projection:' || $1::text, 0))"
+
+
+async def lock_shared(conn: Connection, name: str) -> None:
+    """Hold the projection's handover lock shared until the transaction ends (live appliers)."""
+    await conn.execute(_LOCK.format(fn="pg_advisory_xact_lock_shared"), name)
+
+
+async def lock_exclusive(conn: Connection, name: str) -> None:
+    """Hold the projection's handover lock exclusively until the transaction ends (the switch)."""
+    await conn.execute(_LOCK.format(fn="pg_advisory_xact_lock"), name)
+
+
+# --- The active version ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveVersion:
+    """The read-model version readers and the live runner use."""
+
+    version: int
+    code_version: int
+
+
+async def active_version(conn: Connection, name: str) -> ActiveVersion | None:
+    """The active version of a projection, or None before its first build."""
+    row = await conn.fetchrow(
+        """SELECT p.active_version, v.code_version FROM memsaga.projections p
+           JOIN memsaga.projection_versions v ON v.name = p.name AND v.version = p.active_version
+           WHERE p.name = $1""",
+        name,
+    )
+    return None if row is None else ActiveVersion(row["active_version"], row["code_version"])
+
+
+def require_code_version(projection: Projection, active: ActiveVersion) -> None:
+    """:raises ProjectionCodeMismatch: the active version was built by other handler code."""
+    if active.code_version != projection.version:
+        raise ProjectionCodeMismatch(projection.name, active.code_version, projection.version)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveCheckpoint:
+    """The active version with its checkpoint (for status reports)."""
+
+    version: int
+    code_version: int
+    position: int
+    applied: int
+
+
+async def active_checkpoint(db: Executor, name: str) -> ActiveCheckpoint | None:
+    """The active version and its checkpoint, or None before the first build."""
+    row = await db.fetchrow(
+        """SELECT v.version, v.code_version, v.position, v.applied FROM memsaga.projections p
+           JOIN memsaga.projection_versions v ON v.name = p.name AND v.version = p.active_version
+           WHERE p.name = $1""",
+        name,
+    )
+    if row is None:
+        return None
+    return ActiveCheckpoint(row["version"], row["code_version"], int(row["position"]), int(row["applied"]))
+
+
+# --- Building and switching -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BuildingVersion:
+    """A version being built: its code version, checkpoint and the store's head at its last report."""
+
+    version: int
+    code_version: int
+    position: int
+    head: int
+
+
+async def building_version(db: Executor, name: str) -> BuildingVersion | None:
+    """The newest version in state *building*, or None."""
+    row = await db.fetchrow(
+        """SELECT version, code_version, position, coalesce(build_head, 0) AS head
+           FROM memsaga.projection_versions
+           WHERE name = $1 AND state = 'building' ORDER BY version DESC LIMIT 1""",
+        name,
+    )
+    if row is None:
+        return None
+    return BuildingVersion(row["version"], row["code_version"], int(row["position"]), int(row["head"]))
+
+
+async def latest_version(conn: Connection, name: str) -> int:
+    """The highest version number registered for ``name`` (0 when none)."""
+    return int(
+        await conn.fetchval(
+            "SELECT coalesce(max(version), 0) FROM memsaga.projection_versions WHERE name = $1", name
+        )
+    )
+
+
+async def retire_version(conn: Connection, name: str, version: int) -> None:
+    """Mark ``version`` retired (an abandoned build: kept for inspection, never dropped)."""
+    await conn.execute(
+        """UPDATE memsaga.projection_versions SET state = 'retired', retired_at = now()
+           WHERE name = $1 AND version = $2""",
+        name,
+        version,
+    )
+
+
+async def create_version(conn: Connection, projection: Projection, version: int) -> None:
+    """Register ``version`` as building and create its tables (one transaction, the caller's)."""
+    await conn.execute(
+        """INSERT INTO memsaga.projection_versions (name, version, code_version, state)
+           VALUES ($1, $2, $3, 'building')""",
+        projection.name,
+        version,
+        projection.version,
+    )
+    await conn.execute(projection.ddl_at(version))
+    await conn.execute(
+        "UPDATE memsaga.projections SET building_version = $2, updated_at = now() WHERE name = $1",
+        projection.name,
+        version,
+    )
+
+
+async def record_build_head(db: Executor, name: str, version: int, head: int) -> None:
+    """Remember the store's head a build last measured itself against (for progress reports)."""
+    await db.execute(
+        "UPDATE memsaga.projection_versions SET build_head = $3 WHERE name = $1 AND version = $2",
+        name,
+        version,
+        head,
+    )
+
+
+async def activate(conn: Connection, projection: Projection, version: int) -> None:
+    """Make ``version`` the active one: registry row, version states and reader views, atomically."""
+    await conn.execute(
+        """UPDATE memsaga.projection_versions SET state = 'retired', retired_at = now(), updated_at = now()
+           WHERE name = $1 AND state = 'active' AND version <> $2""",
+        projection.name,
+        version,
+    )
+    await conn.execute(
+        """UPDATE memsaga.projection_versions SET state = 'active', activated_at = now(), updated_at = now()
+           WHERE name = $1 AND version = $2""",
+        projection.name,
+        version,
+    )
+    await conn.execute(
+        """INSERT INTO memsaga.projections (name, active_version) VALUES ($1, $2)
+           ON CONFLICT (name) DO UPDATE SET active_version = EXCLUDED.active_version,
+               building_version = NULL, updated_at = now()""",
+        projection.name,
+        version,
+    )
+    physical = projection.tables_at(version)
+    for logical, view in projection.views().items():
+        # DROP + CREATE rather than CREATE OR REPLACE: a new code version may change columns.
+        await conn.execute(f"DROP VIEW IF EXISTS {view}")
+        await conn.execute(f"CREATE VIEW {view} AS SELECT * FROM {physical[logical]}")
+
+
+# --- Checkpoints ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """How far a version got: the highest position it has seen and how many events it applied."""
+
+    position: int
+    applied: int
+
+
+async def checkpoint(db: Executor, name: str, version: int) -> Checkpoint:
+    """The checkpoint of ``version`` (which must exist)."""
+    row = await db.fetchrow(
+        "SELECT position, applied FROM memsaga.projection_versions WHERE name = $1 AND version = $2",
+        name,
+        version,
+    )
+    assert row is not None, f"{name} v{version} is not registered"
+    return Checkpoint(int(row["position"]), int(row["applied"]))
+
+
+async def lock_checkpoint(conn: Connection, name: str, version: int) -> None:
+    """Lock the version's checkpoint row until the transaction ends.
+
+    Appliers of one version take it first, so their transactions run one after another:
+    they cannot deadlock on read-model rows, and the checkpoint only moves forward.
+    """
+    await conn.execute(
+        "SELECT 1 FROM memsaga.projection_versions WHERE name = $1 AND version = $2 FOR UPDATE", name, version
+    )
+
+
+async def advance_checkpoint(conn: Connection, name: str, version: int, position: int, applied: int) -> None:
+    """Record progress of ``version``: highest position seen and events newly applied."""
+    await conn.execute(
+        """UPDATE memsaga.projection_versions
+           SET position = greatest(position, $3), applied = applied + $4, updated_at = now()
+           WHERE name = $1 AND version = $2""",
+        name,
+        version,
+        position,
+        applied,
+    )
