@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from adapters import AdapterConfig
 from eventstore import (
     EVENTSTORE_MIGRATIONS,
     MigrationSource,
@@ -42,3 +43,17 @@ def build_stores(pool: asyncpg.Pool, settings: Settings) -> tuple[PostgresEventS
     """The event store and blob store over one pool."""
     store = PostgresEventStore(pool, build_registry(), max_payload_bytes=settings.max_payload_bytes)
     return store, PostgresBlobStore(pool)
+
+
+def adapter_config(settings: Settings) -> AdapterConfig:
+    """The extractors' and embedders' configuration from ``settings``."""
+    return AdapterConfig(
+        llm_base_url=settings.llm_base_url,
+        llm_api_key=settings.llm_api_key,
+        llm_model=settings.llm_model,
+        embedding_base_url=settings.embedding_base_url,
+        embedding_api_key=settings.embedding_api_key,
+        embedding_model=settings.embedding_model,
+        embedding_dimension=settings.embedding_dimension,
+        http_timeout_seconds=settings.http_timeout_seconds,
+    )

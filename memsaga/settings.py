@@ -72,7 +72,7 @@ class Settings(BaseSettings):
             raise ServiceNotConfigured(service, variable)
         return url
 
-    # Memory-extraction adapters (sagas/memory_extraction/extractors.py and embedders.py).
+    # Memory-extraction adapters (adapters/, through memsaga.bootstrap.adapter_config).
     llm_base_url: str | None = Field(
         default=None, description="OpenAI-compatible base URL of the http extractor"
     )

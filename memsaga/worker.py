@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 
 import asyncpg
@@ -18,12 +19,13 @@ from temporalio.worker import Worker
 
 from activities.memory_extraction import EmbedderFactory, ExtractorFactory, MemoryExtractionActivities
 from activities.memory_index import PostgresMemoryIndex
-from memsaga.bootstrap import build_stores, create_pool
+from adapters import build_embedder, build_extractor
+from memsaga.bootstrap import adapter_config, build_stores, create_pool
 from memsaga.client import connect
 from memsaga.settings import Settings
 from sagas.memory_extraction.domain import ExtractionOptions
-from sagas.memory_extraction.embedders import Embedder, build_embedder
-from sagas.memory_extraction.extractors import Extractor, build_extractor
+from sagas.memory_extraction.embedders import Embedder
+from sagas.memory_extraction.extractors import Extractor
 from workflows import WORKFLOWS
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
@@ -36,16 +38,15 @@ def adapter_factories(settings: Settings) -> tuple[ExtractorFactory, EmbedderFac
     ``embedder_base_url``) without touching the worker's settings.
     """
 
+    config = adapter_config(settings)
+
     def extractor(options: ExtractionOptions) -> Extractor:
         url = options.extractor_base_url
-        return build_extractor(
-            options.extractor, settings.model_copy(update={"llm_base_url": url}) if url else settings
-        )
+        return build_extractor(options.extractor, replace(config, llm_base_url=url) if url else config)
 
     def embedder(options: ExtractionOptions) -> Embedder:
         url = options.embedder_base_url
-        chosen = settings.model_copy(update={"embedding_base_url": url}) if url else settings
-        return build_embedder(options.embedder, chosen)
+        return build_embedder(options.embedder, replace(config, embedding_base_url=url) if url else config)
 
     return extractor, embedder
 

@@ -17,21 +17,17 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from memsaga.settings import Settings
-from sagas.memory_extraction.embedders import (
-    EmbedderResponseInvalid,
-    EmbedderUnavailable,
-    HttpEmbedder,
-    build_embedder,
-)
-from sagas.memory_extraction.endpoints import JsonEndpoint
-from sagas.memory_extraction.extractors import (
+from adapters import build_embedder, build_extractor
+from adapters.http_embedder import EmbedderResponseInvalid, EmbedderUnavailable, HttpEmbedder
+from adapters.http_endpoint import JsonEndpoint
+from adapters.http_extractor import (
     SYSTEM_PROMPT,
     ExtractorResponseInvalid,
     ExtractorUnavailable,
     HttpExtractor,
-    build_extractor,
 )
+from memsaga.bootstrap import adapter_config
+from memsaga.settings import Settings
 
 MEMORIES = [
     {"text": "User is allergic to peanuts", "kind": "health", "sensitive": True},
@@ -209,7 +205,7 @@ async def test_a_closed_port_fails_at_once_and_is_retryable() -> None:
 async def test_build_extractor_from_settings_reaches_the_server(fake: FakeOpenAI) -> None:
     settings = Settings(llm_base_url=fake.base_url, llm_api_key="sk-settings", llm_model="from-settings")
 
-    candidates = await build_extractor("http", settings).extract("I love hiking.")
+    candidates = await build_extractor("http", adapter_config(settings)).extract("I love hiking.")
 
     assert len(candidates) == 2
     assert fake.requests[0].body["model"] == "from-settings"
@@ -263,7 +259,7 @@ async def test_an_embedder_on_a_closed_port_fails_at_once() -> None:
     started = time.monotonic()
 
     with pytest.raises(EmbedderUnavailable, match="MEMSAGA_EMBEDDING_BASE_URL") as caught:
-        await build_embedder("http", settings).embed(["User loves hiking"])
+        await build_embedder("http", adapter_config(settings)).embed(["User loves hiking"])
 
     assert caught.value.retryable
     assert time.monotonic() - started < 2.0

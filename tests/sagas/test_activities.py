@@ -27,6 +27,7 @@ from activities.memory_extraction_io import (
     StoreMemoriesInput,
 )
 from activities.memory_index import ScanningMemoryIndex
+from adapters.http_embedder import EmbedderUnavailable
 from eventstore import InMemoryBlobStore, InMemoryEventStore, sha256_hex
 from memsaga.bootstrap import build_registry
 from sagas.memory_extraction.domain import (
@@ -37,10 +38,10 @@ from sagas.memory_extraction.domain import (
     episode_id_for,
     plan_memories,
 )
-from sagas.memory_extraction.embedders import EmbedderUnavailable, HashingEmbedder, bytes_to_vector
-from sagas.memory_extraction.endpoints import Heartbeat
+from sagas.memory_extraction.embedders import HashingEmbedder, bytes_to_vector
 from sagas.memory_extraction.events import Candidate, episode_stream, memory_stream
 from sagas.memory_extraction.extractors import RuleBasedExtractor, make_candidate
+from sagas.memory_extraction.ports import Heartbeat
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 

@@ -10,17 +10,17 @@ import sys
 
 import pytest
 
+from adapters import AdapterNotConfigured, UnknownAdapter, build_embedder
+from adapters.http_embedder import HttpEmbedder
+from memsaga.bootstrap import adapter_config
 from memsaga.settings import Settings
 from sagas.memory_extraction.embedders import (
     EmbeddingBlobInvalid,
     HashingEmbedder,
-    HttpEmbedder,
-    build_embedder,
     bytes_to_vector,
     cosine,
     vector_to_bytes,
 )
-from sagas.memory_extraction.endpoints import AdapterNotConfigured, UnknownAdapter
 
 TEXTS = [
     "User loves hiking in the mountains",
@@ -91,17 +91,17 @@ def test_a_blob_that_is_not_float32s_is_refused() -> None:
 def test_build_embedder_by_name() -> None:
     settings = Settings(embedding_base_url="http://127.0.0.1:9/v1", embedding_dimension=16)
 
-    hashing = build_embedder("hashing", settings)
+    hashing = build_embedder("hashing", adapter_config(settings))
     assert isinstance(hashing, HashingEmbedder) and hashing.dimension == 16
-    http = build_embedder("http", settings)
+    http = build_embedder("http", adapter_config(settings))
     assert isinstance(http, HttpEmbedder) and http.dimension == 16
 
 
 def test_the_http_embedder_needs_a_base_url() -> None:
     with pytest.raises(AdapterNotConfigured, match="MEMSAGA_EMBEDDING_BASE_URL"):
-        build_embedder("http", Settings(embedding_base_url=None))
+        build_embedder("http", adapter_config(Settings(embedding_base_url=None)))
 
 
 def test_an_unknown_embedder_names_the_choices() -> None:
     with pytest.raises(UnknownAdapter, match="hashing, http"):
-        build_embedder("word2vec", Settings())
+        build_embedder("word2vec", adapter_config(Settings()))

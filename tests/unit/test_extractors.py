@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from adapters import AdapterNotConfigured, UnknownAdapter, build_extractor
+from adapters.http_extractor import ExtractorResponseInvalid, HttpExtractor, parse_memories
+from memsaga.bootstrap import adapter_config
 from memsaga.settings import Settings
-from sagas.memory_extraction.endpoints import AdapterNotConfigured, UnknownAdapter
-from sagas.memory_extraction.extractors import (
-    ExtractorResponseInvalid,
-    HttpExtractor,
-    RuleBasedExtractor,
-    build_extractor,
-    parse_memories,
-)
+from sagas.memory_extraction.extractors import RuleBasedExtractor
 from sagas.memory_extraction.text import content_hash, normalise
 
 EPISODE = """\
@@ -215,19 +211,19 @@ def test_garbage_replies_raise_a_named_error(reply: str) -> None:
 def test_build_extractor_by_name() -> None:
     settings = Settings(llm_base_url="http://127.0.0.1:9/v1", llm_model="tiny")
 
-    assert isinstance(build_extractor("rules", settings), RuleBasedExtractor)
-    http = build_extractor("http", settings)
+    assert isinstance(build_extractor("rules", adapter_config(settings)), RuleBasedExtractor)
+    http = build_extractor("http", adapter_config(settings))
     assert isinstance(http, HttpExtractor) and http.name == "http:tiny"
 
 
 def test_the_http_extractor_needs_a_base_url() -> None:
     with pytest.raises(AdapterNotConfigured, match="MEMSAGA_LLM_BASE_URL"):
-        build_extractor("http", Settings(llm_base_url=None))
+        build_extractor("http", adapter_config(Settings(llm_base_url=None)))
 
 
 def test_an_unknown_extractor_names_the_choices() -> None:
     with pytest.raises(UnknownAdapter, match="rules, http"):
-        build_extractor("magic", Settings())
+        build_extractor("magic", adapter_config(Settings()))
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the http extractor and embedder, and the adapters' named errors.
+"""The HTTP client the http extractor and embedder share.
 
 :class:`JsonEndpoint` talks to an OpenAI-compatible API with httpx: it POSTs JSON, turns
 transport failures and HTTP error statuses into named errors that say whether a retry may help
@@ -8,55 +8,14 @@ and which ``MEMSAGA_`` setting to check, and heartbeats while it waits for the a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 
-from memsaga.errors import MemsagaError
-
-Heartbeat = Callable[[], None]
-"""Called periodically during long work (a Temporal activity passes ``activity.heartbeat``)."""
-
-# --- Errors --------------------------------------------------------------------------------------
-
-
-class AdapterError(MemsagaError):
-    """An extractor or embedder failed; ``retryable`` says whether trying again may help."""
-
-    retryable: bool = False
-
-
-class UnknownAdapter(AdapterError):
-    """No extractor or embedder has that name."""
-
-    def __init__(self, role: str, spec: str, choices: tuple[str, ...]) -> None:
-        super().__init__(f"unknown {role} {spec!r}: choose one of {', '.join(choices)}")
-
-
-class AdapterNotConfigured(AdapterError):
-    """An HTTP adapter was chosen but its base URL is not set."""
-
-    def __init__(self, role: str, variable: str) -> None:
-        self.variable = variable
-        super().__init__(
-            f"the http {role} needs {variable}: set it to an OpenAI-compatible base URL, "
-            "e.g. https://api.openai.com/v1"
-        )
-
-
-class EndpointUnavailable(AdapterError):
-    """An HTTP endpoint could not be reached or refused the request."""
-
-    def __init__(self, url: str, detail: str, *, retryable: bool, status: int | None = None) -> None:
-        self.url = url
-        self.status = status
-        self.retryable = retryable
-        super().__init__(f"{url}: {detail}")
-
-
-# --- HTTP plumbing -------------------------------------------------------------------------------
+from adapters.errors import AdapterNotConfigured, EndpointUnavailable
+from sagas.memory_extraction.ports import AdapterError, Heartbeat
 
 
 @asynccontextmanager
