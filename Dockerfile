@@ -7,8 +7,11 @@ COPY eventstore ./eventstore
 COPY sagas ./sagas
 COPY workflows ./workflows
 COPY activities ./activities
+COPY adapters ./adapters
 COPY projections ./projections
 COPY memsaga ./memsaga
+# The benchmarks too (as in the wheel): without the bench extra, `memsaga bench` says to install it.
+COPY bench ./bench
 RUN pip install --no-cache-dir . && useradd --create-home memsaga
 USER memsaga
 ENTRYPOINT ["memsaga"]

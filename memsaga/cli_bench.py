@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from memsaga.cli_store import JsonFlag, fail
 from memsaga.errors import MemsagaError
@@ -48,33 +45,28 @@ def bench_command(
     MEMSAGA_TEMPORAL_ADDRESS) or of the local stack (``memsaga dev up``); each benchmark
     works in a database of its own, created and dropped again, and in its own NATS streams.
     """
-    # Imported here: matplotlib and the benchmarks would slow every other command's start.
-    from bench.context import Sizes
-    from bench.report import RichProgress, show, write_chart, write_json
-    from bench.runner import UnknownBenchmark, run_benchmarks
-
-    sizes = Sizes.quick() if quick else Sizes()
-    if events is not None:
-        sizes = sizes.with_events(events)
-    if rounds is not None:
-        sizes = replace(sizes, rounds=rounds)
-    console = Console()
     try:
-        with RichProgress(Console(stderr=True, quiet=as_json)) as progress:
-            results = asyncio.run(
-                run_benchmarks(Settings(), sizes, only=only, quick=quick, progress=progress)
-            )
+        from bench.cli import BenchOptions, UnknownBenchmark, run_bench
+    except ModuleNotFoundError as exc:
+        raise fail(missing_benchmarks(exc)) from None
+    options = BenchOptions(quick=quick, only=only, events=events, rounds=rounds, out=out, as_json=as_json)
+    try:
+        code = run_bench(options, Settings())
     except (UnknownBenchmark, MemsagaError) as exc:
         raise fail(str(exc)) from exc
-    json_path = write_json(results, out)
-    chart_path = write_chart(results, out)
-    if as_json:
-        console.print_json(results.model_dump_json())
-    else:
-        show(results, console)
-        console.print(f"results: {json_path}  chart: {chart_path}")
-    if results.errors:
-        raise typer.Exit(code=1)
+    if code:
+        raise typer.Exit(code=code)
+
+
+def missing_benchmarks(exc: ModuleNotFoundError) -> str:
+    """What to do when the benchmarks (a checkout's ``bench/``) or their extra are not installed."""
+    if exc.name is not None and (exc.name == "bench" or exc.name.startswith("bench.")):
+        return (
+            "memsaga bench needs the benchmarks (the bench/ package), which this installation does not "
+            "have: run it from a source checkout (`make venv`, then `.venv/bin/memsaga bench`), or "
+            "install memsaga from its source tree with `pip install '.[bench]'`"
+        )
+    return f"memsaga bench needs the bench extra ({exc.name} is not installed): pip install 'memsaga[bench]'"
 
 
 def register_bench_commands(app: typer.Typer) -> None:
