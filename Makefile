@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	&& { echo $$p; break; }; done)
 
-.PHONY: venv test lint demo down clean bench bench-quick
+.PHONY: venv test test-unit lint demo down clean bench bench-quick
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest -q
+
+# The tests that need no PostgreSQL, NATS or Temporal, in seconds (tests/conftest.py: marker `services`).
+test-unit: venv
+	MEMSAGA_TEST_TIER=unit $(BIN)/pytest -q -m "not services"
 
 # Benchmarks beside their baselines (docs/performance.md); uses MEMSAGA_* or the local stack.
 bench: venv

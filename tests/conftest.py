@@ -4,6 +4,9 @@ Each service comes from an environment variable when one is set
 (``MEMSAGA_TEST_*`` first, then ``MEMSAGA_*``); otherwise the first test that asks
 for it starts a private one from the pip-installed binaries (``memsaga.devstack``)
 in a temporary directory, stopped at the end of the session.
+
+Tests that use a service are marked ``services``; ``make test-unit`` runs the others
+(``MEMSAGA_TEST_TIER=unit``), where asking for a service fails and no server can start.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import memsaga.devstack.nats as devstack_nats
+import memsaga.devstack.postgres as devstack_postgres
+import memsaga.devstack.temporal as devstack_temporal
 from memsaga.devstack import (
     ensure_search_attributes,
     start_nats,
@@ -30,15 +36,44 @@ from memsaga.devstack.databases import DatabaseFactory
 from memsaga.devstack.temporal import connect
 from memsaga.telemetry import setup_tracing
 
+UNIT_TIER = os.environ.get("MEMSAGA_TEST_TIER") == "unit"
+SERVICE_FIXTURES = frozenset({"postgres_url", "nats_url", "temporal_address"})
 
-def _env(*names: str) -> str | None:
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``services`` every test that asks, directly or through a fixture, for a service."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
+def _refuse_spawn(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("the unit tier starts no servers: mark the test `services`")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_servers_in_the_unit_tier() -> Iterator[None]:
+    """In the unit tier, every server start of ``memsaga.devstack`` fails instead of running."""
+    if not UNIT_TIER:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (devstack_nats, devstack_postgres, devstack_temporal):
+            patch.setattr(module, "spawn", _refuse_spawn)
+        yield
+
+
+def _service(*names: str) -> str | None:
+    """The service URL the environment names; in the unit tier, a failure instead."""
+    if UNIT_TIER:
+        pytest.fail(f"the unit tier has no services ({names[0]}): mark the test `services`")
     return next((os.environ[name] for name in names if os.environ.get(name)), None)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """URL of an admin database (``postgres``) on a server the tests may create databases on."""
-    url = _env("MEMSAGA_TEST_DATABASE_URL", "MEMSAGA_DATABASE_URL")
+    url = _service("MEMSAGA_TEST_DATABASE_URL", "MEMSAGA_DATABASE_URL")
     if url:
         yield url
         return
@@ -57,7 +92,7 @@ async def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def nats_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """URL of a NATS server with JetStream."""
-    url = _env("MEMSAGA_TEST_NATS_URL", "MEMSAGA_NATS_URL")
+    url = _service("MEMSAGA_TEST_NATS_URL", "MEMSAGA_NATS_URL")
     if url:
         yield url
         return
@@ -71,7 +106,7 @@ async def nats_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[st
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """``host:port`` of a Temporal server with the CorrelationId/UserId search attributes."""
-    address = _env("MEMSAGA_TEST_TEMPORAL_ADDRESS", "MEMSAGA_TEMPORAL_ADDRESS")
+    address = _service("MEMSAGA_TEST_TEMPORAL_ADDRESS", "MEMSAGA_TEMPORAL_ADDRESS")
     if address:
         # Upserting an unregistered attribute makes a workflow task retry forever: register them.
         await ensure_search_attributes(await connect(address))

@@ -34,6 +34,8 @@ from memsaga.devstack.temporal import connect
 from memsaga.settings import Settings
 from memsaga.stackstate import StackState, load_stack_state
 
+pytestmark = pytest.mark.services  # starts its own stack with `memsaga dev up`
+
 SERVICES = ["postgres", "nats", "temporal"]
 
 

@@ -30,7 +30,7 @@ async def pg_pool(eventstore_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.services)])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

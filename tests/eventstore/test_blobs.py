@@ -10,7 +10,7 @@ import pytest
 from eventstore import BlobNotFound, InMemoryBlobStore, PostgresBlobStore
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.services)])
 def blobs(request: pytest.FixtureRequest) -> InMemoryBlobStore | PostgresBlobStore:
     if request.param == "memory":
         return InMemoryBlobStore()
