@@ -35,7 +35,7 @@ from eventstore.errors import (
     WrongExpectedVersion,
 )
 from sagas.memory_extraction.domain import CandidateNotInEpisode
-from sagas.memory_extraction.endpoints import AdapterError
+from sagas.memory_extraction.ports import AdapterError
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -72,7 +72,6 @@ from sagas.memory_extraction.events import (
     memory_stream,
 )
 from sagas.memory_extraction.extractors import Extractor
-from sagas.memory_extraction.ports import AdapterError
 
 ExtractorFactory = Callable[[ExtractionOptions], Extractor]
 """Builds the extractor a request's options name (``memsaga.worker`` binds it to the settings)."""

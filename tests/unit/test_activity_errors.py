@@ -10,6 +10,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.errors import PERMANENT_ERRORS, activity_defn, to_application_error
 from activities.memory_extraction import MemoryExtractionActivities
+from adapters.errors import UnknownAdapter
+from adapters.http_embedder import EmbedderResponseInvalid, EmbedderUnavailable
 from eventstore.errors import (
     BlobNotFound,
     EventIdConflict,
@@ -21,8 +23,6 @@ from eventstore.errors import (
     WrongExpectedVersion,
 )
 from sagas.memory_extraction.domain import CandidateNotInEpisode
-from sagas.memory_extraction.embedders import EmbedderResponseInvalid, EmbedderUnavailable
-from sagas.memory_extraction.endpoints import UnknownAdapter
 
 
 class _Model(BaseModel):
