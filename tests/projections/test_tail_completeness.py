@@ -123,7 +123,10 @@ async def test_tail_relay_and_projection_each_see_every_committed_event(env: Env
         async def messages() -> bool:
             return (await env.js.stream_info(env.stream)).state.messages >= total
 
-        await wait_until(lambda: _true(len(tailed) >= total), timeout=60, what="the tail", bg=bg)
+        async def tailed_all() -> bool:
+            return len(tailed) >= total
+
+        await wait_until(tailed_all, timeout=60, what="the tail", bg=bg)
         await wait_until(messages, timeout=60, what="JetStream", bg=bg)
         await wait_until(lambda: _at_least(env, total), timeout=120, what="the projection", bg=bg)
         await asyncio.sleep(0.5)  # room for anything extra to show up
@@ -138,10 +141,6 @@ async def test_tail_relay_and_projection_each_see_every_committed_event(env: Env
     assert seen == committed
     assert await env.pool.fetchval(f"SELECT n FROM {views['counter']}") == total
     assert await applied(env.pool, COUNTER.name) == total
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def _at_least(env: Env, total: int) -> bool:
