@@ -136,7 +136,9 @@ class MemoryExtractionActivities:
         second = saga_event(env, event_key(RECORD, 1), recorded, causation_id=str(first.event_id))
         stream = episode_stream(input.episode_id)
         result = await self.store.append(stream, [first, second], expected_version=NO_STREAM)
-        return Appended(event_id=str(second.event_id), version=result.last_version)
+        return Appended(
+            event_id=str(second.event_id), version=result.last_version, position=result.positions[-1]
+        )
 
     @activity_defn("memory_extraction.extract_candidates")
     async def extract_candidates(self, input: ExtractInput) -> ExtractResult:
@@ -207,7 +209,7 @@ class MemoryExtractionActivities:
         )
         event = saga_event(input.envelope, event_key(REVIEW, 0), payload, causation_id=input.causation_id)
         state = await self._append_step(input, event)
-        return Appended(event_id=str(event.event_id), version=state.version)
+        return Appended(event_id=str(event.event_id), version=state.version, position=state.position)
 
     @activity_defn("memory_extraction.decide_review")
     async def decide_review(self, input: DecideReviewInput) -> Appended:
@@ -221,7 +223,7 @@ class MemoryExtractionActivities:
             )
         event = saga_event(input.envelope, event_key(REVIEW, 1), payload, causation_id=input.causation_id)
         state = await self._append_step(input, event)
-        return Appended(event_id=str(event.event_id), version=state.version)
+        return Appended(event_id=str(event.event_id), version=state.version, position=state.position)
 
     @activity_defn("memory_extraction.store_memories")
     async def store_memories(self, input: StoreMemoriesInput) -> StoreResult:
@@ -245,7 +247,7 @@ class MemoryExtractionActivities:
         )
         event = saga_event(input.envelope, event_key(COMPLETE), payload, causation_id=input.causation_id)
         state = await self._append_step(input, event)
-        return Appended(event_id=str(event.event_id), version=state.version)
+        return Appended(event_id=str(event.event_id), version=state.version, position=state.position)
 
     @activity_defn("memory_extraction.retract_memories", compensation=True)
     async def retract_memories(self, input: RetractMemoriesInput) -> RetractResult:
@@ -293,7 +295,9 @@ class MemoryExtractionActivities:
         key = event_key(COMPENSATE, f"failed:{input.step}")
         event = saga_event(input.envelope, key, payload, causation_id=input.causation_id)
         result = await self.store.append(episode_stream(input.episode_id), [event], expected_version=ANY)
-        return Appended(event_id=str(event.event_id), version=result.last_version)
+        return Appended(
+            event_id=str(event.event_id), version=result.last_version, position=result.positions[-1]
+        )
 
     async def _episode(self, episode_id: str) -> EpisodeState:
         return domain.episode_state(await self.store.read_stream(episode_stream(episode_id)))

@@ -112,10 +112,12 @@ class RecordCompensationFailedInput(BaseModel):
 
 
 class Appended(BaseModel):
-    """Where a step left the episode stream: its last event and the stream's version."""
+    """Where a step left the episode stream: its last event, the stream's version and the global
+    position of that event (``None`` in histories recorded before positions were returned)."""
 
     event_id: str
     version: int
+    position: int | None = None
 
 
 class ExtractResult(Appended):

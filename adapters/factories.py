@@ -7,11 +7,12 @@ from adapters.errors import UnknownAdapter
 from adapters.http_embedder import HttpEmbedder
 from adapters.http_endpoint import configured_endpoint
 from adapters.http_extractor import HttpExtractor
+from adapters.wordllama_embedder import WordLlamaEmbedder
 from sagas.memory_extraction.embedders import Embedder, HashingEmbedder
 from sagas.memory_extraction.extractors import Extractor, RuleBasedExtractor
 
 EXTRACTORS = ("rules", "http")
-EMBEDDERS = ("hashing", "http")
+EMBEDDERS = ("wordllama", "hashing", "http")
 
 
 def build_extractor(spec: str, config: AdapterConfig) -> Extractor:
@@ -27,7 +28,9 @@ def build_extractor(spec: str, config: AdapterConfig) -> Extractor:
 
 
 def build_embedder(spec: str, config: AdapterConfig) -> Embedder:
-    """The embedder named ``spec`` ("hashing" or "http"). :raises UnknownAdapter, AdapterNotConfigured:"""
+    """The embedder named ``spec`` (see :data:`EMBEDDERS`). :raises UnknownAdapter, AdapterNotConfigured:"""
+    if spec == "wordllama":
+        return WordLlamaEmbedder()
     if spec == "hashing":
         return HashingEmbedder(config.embedding_dimension)
     if spec == "http":

@@ -54,6 +54,7 @@ def memory_created(
         content_hash=content_hash,
         vector_sha256=vector_sha256,
         dimension=256,
+        embedder="hashing-v1",
         source="chat",
     )
 

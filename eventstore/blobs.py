@@ -6,8 +6,12 @@ import hashlib
 from typing import Protocol
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from eventstore.errors import BlobNotFound
+
+Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+"""A pool, or a connection (inside the caller's transaction)."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -26,15 +30,19 @@ class BlobStore(Protocol):
         """The bytes stored under ``sha256``. :raises BlobNotFound: none are."""
         ...
 
+    async def get_many(self, sha256s: list[str]) -> dict[str, bytes]:
+        """The blobs stored under ``sha256s``, by hash (missing ones are left out)."""
+        ...
+
     async def exists(self, sha256: str) -> bool:
         """Whether a blob is stored under ``sha256``."""
         ...
 
 
 class PostgresBlobStore:
-    """Blobs in ``memsaga.blobs`` (bytea), keyed by SHA-256."""
+    """Blobs in ``memsaga.blobs`` (bytea), keyed by SHA-256, over a pool or a connection."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: Executor) -> None:
         self.pool = pool
 
     async def put(self, data: bytes) -> str:
@@ -55,6 +63,13 @@ class PostgresBlobStore:
         if data is None:
             raise BlobNotFound(sha256)
         return bytes(data)
+
+    async def get_many(self, sha256s: list[str]) -> dict[str, bytes]:
+        """The blobs stored under ``sha256s``, by hash, in one query (missing ones are left out)."""
+        rows = await self.pool.fetch(
+            "SELECT sha256, content FROM memsaga.blobs WHERE sha256 = ANY($1::text[])", sha256s
+        )
+        return {row["sha256"]: bytes(row["content"]) for row in rows}
 
     async def exists(self, sha256: str) -> bool:
         """Whether a blob is stored under ``sha256``."""
@@ -81,6 +96,10 @@ class InMemoryBlobStore:
             return self._blobs[sha256]
         except KeyError:
             raise BlobNotFound(sha256) from None
+
+    async def get_many(self, sha256s: list[str]) -> dict[str, bytes]:
+        """The blobs stored under ``sha256s``, by hash (missing ones are left out)."""
+        return {sha: self._blobs[sha] for sha in sha256s if sha in self._blobs}
 
     async def exists(self, sha256: str) -> bool:
         """Whether a blob is stored under ``sha256``."""

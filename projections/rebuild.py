@@ -31,6 +31,7 @@ from eventstore import PostgresEventStore, RecordedEvent
 from eventstore.postgres import Connection, EventTail
 from projections.base import Projection
 from projections.errors import RebuildInProgress, RebuildStalled
+from projections.extensions import create_extensions
 from projections.parked import count_parked, park
 from projections.tracing import replay_span
 from projections.tracking import apply_batch
@@ -244,6 +245,7 @@ class _Builder:
         """The version to build and the position to resume from."""
         name = self.projection.name
         async with self.pool.acquire() as conn, conn.transaction():
+            await create_extensions(conn, self.projection)
             building = await building_version(conn, name)
             if building is not None and building.code_version == self.projection.version:
                 return building.version, building.position

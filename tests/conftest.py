@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 import pytest_asyncio
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -37,7 +38,7 @@ from memsaga.devstack.temporal import connect
 from memsaga.telemetry import setup_tracing
 
 UNIT_TIER = os.environ.get("MEMSAGA_TEST_TIER") == "unit"
-SERVICE_FIXTURES = frozenset({"postgres_url", "nats_url", "temporal_address"})
+SERVICE_FIXTURES = frozenset({"postgres_url", "pgvector_url", "nats_url", "temporal_address"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,6 +64,17 @@ def _no_servers_in_the_unit_tier() -> Iterator[None]:
         yield
 
 
+def _service_dir(name: str) -> Path:
+    """A private state directory for a server this session starts, outside pytest's temporary root.
+
+    Every pytest session that starts keeps only the three newest session roots and deletes the
+    rest, so with several sessions on one machine a long one would lose its servers' files
+    (Temporal's database, JetStream's store) under them; and, as root, each new session takes
+    the group and other bits off the root (0700), which would lock PostgreSQL's system user out.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"memsaga-test-{name}-"))
+
+
 def _service(*names: str) -> str | None:
     """The service URL the environment names; in the unit tier, a failure instead."""
     if UNIT_TIER:
@@ -71,16 +83,13 @@ def _service(*names: str) -> str | None:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def postgres_url() -> AsyncIterator[str]:
     """URL of an admin database (``postgres``) on a server the tests may create databases on."""
     url = _service("MEMSAGA_TEST_DATABASE_URL", "MEMSAGA_DATABASE_URL")
     if url:
         yield url
         return
-    # Not under pytest's temporary root: as root, PostgreSQL runs as a system user, and every
-    # pytest session that starts takes the group and other bits off that root (0700), which
-    # would lock a server of a session still running out of its own data directory.
-    state_dir = Path(tempfile.mkdtemp(prefix="memsaga-test-postgres-"))
+    state_dir = _service_dir("postgres")
     service = await start_postgres(state_dir)
     try:
         yield with_database(service.url, "postgres")
@@ -90,21 +99,56 @@ async def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def nats_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def pgvector_url(postgres_url: str) -> AsyncIterator[str]:
+    """Like ``postgres_url``, on a server that has pgvector: that one when it does, else a private one."""
+    if await _has_extension(postgres_url, "vector"):
+        yield postgres_url
+        return
+    state_dir = _service_dir("pgvector")
+    service = await start_postgres(state_dir)
+    try:
+        yield with_database(service.url, "postgres")
+    finally:
+        stop_service(service)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+async def _has_extension(url: str, name: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        return bool(await conn.fetchval("SELECT count(*) FROM pg_available_extensions WHERE name = $1", name))
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def fresh_pgvector_database(pgvector_url: str) -> AsyncIterator[DatabaseFactory]:
+    """:func:`fresh_database` on a server that has pgvector."""
+    factory = DatabaseFactory(pgvector_url)
+    try:
+        yield factory
+    finally:
+        await factory.drop_all()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def nats_url() -> AsyncIterator[str]:
     """URL of a NATS server with JetStream."""
     url = _service("MEMSAGA_TEST_NATS_URL", "MEMSAGA_NATS_URL")
     if url:
         yield url
         return
-    service = await start_nats(tmp_path_factory.mktemp("nats"))
+    state_dir = _service_dir("nats")
+    service = await start_nats(state_dir)
     try:
         yield service.url
     finally:
         stop_service(service)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def temporal_address() -> AsyncIterator[str]:
     """``host:port`` of a Temporal server with the CorrelationId/UserId search attributes."""
     address = _service("MEMSAGA_TEST_TEMPORAL_ADDRESS", "MEMSAGA_TEMPORAL_ADDRESS")
     if address:
@@ -112,11 +156,13 @@ async def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> AsyncIte
         await ensure_search_attributes(await connect(address))
         yield address
         return
-    service = await start_temporal(tmp_path_factory.mktemp("temporal"))
+    state_dir = _service_dir("temporal")
+    service = await start_temporal(state_dir)
     try:
         yield service.url
     finally:
         stop_service(service)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

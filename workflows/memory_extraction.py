@@ -96,6 +96,7 @@ class MemoryExtraction:
         self._decision: tuple[bool, ReviewDecision] | None = None
         self._last_event_id = info.workflow_id  # the request itself causes the first event
         self._version = 0
+        self._last_position: int | None = None
         self._saga = Saga(record_failure=self._record_compensation_failed)
 
     @workflow.run
@@ -305,6 +306,7 @@ class MemoryExtraction:
         """Remember where the step left the episode stream: the next event's cause and version."""
         assert isinstance(appended, Appended)
         self._last_event_id, self._version = appended.event_id, appended.version
+        self._last_position = appended.position
         return appended
 
     def _envelope(self) -> Envelope:
@@ -334,6 +336,7 @@ class MemoryExtraction:
                 "duplicates": status.duplicates,
                 "memory_ids": status.memory_ids if outcome == "completed" else [],
                 "reason": reason,
+                "last_position": self._last_position if outcome == "completed" else None,
             }
         )
 

@@ -78,7 +78,7 @@ class ExtractionOptions(BaseModel):
     review: bool = False
     review_timeout_seconds: float = Field(default=86400.0, gt=0)
     extractor: str = "rules"
-    embedder: str = "hashing"
+    embedder: str = "wordllama"
     extractor_base_url: str | None = None
     embedder_base_url: str | None = None
     heartbeat_timeout_seconds: float = Field(default=60.0, gt=0)
@@ -152,6 +152,9 @@ class ExtractionResult(BaseModel):
     duplicates: int
     memory_ids: list[str]
     reason: str | None = None
+    last_position: int | None = None
+    """Global position of the saga's last event (completed sagas): ``search --after-position``
+    waits until the search read model has applied it (read-your-writes)."""
 
 
 class CandidateSummary(BaseModel):
@@ -281,14 +284,20 @@ class EpisodeState(BaseModel):
     text_sha256: str | None = None
     candidates: list[Candidate] = Field(default_factory=list)
     embeddings: dict[str, EmbeddingRef] = Field(default_factory=dict)
+    embedder: str | None = None
     kept: list[str] = Field(default_factory=list)
     event_types: list[str] = Field(default_factory=list)
     version: int = 0
+    position: int = 0
 
 
 def evolve(state: EpisodeState, event: RecordedEvent) -> EpisodeState:
     """The state after one more event of the episode stream."""
-    update: dict[str, Any] = {"version": event.version, "event_types": [*state.event_types, event.event_type]}
+    update: dict[str, Any] = {
+        "version": event.version,
+        "position": event.position,
+        "event_types": [*state.event_types, event.event_type],
+    }
     match event.event_type:
         case ExtractionRequested.event_type:
             update["requested_event_id"] = str(event.event_id)
@@ -299,8 +308,9 @@ def evolve(state: EpisodeState, event: RecordedEvent) -> EpisodeState:
         case CandidatesExtracted.event_type:
             update["candidates"] = CandidatesExtracted.model_validate(event.payload).candidates
         case CandidatesEmbedded.event_type:
-            refs = CandidatesEmbedded.model_validate(event.payload).embeddings
-            update["embeddings"] = {ref.candidate_id: ref for ref in refs}
+            embedded = CandidatesEmbedded.model_validate(event.payload)
+            update["embeddings"] = {ref.candidate_id: ref for ref in embedded.embeddings}
+            update["embedder"] = embedded.embedder
         case CandidatesDeduplicated.event_type:
             update["kept"] = CandidatesDeduplicated.model_validate(event.payload).kept
     return state.model_copy(update=update)
@@ -333,6 +343,7 @@ def memory_created(state: EpisodeState, planned: PlannedMemory, user_id: str) ->
         content_hash=candidate.content_hash,
         vector_sha256=embedding.vector_sha256 if embedding else None,
         dimension=embedding.dimension if embedding else None,
+        embedder=state.embedder if embedding else None,
         source=state.source,
         sensitive=sensitivity_of(summary) is not None,
     )

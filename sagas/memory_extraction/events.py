@@ -8,7 +8,7 @@ is not purely additive-with-default gets a new version and an upcaster in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -135,10 +135,11 @@ class ReviewRejected(EventPayload):
     timed_out: bool = False
 
 
-class MemoryCreated(EventPayload):
-    """A long-term memory (in its own stream)."""
+class MemoryCreatedV1(EventPayload):
+    """Version 1 of :class:`MemoryCreated`: without the embedder of its vector."""
 
     event_type = "MemoryCreated"
+    event_version = 1
     memory_id: str
     user_id: str
     episode_id: str
@@ -149,6 +150,34 @@ class MemoryCreated(EventPayload):
     dimension: int | None
     source: str
     sensitive: bool = False
+
+
+class MemoryCreated(EventPayload):
+    """A long-term memory (in its own stream).
+
+    ``embedder`` names the model that made the vector (``wordllama:l2_supercat_256``,
+    ``hashing-v1``, ``http:<model>``); with ``dimension`` it says which vectors can be
+    compared with it. ``None`` when the memory has no vector, or was written as version 1.
+    """
+
+    event_type = "MemoryCreated"
+    event_version = 2
+    memory_id: str
+    user_id: str
+    episode_id: str
+    text: str
+    kind: MemoryKind
+    content_hash: str
+    vector_sha256: str | None
+    dimension: int | None
+    embedder: str | None
+    source: str
+    sensitive: bool = False
+
+
+def memory_created_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 did not record the embedder: it is unknown (``None``)."""
+    return {**payload, "embedder": None}
 
 
 class MemoryRetracted(EventPayload):
@@ -205,11 +234,15 @@ ALL_EVENTS: tuple[type[EventPayload], ...] = (
     CompensationFailed,
 )
 
+OLDER_VERSIONS: tuple[type[EventPayload], ...] = (MemoryCreatedV1,)
+"""Superseded payload versions: still decoded (stored events are never rewritten), upcast on read."""
+
 COMPENSATING_EVENTS = frozenset({"MemoryRetracted", "ExtractionCompensated", "CompensationFailed"})
 
 
 def register_events(registry: SchemaRegistry) -> SchemaRegistry:
-    """Register every memory-extraction event (and, later, its upcasters)."""
-    for model in ALL_EVENTS:
+    """Register every memory-extraction event, its older versions and their upcasters."""
+    for model in (*ALL_EVENTS, *OLDER_VERSIONS):
         registry.register(model)
+    registry.register_upcaster(MemoryCreated.event_type, 1, memory_created_v1_to_v2)
     return registry

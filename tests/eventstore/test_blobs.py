@@ -43,3 +43,11 @@ async def test_unknown_hash_is_a_named_error(blobs: InMemoryBlobStore | Postgres
     assert not await blobs.exists(missing)
     with pytest.raises(BlobNotFound, match=missing):
         await blobs.get(missing)
+
+
+async def test_get_many_returns_the_stored_ones_by_hash(blobs: InMemoryBlobStore | PostgresBlobStore) -> None:
+    first, second = await blobs.put(b"first"), await blobs.put(b"second")
+    missing = hashlib.sha256(b"never stored").hexdigest()
+
+    assert await blobs.get_many([first, missing, second]) == {first: b"first", second: b"second"}
+    assert await blobs.get_many([]) == {}

@@ -178,6 +178,7 @@ def _saga(rng: random.Random, seed: int, index: int, users: int) -> _Plan:
             content_hash=c.content_hash,
             vector_sha256="1" * 64,
             dimension=8,
+            embedder="hashing-v1",
             source="chat",
         )
         memory_events.append((memory_id, s.event(created, ev.memory_stream(memory_id))))

@@ -39,6 +39,7 @@ def _memories(count: int, writer: int) -> list[NewEvent]:
                 content_hash="0" * 64,
                 vector_sha256=None,
                 dimension=None,
+                embedder=None,
                 source="test",
             ),
             correlation_id=f"corr-tail-{writer}",

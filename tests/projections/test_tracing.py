@@ -33,6 +33,7 @@ async def test_append_publish_and_apply_spans_share_one_trace(
         content_hash="0" * 64,
         vector_sha256=None,
         dimension=None,
+        embedder=None,
         source="chat",
     )
     event = NewEvent.of(

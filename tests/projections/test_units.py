@@ -9,7 +9,7 @@ import pytest
 from nats.js.api import RetentionPolicy, StorageType
 
 from eventstore import RecordedEvent
-from projections import EXTRACTIONS, MEMORIES, PROJECTIONS, UnknownProjection, find_projection
+from projections import EXTRACTIONS, MEMORIES, MEMORY_SEARCH, PROJECTIONS, UnknownProjection, find_projection
 from projections.stream import stream_config, stream_limits
 from projections.subjects import (
     EVENT_ID,
@@ -88,8 +88,10 @@ def test_every_kind_of_limit_is_reported() -> None:
 
 
 def test_projection_declarations() -> None:
-    assert set(PROJECTIONS) == {"memories", "extractions"}
+    assert set(PROJECTIONS) == {"memories", "extractions", "memory_search"}
     assert MEMORIES.event_types == ("MemoryCreated", "MemoryRetracted")
+    assert MEMORY_SEARCH.event_types == MEMORIES.event_types and MEMORY_SEARCH.extensions == ("vector",)
+    assert MEMORIES.extensions == EXTRACTIONS.extensions == ()
     assert set(EXTRACTIONS.event_types) == {
         m.event_type for m in ALL_EVENTS
     }  # every saga event is on the timeline
@@ -98,7 +100,7 @@ def test_projection_declarations() -> None:
     assert MEMORIES.views()["memories"] == 'memsaga_read."memories"'
     ddl = EXTRACTIONS.ddl_at(2)
     assert "{" not in ddl and 'memsaga_read."extraction_timeline_v2"' in ddl
-    with pytest.raises(UnknownProjection, match="known: extractions, memories"):
+    with pytest.raises(UnknownProjection, match="known: extractions, memories, memory_search"):
         find_projection(PROJECTIONS, "nope")
     with pytest.raises(ValueError, match="lower_snake"):
         type(MEMORIES)(name="Bad-Name", version=1, tables=(), ddl="", handlers={})

@@ -31,6 +31,8 @@ from sagas.memory_extraction.events import (
     EmbeddingRef,
     EpisodeRecorded,
     ExtractionRequested,
+    MemoryCreated,
+    MemoryCreatedV1,
 )
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -188,6 +190,28 @@ async def test_episode_state_folds_the_stream() -> None:
         "health",
     )
     assert (memory.vector_sha256, memory.dimension, memory.sensitive, memory.source) == ("v", 8, True, "mail")
+    assert memory.embedder == "hashing-v1"  # the vector's model travels with it
+
+
+async def test_a_version_1_memory_reads_as_version_2_with_an_unknown_embedder() -> None:
+    store = InMemoryEventStore(build_registry())
+    v1 = MemoryCreatedV1(
+        memory_id="m",
+        user_id="u-1",
+        episode_id="e",
+        text="User lives in Utrecht",
+        kind="identity",
+        content_hash="h",
+        vector_sha256="v",
+        dimension=256,
+        source="chat",
+    )
+    await store.append("memory-m", [saga_event(ENVELOPE, "k:m", v1, causation_id="c")])
+
+    [event] = await store.read_stream("memory-m")
+    assert (event.event_version, event.stored_version) == (2, 1)
+    memory = MemoryCreated.model_validate(event.payload)
+    assert (memory.text, memory.vector_sha256, memory.embedder) == ("User lives in Utrecht", "v", None)
 
 
 def test_a_planned_memory_of_an_unknown_candidate_is_a_named_error() -> None:

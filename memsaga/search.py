@@ -1,0 +1,192 @@
+"""Recall: search a user's memories by meaning and by words, optionally after one's own writes.
+
+The question is embedded here (never in the projection) with the embedder that made the
+vectors it is compared with; :func:`projections.search` does the ranking. With
+``after_position`` (the ``last_position`` of an extraction's result) the search first waits
+until the ``memory_search`` read model has applied that position: read-your-writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import get_args
+from urllib.parse import quote
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict
+
+from memsaga.errors import MemsagaError
+from projections import MEMORY_SEARCH, SearchMode, SearchQuery, search
+from projections.versions import active_checkpoint
+from sagas.memory_extraction.embedders import Embedder
+from sagas.memory_extraction.events import MemoryKind
+
+MAX_QUERY_CHARS = 2000
+MAX_K = 100
+KINDS: tuple[str, ...] = get_args(MemoryKind)
+
+
+class InvalidSearch(MemsagaError):
+    """A search that cannot be run as asked; the message says what to change."""
+
+
+class NotYetApplied(MemsagaError):
+    """The search read model did not reach the asked position in time."""
+
+    def __init__(self, position: int, reached: int | None, timeout: float) -> None:
+        self.position = position
+        self.reached = reached
+        where = "has not been built yet" if reached is None else f"has applied up to position {reached:,}"
+        super().__init__(
+            f"the memory_search read model {where}, not {position:,}, after {timeout:g}s: is"
+            " `memsaga project run` running? (`memsaga project status` shows its lag)"
+        )
+
+
+class SearchHit(BaseModel):
+    """One recalled memory, with its scores and where it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_id: str
+    text: str
+    kind: str
+    score: float
+    similarity: float | None
+    keyword_rank: float | None
+    created_at: datetime
+    valid_from: datetime | None
+    valid_to: datetime | None
+    episode_id: str | None
+    correlation_id: str | None
+    workflow_id: str | None
+    workflow_url: str | None
+
+
+class SearchResult(BaseModel):
+    """The hits of one search, best first, and how they were found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    query: str
+    k: int
+    mode: str
+    embedder: str
+    hits: list[SearchHit]
+
+
+def check_search(query: str, *, user_id: str, k: int, kinds: Sequence[str]) -> str:
+    """The query, stripped. :raises InvalidSearch: what is wrong and how to fix it."""
+    text = query.strip()
+    if not user_id.strip():
+        raise InvalidSearch("a search needs a user id: pass --user")
+    if not text:
+        raise InvalidSearch('the query is empty: ask a question, e.g. "where does the user live?"')
+    if len(text) > MAX_QUERY_CHARS:
+        raise InvalidSearch(
+            f"the query has {len(text):,} characters; at most {MAX_QUERY_CHARS:,} are searched"
+        )
+    if "\x00" in text:
+        raise InvalidSearch("the query contains a NUL character: remove it")
+    if not 1 <= k <= MAX_K:
+        raise InvalidSearch(f"k must be between 1 and {MAX_K}, not {k}")
+    if unknown := sorted(set(kinds) - set(KINDS)):
+        raise InvalidSearch(f"unknown kind {', '.join(unknown)}: choose from {', '.join(KINDS)}")
+    return text
+
+
+async def wait_until_applied(
+    pool: asyncpg.Pool, position: int, *, timeout: float = 10.0, interval: float = 0.05
+) -> None:
+    """Return once the memory_search read model has applied ``position``. :raises NotYetApplied:"""
+    deadline = time.monotonic() + timeout
+    while True:
+        reached = await active_checkpoint(pool, MEMORY_SEARCH.name)
+        if reached is not None and reached.position >= position:
+            return
+        if time.monotonic() >= deadline:
+            raise NotYetApplied(position, reached.position if reached else None, timeout)
+        await asyncio.sleep(interval)
+
+
+async def search_memories(
+    pool: asyncpg.Pool,
+    embedder: Embedder,
+    query: str,
+    *,
+    user_id: str,
+    k: int = 10,
+    kinds: Sequence[str] = (),
+    valid_at: datetime | None = None,
+    mode: SearchMode = SearchMode.HYBRID,
+    query_vector: Sequence[float] | None = None,
+    after_position: int | None = None,
+    timeout: float = 10.0,
+    temporal_ui: str | None = None,
+    namespace: str = "default",
+) -> SearchResult:
+    """The ``k`` memories of ``user_id`` that best answer ``query``, best first.
+
+    ``query_vector`` replaces embedding the query (it must be in ``embedder``'s space).
+    ``temporal_ui`` (the UI's base URL) adds a link to each hit's saga.
+
+    :raises InvalidSearch: bad input (nothing is searched).
+    :raises NotYetApplied: ``after_position`` was not reached within ``timeout`` seconds.
+    :raises ProjectionNotInitialized: the memory_search projection never ran.
+    """
+    text = check_search(query, user_id=user_id, k=k, kinds=kinds)
+    if valid_at is not None and valid_at.tzinfo is None:
+        raise InvalidSearch("valid_at needs a time zone, e.g. 2026-05-01T00:00:00Z")
+    vector: Sequence[float] | None = None
+    if mode != SearchMode.KEYWORD:
+        vector = query_vector if query_vector is not None else (await embedder.embed([text]))[0]
+        if len(vector) != embedder.dimension:
+            raise InvalidSearch(
+                f"the query vector has {len(vector)} dimensions, but {embedder.name} vectors have"
+                f" {embedder.dimension}: embed the query with {embedder.name}"
+            )
+    if after_position is not None:
+        await wait_until_applied(pool, after_position, timeout=timeout)
+    rows = await search(
+        pool,
+        SearchQuery(
+            user_id=user_id,
+            text=text,
+            vector=vector,
+            embedder=embedder.name,
+            k=k,
+            kinds=tuple(kinds),
+            valid_at=valid_at,
+            mode=mode,
+            candidates=max(50, 4 * k),
+        ),
+    )
+    hits = [
+        SearchHit(
+            memory_id=r.memory_id,
+            text=r.text,
+            kind=r.kind,
+            score=round(r.score, 6),
+            similarity=None if r.similarity is None else round(r.similarity, 6),
+            keyword_rank=None if r.keyword_rank is None else round(r.keyword_rank, 6),
+            created_at=r.created_at,
+            valid_from=r.valid_from,
+            valid_to=r.valid_to,
+            episode_id=r.episode_id,
+            correlation_id=r.correlation_id,
+            workflow_id=r.workflow_id,
+            workflow_url=_workflow_url(temporal_ui, namespace, r.workflow_id),
+        )
+        for r in rows
+    ]
+    return SearchResult(user_id=user_id, query=text, k=k, mode=mode.value, embedder=embedder.name, hits=hits)
+
+
+def _workflow_url(ui: str | None, namespace: str, workflow_id: str | None) -> str | None:
+    if ui is None or workflow_id is None:
+        return None
+    return f"{ui.rstrip('/')}/namespaces/{quote(namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"

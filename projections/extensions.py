@@ -1,0 +1,25 @@
+"""PostgreSQL extensions a projection needs: checked, and created, before its tables are."""
+
+from __future__ import annotations
+
+from eventstore.postgres import Connection
+from projections.base import Projection
+from projections.errors import ExtensionMissing
+
+_AVAILABLE = "SELECT name FROM pg_available_extensions WHERE name = ANY($1::text[])"
+
+
+async def missing_extensions(conn: Connection, projection: Projection) -> list[str]:
+    """The extensions ``projection`` needs that this server cannot provide."""
+    if not projection.extensions:
+        return []
+    available = {row["name"] for row in await conn.fetch(_AVAILABLE, list(projection.extensions))}
+    return [name for name in projection.extensions if name not in available]
+
+
+async def create_extensions(conn: Connection, projection: Projection) -> None:
+    """Create what ``projection`` needs unless it exists. :raises ExtensionMissing: the server lacks one."""
+    if missing := await missing_extensions(conn, projection):
+        raise ExtensionMissing(projection.name, missing[0])
+    for name in projection.extensions:
+        await conn.execute(f'CREATE EXTENSION IF NOT EXISTS "{name}"')

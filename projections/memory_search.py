@@ -1,0 +1,302 @@
+"""The ``memory_search`` read model: each user's current memories, searchable by meaning and by words.
+
+One row per memory id, disorder-safe by the memory stream's version like ``memories``:
+``MemoryCreated`` fills the row whenever it arrives; ``MemoryRetracted`` clears the text and
+the vector and leaves a tombstone (so a late ``MemoryCreated`` cannot bring the memory back).
+
+Vectors are never computed here: the handler reads the bytes the saga stored in the blob
+store under the event's ``vector_sha256`` (the same bytes on every rebuild) and keeps them in
+a pgvector column beside the name of the embedder that made them. Each known vector space
+(embedder and dimension) has its own HNSW index (cosine), so vectors of different models are
+never compared; ``tsv`` (PostgreSQL full-text, English) has a GIN index. :func:`search` fuses
+the two rankings by reciprocal rank fusion, always filtered by user.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from eventstore import PostgresBlobStore, RecordedEvent
+from eventstore.postgres import Connection
+from projections.base import Projection, Tables, payload_of
+from projections.errors import ProjectionNotInitialized, ProjectionsError
+from sagas.memory_extraction.embedders import bytes_to_vector
+from sagas.memory_extraction.events import MemoryCreated, MemoryRetracted
+
+INDEXED_SPACES: tuple[tuple[str, int], ...] = (("wordllama:l2_supercat_256", 256), ("hashing-v1", 256))
+"""Vector spaces (embedder name, dimension) with an HNSW index; others are searched exactly."""
+
+RRF_K = 60
+"""The constant of reciprocal rank fusion: a hit at rank r of one ranking scores 1 / (RRF_K + r)."""
+
+TEXT_SEARCH_CONFIG = "english"
+
+_SPACE_INDEXES = "\n".join(
+    f"CREATE INDEX ON {{memory_search}} USING hnsw ((embedding::vector({dim})) vector_cosine_ops)"
+    f" WHERE embedder = '{name}' AND dimension = {dim};"
+    for name, dim in INDEXED_SPACES
+)
+
+DDL = f"""
+CREATE TABLE {{memory_search}} (
+    memory_id          text        PRIMARY KEY,
+    user_id            text        NOT NULL,
+    text               text,
+    kind               text,
+    embedder           text,
+    dimension          integer,
+    embedding          vector,
+    tsv                tsvector    GENERATED ALWAYS AS
+                                   (to_tsvector('{TEXT_SEARCH_CONFIG}', coalesce(text, ''))) STORED,
+    episode_id         text,
+    correlation_id     text,
+    workflow_id        text,
+    created_at         timestamptz,
+    valid_from         timestamptz,
+    valid_to           timestamptz,
+    version            bigint      NOT NULL,
+    retracted          boolean     NOT NULL DEFAULT false
+);
+CREATE INDEX ON {{memory_search}} (user_id) WHERE NOT retracted;
+CREATE INDEX ON {{memory_search}} USING gin (tsv);
+{_SPACE_INDEXES}
+"""
+
+_CREATED = """INSERT INTO {memory_search} AS m (memory_id, user_id, text, kind, embedder, dimension,
+        embedding, episode_id, correlation_id, workflow_id, created_at, valid_from, version)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::vector, $8, $9, $10, $11, $11, $12)
+    ON CONFLICT (memory_id) DO UPDATE SET
+        user_id = EXCLUDED.user_id, text = EXCLUDED.text, kind = EXCLUDED.kind,
+        embedder = EXCLUDED.embedder, dimension = EXCLUDED.dimension, embedding = EXCLUDED.embedding,
+        episode_id = EXCLUDED.episode_id, correlation_id = EXCLUDED.correlation_id,
+        workflow_id = EXCLUDED.workflow_id, created_at = EXCLUDED.created_at,
+        valid_from = EXCLUDED.valid_from, version = greatest(m.version, EXCLUDED.version)
+    WHERE NOT m.retracted"""
+
+_RETRACTED = """INSERT INTO {memory_search} AS m (memory_id, user_id, version, retracted)
+    VALUES ($1, $2, $3, true)
+    ON CONFLICT (memory_id) DO UPDATE SET
+        version = greatest(m.version, EXCLUDED.version), retracted = true,
+        text = NULL, kind = NULL, embedding = NULL, embedder = NULL, dimension = NULL"""
+
+
+class VectorBlobMissing(ProjectionsError):
+    """A ``MemoryCreated`` names a vector the blob store does not hold (the event is parked)."""
+
+    def __init__(self, memory_id: str, sha256: str) -> None:
+        self.memory_id = memory_id
+        self.sha256 = sha256
+        super().__init__(
+            f"memory {memory_id} names vector blob {sha256}, which the blob store does not hold: "
+            "restore the blob, then `memsaga project dlq retry`"
+        )
+
+
+def vector_literal(vector: Sequence[float]) -> str:
+    """``vector`` in pgvector's text form (``[0.1,0.2]``); float32 values survive it exactly."""
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+async def _vectors(conn: Connection, events: Sequence[MemoryCreated]) -> dict[str, str]:
+    """The pgvector text of each event's vector, by hash, in one query."""
+    wanted = sorted({e.vector_sha256 for e in events if e.vector_sha256 and e.embedder})
+    if not wanted:
+        return {}
+    found = await PostgresBlobStore(conn).get_many(wanted)
+    for event in events:
+        if event.vector_sha256 in wanted and event.vector_sha256 not in found:
+            raise VectorBlobMissing(event.memory_id, event.vector_sha256)
+    return {sha: vector_literal(bytes_to_vector(data)) for sha, data in found.items()}
+
+
+def _created_args(event: RecordedEvent, p: MemoryCreated, vectors: dict[str, str]) -> tuple[object, ...]:
+    vector = vectors.get(p.vector_sha256) if p.vector_sha256 and p.embedder else None
+    return (
+        p.memory_id,
+        p.user_id,
+        p.text,
+        p.kind,
+        p.embedder if vector else None,
+        p.dimension if vector else None,
+        vector,
+        p.episode_id,
+        event.correlation_id,
+        event.metadata.get("workflow_id"),
+        event.occurred_at,
+        event.version,
+    )
+
+
+async def on_memories_created(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
+    """Insert or complete each memory's row, with its vector read from the blob store."""
+    payloads = [payload_of(e, MemoryCreated) for e in events]
+    vectors = await _vectors(conn, payloads)
+    rows = [_created_args(e, p, vectors) for e, p in zip(events, payloads, strict=True)]
+    await conn.executemany(_CREATED.format(memory_search=tables["memory_search"]), rows)
+
+
+async def on_memory_created(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
+    """:func:`on_memories_created` for one event."""
+    await on_memories_created(conn, tables, [event])
+
+
+async def on_memories_retracted(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
+    """Clear each retracted memory's text and vector, leaving a tombstone."""
+    rows = [(p.memory_id, p.user_id, e.version) for e in events for p in [payload_of(e, MemoryRetracted)]]
+    await conn.executemany(_RETRACTED.format(memory_search=tables["memory_search"]), rows)
+
+
+async def on_memory_retracted(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
+    """:func:`on_memories_retracted` for one event."""
+    await on_memories_retracted(conn, tables, [event])
+
+
+MEMORY_SEARCH = Projection.declare(
+    "memory_search",
+    version=1,
+    tables=("memory_search",),
+    ddl=DDL,
+    handlers={MemoryCreated: on_memory_created, MemoryRetracted: on_memory_retracted},
+    batch_handlers={MemoryCreated: on_memories_created, MemoryRetracted: on_memories_retracted},
+    extensions=("vector",),
+    description="each user's current memories, by vector (pgvector HNSW) and full text",
+)
+
+
+# --- Queries ------------------------------------------------------------------------------------
+
+
+class SearchMode(enum.Enum):
+    """Which rankings a search uses: both fused (the default), or one alone (for comparison)."""
+
+    HYBRID = "hybrid"
+    VECTOR = "vector"
+    KEYWORD = "keyword"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchQuery:
+    """One search: always one user's memories; the vector is the query's, in ``embedder``'s space."""
+
+    user_id: str
+    text: str
+    vector: Sequence[float] | None
+    embedder: str
+    k: int = 10
+    kinds: tuple[str, ...] = ()
+    valid_at: datetime | None = None
+    mode: SearchMode = SearchMode.HYBRID
+    candidates: int = 50  # how deep each ranking goes before fusion
+    ef_search: int = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchRow:
+    """A hit as the read model holds it; ``score`` is the fused score (or the one ranking's)."""
+
+    memory_id: str
+    user_id: str
+    text: str
+    kind: str
+    score: float
+    similarity: float | None
+    keyword_rank: float | None
+    created_at: datetime
+    valid_from: datetime | None
+    valid_to: datetime | None
+    episode_id: str | None
+    correlation_id: str | None
+    workflow_id: str | None
+    embedder: str | None
+
+
+# Every parameter, typed once (rankings left out of a mode would leave some untyped):
+# $1 user, $2 kinds (NULL = any), $3 valid-at (NULL = any time), $4 question, $5 query vector,
+# $6 embedder, $7 dimension, $8 depth of each ranking, $9 hits.
+_PARAMETERS = """SELECT $1::text, $2::text[], $3::timestamptz, $4::text, $5::vector, $6::text, $7::int,
+        $8::int, $9::int"""
+
+_FILTERS = """user_id = $1 AND NOT retracted
+      AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
+      AND ($3::timestamptz IS NULL OR (valid_from <= $3 AND (valid_to IS NULL OR valid_to > $3)))"""
+
+# Any word of the question may match (an OR of its stemmed lexemes); stop words drop out.
+_TSQUERY = f"""(SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery
+        FROM unnest(tsvector_to_array(to_tsvector('{TEXT_SEARCH_CONFIG}', $4::text))) AS lexeme)"""
+
+
+def _vector_ranking(space: tuple[str, int] | None) -> str:
+    """Nearest rows by cosine distance. A known space is written out, so its partial HNSW index applies."""
+    if space is not None:
+        name, dim = space
+        distance = f"embedding::vector({dim}) <=> $5::vector({dim})"
+        where = f"embedder = '{name}' AND dimension = {dim}"
+    else:
+        distance = "embedding <=> $5::vector"
+        where = "embedder = $6 AND dimension = $7"
+    return f"""SELECT memory_id, row_number() OVER (ORDER BY d, memory_id) AS r, 1 - d AS similarity
+        FROM (SELECT memory_id, {distance} AS d FROM {{t}}
+              WHERE {_FILTERS} AND {where} AND $5::vector IS NOT NULL
+              ORDER BY d LIMIT $8) AS nearest"""
+
+
+_KEYWORD_RANKING = f"""SELECT memory_id, row_number() OVER (ORDER BY rank DESC, memory_id) AS r, rank
+        FROM (SELECT memory_id, ts_rank_cd(tsv, query.q) AS rank
+              FROM {{t}}, (SELECT {_TSQUERY} AS q) AS query
+              WHERE {_FILTERS} AND query.q IS NOT NULL AND tsv @@ query.q
+              ORDER BY rank DESC, memory_id LIMIT $8) AS matched"""
+
+_EMPTY = "SELECT NULL::text AS memory_id, NULL::bigint AS r, NULL::float8 AS {column} WHERE false"
+
+
+def _search_sql(mode: SearchMode, space: tuple[str, int] | None) -> str:
+    vec = _vector_ranking(space) if mode != SearchMode.KEYWORD else _EMPTY.format(column="similarity")
+    kw = _KEYWORD_RANKING if mode != SearchMode.VECTOR else _EMPTY.format(column="rank")
+    return f"""WITH parameters AS ({_PARAMETERS}), vec AS MATERIALIZED ({vec}), kw AS MATERIALIZED ({kw})
+        SELECT m.memory_id, m.user_id, m.text, m.kind, m.created_at, m.valid_from, m.valid_to,
+               m.episode_id, m.correlation_id, m.workflow_id, m.embedder,
+               (coalesce(1.0 / ({RRF_K} + vec.r), 0) + coalesce(1.0 / ({RRF_K} + kw.r), 0))::float8 AS score,
+               vec.similarity, kw.rank::float8 AS keyword_rank
+        FROM vec FULL JOIN kw USING (memory_id) JOIN {{t}} m USING (memory_id)
+        ORDER BY score DESC, m.memory_id LIMIT $9"""
+
+
+def _space(embedder: str, dimension: int) -> tuple[str, int] | None:
+    return (embedder, dimension) if (embedder, dimension) in INDEXED_SPACES else None
+
+
+async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchRow]:
+    """The ``k`` best current memories of ``query.user_id`` for ``query``, best first.
+
+    :raises ProjectionNotInitialized: the memory_search projection never ran.
+    """
+    dimension = len(query.vector) if query.vector is not None else 0
+    sql = _search_sql(query.mode, _space(query.embedder, dimension)).format(
+        t=MEMORY_SEARCH.views()["memory_search"]
+    )
+    vector = vector_literal(query.vector) if query.vector is not None else None
+    args = (
+        query.user_id,
+        list(query.kinds) or None,
+        query.valid_at,
+        query.text,
+        vector,
+        query.embedder,
+        dimension,
+        query.candidates,
+        query.k,
+    )
+    try:
+        async with pool.acquire() as conn, conn.transaction(readonly=True):
+            # Filtered HNSW scans go on until they have enough rows (pgvector 0.8).
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {int(query.ef_search)}")
+            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            rows = await conn.fetch(sql, *args)
+    except asyncpg.UndefinedTableError:
+        raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
+    return [SearchRow(**dict(r)) for r in rows]

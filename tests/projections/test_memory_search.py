@@ -1,0 +1,225 @@
+"""The ``memory_search`` read model on a real PostgreSQL with pgvector: rows, tombstones, search."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from adapters.wordllama_embedder import WordLlamaEmbedder
+from eventstore import NO_STREAM, NewEvent, PostgresBlobStore, PostgresEventStore
+from memsaga.bootstrap import build_registry
+from memsaga.devstack import DatabaseFactory
+from projections import (
+    MEMORY_SEARCH,
+    ExtensionMissing,
+    SearchMode,
+    SearchQuery,
+    ensure_built,
+    rebuild,
+    search,
+)
+from projections.memory_search import on_memory_created, on_memory_retracted
+from projections.parked import list_parked
+from projections.versions import active_version
+from sagas.memory_extraction.embedders import bytes_to_vector, vector_to_bytes
+from sagas.memory_extraction.events import MemoryCreated, MemoryKind, MemoryRetracted
+from tests.support import migrated_database
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+EMBEDDER = WordLlamaEmbedder()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def world(
+    fresh_pgvector_database: DatabaseFactory,
+) -> AsyncIterator[tuple[asyncpg.Pool, PostgresEventStore]]:
+    dsn = await migrated_database(fresh_pgvector_database)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
+    try:
+        yield pool, PostgresEventStore(pool, build_registry())
+    finally:
+        await pool.close()
+
+
+async def remember(
+    store: PostgresEventStore,
+    pool: asyncpg.Pool,
+    user: str,
+    text: str,
+    kind: MemoryKind = "fact",
+    *,
+    at: datetime = T0,
+    with_vector: bool = True,
+) -> str:
+    """Append a ``MemoryCreated`` (with its vector in the blob store, as the saga does); its id."""
+    memory_id = uuid.uuid4().hex
+    sha = None
+    if with_vector:
+        [vector] = await EMBEDDER.embed([text])
+        sha = await PostgresBlobStore(pool).put(vector_to_bytes(vector))
+    payload = MemoryCreated(
+        memory_id=memory_id,
+        user_id=user,
+        episode_id=f"ep-{user}",
+        text=text,
+        kind=kind,
+        content_hash=uuid.uuid4().hex,
+        vector_sha256=sha,
+        dimension=EMBEDDER.dimension if with_vector else None,
+        embedder=EMBEDDER.name if with_vector else None,
+        source="chat",
+    )
+    event = NewEvent.of(
+        payload,
+        correlation_id=f"corr-{memory_id}",
+        causation_id="test",
+        occurred_at=at,
+        user_id=user,
+        metadata={"workflow_id": f"extract-{memory_id}"},
+    )
+    await store.append(f"memory-{memory_id}", [event], expected_version=NO_STREAM)
+    return memory_id
+
+
+async def retract(store: PostgresEventStore, user: str, memory_id: str) -> None:
+    payload = MemoryRetracted(memory_id=memory_id, user_id=user, retracts_event_id="x", reason="test")
+    event = NewEvent.of(payload, correlation_id="c", causation_id="t", occurred_at=T0, user_id=user)
+    await store.append(f"memory-{memory_id}", [event], expected_version=1)
+
+
+async def ask(pool: asyncpg.Pool, user: str, question: str, **kwargs: object) -> list[str]:
+    [vector] = await EMBEDDER.embed([question])
+    query = SearchQuery(user_id=user, text=question, vector=vector, embedder=EMBEDDER.name)
+    return [hit.text for hit in await search(pool, replace(query, **kwargs))]  # type: ignore[arg-type]
+
+
+async def test_a_question_finds_its_memory_for_that_user_only(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = world
+    for user, city in (("ana", "Utrecht"), ("ben", "Lisbon")):
+        await remember(store, pool, user, f"User lives in {city}", "identity")
+        await remember(store, pool, user, "User loves cycling", "preference")
+        await remember(store, pool, user, "User is allergic to peanuts", "health")
+    await rebuild(pool, store, MEMORY_SEARCH)
+
+    assert (await ask(pool, "ana", "where does the user live?"))[0] == "User lives in Utrecht"
+    assert (await ask(pool, "ben", "where does the user live?"))[0] == "User lives in Lisbon"
+    every_hit = await ask(pool, "ana", "Lisbon Utrecht peanuts cycling", k=50)
+    assert sorted(every_hit) == ["User is allergic to peanuts", "User lives in Utrecht", "User loves cycling"]
+    assert await ask(pool, "nobody", "where does the user live?") == []
+    assert await ask(pool, "ana", "anything", kinds=("health",), k=50) == ["User is allergic to peanuts"]
+
+
+async def test_hits_carry_scores_and_provenance(world: tuple[asyncpg.Pool, PostgresEventStore]) -> None:
+    pool, store = world
+    memory_id = await remember(store, pool, "ana", "User works at Acme as an engineer", "identity")
+    await rebuild(pool, store, MEMORY_SEARCH)
+    [vector] = await EMBEDDER.embed(["who employs the user at Acme?"])
+
+    [hit] = await search(
+        pool,
+        SearchQuery(
+            user_id="ana", text="who employs the user at Acme?", vector=vector, embedder=EMBEDDER.name
+        ),
+    )
+    assert (hit.memory_id, hit.kind, hit.created_at, hit.valid_from) == (memory_id, "identity", T0, T0)
+    assert (hit.episode_id, hit.correlation_id, hit.workflow_id) == (
+        "ep-ana",
+        f"corr-{memory_id}",
+        f"extract-{memory_id}",
+    )
+    assert hit.embedder == EMBEDDER.name and hit.similarity is not None and hit.keyword_rank is not None
+    assert hit.score == pytest.approx(2 / 61)  # first in both rankings
+
+
+async def test_keyword_and_vector_rankings_alone(world: tuple[asyncpg.Pool, PostgresEventStore]) -> None:
+    pool, store = world
+    await remember(store, pool, "ana", "User lives in Utrecht", "identity")
+    await remember(store, pool, "ana", "User's sister is Ana", "relation")
+    await remember(store, pool, "ana", "User keeps no vector here", with_vector=False)
+    await rebuild(pool, store, MEMORY_SEARCH)
+
+    assert await ask(pool, "ana", "vector", mode=SearchMode.KEYWORD) == ["User keeps no vector here"]
+    assert await ask(pool, "ana", "zzzz qqqq", mode=SearchMode.KEYWORD) == []
+    nearest = await ask(pool, "ana", "which city is home?", mode=SearchMode.VECTOR, k=3)
+    assert nearest[0] == "User lives in Utrecht"
+    assert "User keeps no vector here" not in nearest  # no vector, no vector ranking
+    assert await ask(pool, "ana", "home", valid_at=T0 - timedelta(days=1)) == []
+
+
+async def test_the_vector_is_the_one_in_the_blob_store(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = world
+    memory_id = await remember(store, pool, "ana", "User loves cycling")
+    await rebuild(pool, store, MEMORY_SEARCH)
+
+    stored = await pool.fetchval(
+        "SELECT embedding::text FROM memsaga_read.memory_search WHERE memory_id = $1", memory_id
+    )
+    [expected] = await EMBEDDER.embed(["User loves cycling"])
+    as_float32 = bytes_to_vector(vector_to_bytes(expected))
+    assert [float(x) for x in stored.strip("[]").split(",")] == pytest.approx(as_float32, rel=1e-6)
+
+
+async def test_a_retracted_memory_leaves_and_a_late_creation_does_not_bring_it_back(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = world
+    kept = await remember(store, pool, "ana", "User lives in Utrecht", "identity")
+    gone = await remember(store, pool, "ana", "User lives in Lisbon", "identity")
+    await retract(store, "ana", gone)
+    await rebuild(pool, store, MEMORY_SEARCH)
+
+    assert await ask(pool, "ana", "where does the user live?", k=5) == ["User lives in Utrecht"]
+    row = await pool.fetchrow(
+        "SELECT text, embedding FROM memsaga_read.memory_search WHERE memory_id = $1", gone
+    )
+    assert row is not None and (row["text"], row["embedding"]) == (None, None)
+
+    # Disorder and repeats: the retraction first, then the creation (twice), then the retraction again.
+    events = {e.event_type: e for e in await store.read_stream(f"memory-{gone}")}
+    active = await active_version(pool, MEMORY_SEARCH.name)
+    assert active is not None and kept
+    tables = MEMORY_SEARCH.tables_at(active.version)
+    async with pool.acquire() as conn:
+        await on_memory_retracted(conn, tables, events["MemoryRetracted"])
+        await on_memory_created(conn, tables, events["MemoryCreated"])
+        await on_memory_created(conn, tables, events["MemoryCreated"])
+        await on_memory_retracted(conn, tables, events["MemoryRetracted"])
+    assert await ask(pool, "ana", "Lisbon", k=5) == ["User lives in Utrecht"]
+
+
+async def test_a_memory_whose_vector_blob_is_missing_is_parked(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = world
+    first = await remember(store, pool, "ana", "User loves cycling")
+    second = await remember(store, pool, "ana", "User lives in Utrecht")
+    await remember(store, pool, "ana", "User keeps no vector here", with_vector=False)
+    await pool.execute("DELETE FROM memsaga.blobs")  # (a test only: the store never deletes blobs)
+    result = await rebuild(pool, store, MEMORY_SEARCH)
+
+    parked = await list_parked(pool, projection=MEMORY_SEARCH.name)
+    assert result.parked == 2 and all("blob store does not hold" in p.error for p in parked)
+    assert {p.stream_id for p in parked} == {f"memory-{first}", f"memory-{second}"}
+    assert await ask(pool, "ana", "vector") == ["User keeps no vector here"]
+
+
+async def test_a_projection_needing_a_missing_extension_refuses_to_build(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = world
+    needy = replace(MEMORY_SEARCH, name="needy_search", extensions=("no_such_extension",))
+
+    with pytest.raises(ExtensionMissing, match="no_such_extension") as caught:
+        await ensure_built(pool, store, needy)
+    assert "the other projections work without it" in str(caught.value)
+    assert await active_version(pool, "needy_search") is None
