@@ -27,7 +27,6 @@ from temporalio.client import Client, WorkflowFailureError
 from eventstore import PostgresBlobStore, migrate
 from memsaga import devstack
 from memsaga.bootstrap import MIGRATION_SOURCES, build_stores, create_pool
-from memsaga.cli_trace import LoadedTrace, trace_on
 from memsaga.client import (
     ExtractionHandle,
     approve_extraction,
@@ -39,6 +38,7 @@ from memsaga.client import (
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from memsaga.stackstate import load_stack_state, save_stack_state
+from memsaga.trace_loader import LoadedTrace, trace_on
 from projections import Memory, list_memories
 from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest, StepRetry
 

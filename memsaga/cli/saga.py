@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
 from eventstore import PostgresBlobStore
 from memsaga.bootstrap import create_pool
-from memsaga.cli_store import JsonFlag, fail
+from memsaga.cli.common import JsonFlag, console, fail
 from memsaga.client import (
     ExtractionHandle,
     approve_extraction,
@@ -44,7 +43,6 @@ from sagas.memory_extraction.domain import (
 
 T = TypeVar("T")
 P = ParamSpec("P")
-console = Console()
 
 WorkflowIdArg = Annotated[str, typer.Argument(help="The saga's workflow id (extract-…).")]
 ReviewerOption = Annotated[

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from memsaga.cli.common import JsonFlag, console, errors
 from memsaga.devstack import ServiceStatus, down, status, up
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
@@ -21,14 +21,10 @@ from memsaga.stackstate import StackState, load_stack_state
 T = TypeVar("T")
 
 dev_app = typer.Typer(no_args_is_help=True)
-console = Console()
-errors = Console(stderr=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 @dev_app.command("up")
-def up_command(as_json: JsonOption = False) -> None:
+def up_command(as_json: JsonFlag = False) -> None:
     """Start PostgreSQL, NATS (JetStream) and Temporal unless MEMSAGA_* variables name them."""
     settings = Settings()
     before = load_stack_state(settings.state_dir)
@@ -61,7 +57,7 @@ def down_command() -> None:
 
 
 @dev_app.command("status")
-def status_command(as_json: JsonOption = False) -> None:
+def status_command(as_json: JsonFlag = False) -> None:
     """Show each service: up or down, its URL, and whether `dev up` manages it."""
     services = _run(status(Settings()))
     if as_json:
@@ -120,3 +116,8 @@ def _url_cell(url: str | None, ui_url: str | None) -> str:
 
 def _mode(managed: bool | None) -> str:
     return "-" if managed is None else "managed" if managed else "reused"
+
+
+def register_dev_commands(app: typer.Typer) -> None:
+    """Attach ``dev up | down | status`` to the main app."""
+    app.add_typer(dev_app, name="dev", help="Start, stop and inspect the local stack.")
