@@ -1,20 +1,27 @@
-"""Composition root: the one place that builds pools, stores and connections from settings.
+"""Composition root: the one place that builds memsaga's parts from :class:`Settings`.
 
-No I/O happens at import time.
+Pools and connections, the stores and the schema registry, the adapters and the saga's
+activities, the worker, the relay's and runners' configuration, and the :class:`Services`
+bundle the commands work with. No I/O happens at import time.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 
 import asyncpg
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from temporalio.client import Client
+from temporalio.worker import Worker
 
-from adapters import AdapterConfig
+from activities.memory_extraction import EmbedderFactory, ExtractorFactory, MemoryExtractionActivities
+from activities.memory_index import PostgresMemoryIndex
+from adapters import AdapterConfig, build_embedder, build_extractor
 from eventstore import (
     EVENTSTORE_MIGRATIONS,
     MigrationSource,
@@ -25,8 +32,15 @@ from eventstore import (
 from eventstore.pool import create_pool as create_event_store_pool
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
-from projections import ProjectionsError, connect_nats
+from projections import ProjectionsError, RelayConfig, RunnerConfig, connect_nats
+from sagas.memory_extraction.domain import ExtractionOptions
+from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import register_events
+from sagas.memory_extraction.extractors import Extractor
+from workflows import WORKFLOWS
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+"""How long a stopping worker lets activities in flight finish."""
 
 MIGRATION_SOURCES: list[MigrationSource] = [
     EVENTSTORE_MIGRATIONS,
@@ -70,6 +84,68 @@ def adapter_config(settings: Settings) -> AdapterConfig:
         http_timeout_seconds=settings.http_timeout_seconds,
     )
 
+
+
+def adapter_factories(settings: Settings) -> tuple[ExtractorFactory, EmbedderFactory]:
+    """Extractor and embedder builders: the spec from the request's options, the rest from settings.
+
+    A request may point its http adapter at another base URL (``extractor_base_url`` /
+    ``embedder_base_url``) without touching the worker's settings.
+    """
+
+    config = adapter_config(settings)
+
+    def extractor(options: ExtractionOptions) -> Extractor:
+        url = options.extractor_base_url
+        return build_extractor(options.extractor, replace(config, llm_base_url=url) if url else config)
+
+    def embedder(options: ExtractionOptions) -> Embedder:
+        url = options.embedder_base_url
+        return build_embedder(options.embedder, replace(config, embedding_base_url=url) if url else config)
+
+    return extractor, embedder
+
+
+def build_activities(pool: asyncpg.Pool, settings: Settings) -> MemoryExtractionActivities:
+    """The saga's activities over the event store, blob store and memory index of ``pool``."""
+    store, blobs = build_stores(pool, settings)
+    extractors, embedders = adapter_factories(settings)
+    return MemoryExtractionActivities(store, blobs, PostgresMemoryIndex(pool), extractors, embedders)
+
+
+def build_worker(client: Client, activities: MemoryExtractionActivities, *, task_queue: str) -> Worker:
+    """A worker running every memsaga workflow and the saga's activities on ``task_queue``."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities.all(),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+def relay_config(settings: Settings, *, accept_stream_limits: bool = False) -> RelayConfig:
+    """How the relay publishes: stream, subjects, batches and polling from ``settings``."""
+    return RelayConfig(
+        stream=settings.nats_stream,
+        subject_prefix=settings.subject_prefix,
+        batch_size=settings.relay_batch_size,
+        poll_interval=settings.relay_poll_interval_seconds,
+        duplicate_window=settings.stream_duplicate_window_seconds,
+        accept_stream_limits=accept_stream_limits,
+    )
+
+
+def runner_config(settings: Settings) -> RunnerConfig:
+    """How projection runners consume: stream, subjects, batches and redelivery from ``settings``."""
+    return RunnerConfig(
+        stream=settings.nats_stream,
+        subject_prefix=settings.subject_prefix,
+        batch_size=settings.projection_batch_size,
+        ack_wait=settings.projection_ack_wait_seconds,
+        max_deliver=settings.projection_max_deliver,
+        retry_delay=settings.projection_retry_delay_seconds,
+    )
 
 async def connect_database(settings: Settings) -> asyncpg.Connection:
     """One connection to the event store's database, for schema work.

@@ -23,7 +23,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from typer.core import TyperGroup
 
-from memsaga.bootstrap import optional_nats, services
+from memsaga.bootstrap import optional_nats, runner_config, services
 from memsaga.cli.common import JsonFlag, console, log_to_stderr, run_command, signal_stop
 from memsaga.settings import Settings
 from projections import (
@@ -32,7 +32,6 @@ from projections import (
     ProjectionRunner,
     RebuildProgress,
     RebuildResult,
-    RunnerConfig,
     find_projection,
     rebuild,
 )
@@ -58,17 +57,6 @@ NamesArg = Annotated[
 ProjectionOption = Annotated[str | None, typer.Option("--projection", "-p", help="Only this projection.")]
 
 
-def _runner_config(settings: Settings) -> RunnerConfig:
-    return RunnerConfig(
-        stream=settings.nats_stream,
-        subject_prefix=settings.subject_prefix,
-        batch_size=settings.projection_batch_size,
-        ack_wait=settings.projection_ack_wait_seconds,
-        max_deliver=settings.projection_max_deliver,
-        retry_delay=settings.projection_retry_delay_seconds,
-    )
-
-
 def _chosen(names: list[str] | None) -> list[Projection]:
     return [find_projection(PROJECTIONS, n) for n in names] if names else list(PROJECTIONS.values())
 
@@ -82,7 +70,7 @@ def project_run_command(names: NamesArg = None) -> None:
         chosen = _chosen(names)
         async with services(Settings(), with_nats=True, name="memsaga-projections") as svc:
             stop = signal_stop()
-            config = _runner_config(svc.settings)
+            config = runner_config(svc.settings)
             runners = [ProjectionRunner(p, svc.store, svc.js, config) for p in chosen]
             tasks = [asyncio.ensure_future(r.run(stop)) for r in runners]
             console.print(

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from memsaga.bootstrap import optional_nats, services
+from memsaga.bootstrap import optional_nats, relay_config, services
 from memsaga.cli.common import JsonFlag, console, log_to_stderr, run_command, signal_stop
 from memsaga.settings import Settings
-from projections import Relay, RelayConfig
+from projections import Relay
 from projections.status import RelayStatus, StreamStatus, relay_status, stream_status
 from projections.stream import describe_limits
 
@@ -38,14 +38,7 @@ def relay_command(
     async def main() -> dict[str, object]:
         async with services(Settings(), with_nats=True, name="memsaga-relay") as svc:
             s = svc.settings
-            config = RelayConfig(
-                stream=s.nats_stream,
-                subject_prefix=s.subject_prefix,
-                batch_size=s.relay_batch_size,
-                poll_interval=s.relay_poll_interval_seconds,
-                duplicate_window=s.stream_duplicate_window_seconds,
-                accept_stream_limits=accept_stream_limits,
-            )
+            config = relay_config(s, accept_stream_limits=accept_stream_limits)
             relay = Relay(svc.store, svc.js, config, listen_dsn=s.require_database_url())
             stats = await relay.run(signal_stop(), from_position=from_position, to_position=to_position)
             return asdict(stats)

@@ -17,7 +17,7 @@ from temporalio.service import RPCError
 
 from eventstore import PostgresBlobStore
 from memsaga.bootstrap import create_pool
-from memsaga.cli.common import JsonFlag, console, fail
+from memsaga.cli.common import JsonFlag, console, fail, signal_stop
 from memsaga.client import (
     ExtractionHandle,
     approve_extraction,
@@ -77,8 +77,11 @@ def worker_command() -> None:
         )
         sys.stdout.flush()
 
+    async def main() -> None:
+        await run_worker(settings, signal_stop(), on_ready=ready)
+
     try:
-        asyncio.run(run_worker(settings, on_ready=ready))
+        asyncio.run(main())
     except MemsagaError as exc:
         raise fail(str(exc)) from None
     except RuntimeError as exc:
