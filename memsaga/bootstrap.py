@@ -30,7 +30,7 @@ from eventstore import (
     SchemaRegistry,
 )
 from eventstore.pool import create_pool as create_event_store_pool
-from memsaga.errors import MemsagaError
+from memsaga.errors import DatabaseUnreachable, MemsagaError
 from memsaga.settings import Settings
 from projections import ProjectionsError, RelayConfig, RunnerConfig, connect_nats
 from sagas.memory_extraction.domain import ExtractionOptions
@@ -56,13 +56,17 @@ def build_registry() -> SchemaRegistry:
 
 
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A connection pool to the event store's database (appends skip its reset: :mod:`eventstore.pool`)."""
-    return await create_event_store_pool(
-        settings.require_database_url(),
-        min_size=min_size,
-        max_size=max_size,
-        server_settings={"application_name": "memsaga"},
-    )
+    """A connection pool to the event store's database (appends skip its reset: :mod:`eventstore.pool`).
+
+    :raises DatabaseUnreachable: the database cannot be reached.
+    """
+    dsn = settings.require_database_url()
+    try:
+        return await create_event_store_pool(
+            dsn, min_size=min_size, max_size=max_size, server_settings={"application_name": "memsaga"}
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnreachable(dsn, exc) from exc
 
 
 def build_stores(pool: asyncpg.Pool, settings: Settings) -> tuple[PostgresEventStore, PostgresBlobStore]:
@@ -150,13 +154,13 @@ def runner_config(settings: Settings) -> RunnerConfig:
 async def connect_database(settings: Settings) -> asyncpg.Connection:
     """One connection to the event store's database, for schema work.
 
-    :raises MemsagaError: the database cannot be reached.
+    :raises DatabaseUnreachable: the database cannot be reached.
     """
     dsn = settings.require_database_url()
     try:
         return await asyncpg.connect(dsn, timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
-        raise MemsagaError(f"cannot connect to the database at {dsn}: {exc}") from exc
+        raise DatabaseUnreachable(dsn, exc) from exc
 
 
 @dataclass
@@ -179,15 +183,9 @@ class Services:
 async def services(settings: Settings, *, with_nats: bool, name: str = "memsaga") -> AsyncIterator[Services]:
     """Open PostgreSQL (and NATS, waiting for it as long as it takes); close them after.
 
-    :raises MemsagaError: PostgreSQL cannot be reached; says how to fix it.
+    :raises DatabaseUnreachable: PostgreSQL cannot be reached.
     """
-    dsn = settings.require_database_url()
-    try:
-        pool = await create_pool(settings)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise MemsagaError(
-            f"cannot connect to PostgreSQL at {dsn}: {exc} (is `memsaga dev up` running?)"
-        ) from exc
+    pool = await create_pool(settings)
     nc = None
     try:
         if with_nats:

@@ -16,6 +16,7 @@ import asyncpg
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.text import Text
 
 from memsaga.errors import MemsagaError
 from projections import ProjectionsError
@@ -29,8 +30,12 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for tools ins
 
 
 def fail(message: str) -> typer.Exit:
-    """Print an error the user can act on and return the exit to raise."""
-    errors.print(f"[bold red]error:[/] {message}")
+    """Print an error the user can act on and return the exit to raise.
+
+    The message is plain text (``memsaga[bench]`` stays as written) and is not re-wrapped,
+    so that DSNs and commands in it stay whole.
+    """
+    errors.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
     return typer.Exit(code=1)
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from typing import Annotated
 
 import typer
 
-from memsaga.cli.common import JsonFlag, console, fail
-from memsaga.errors import MemsagaError
+from memsaga.cli.common import JsonFlag, console, fail, run_command
 from memsaga.settings import Settings
 from memsaga.trace import render_tree
 from memsaga.trace_loader import load_trace
@@ -28,10 +26,7 @@ def trace_command(
         event_id = uuid.UUID(event) if event is not None else None
     except ValueError:
         raise fail(f"--event takes an event id (a UUID), not {event!r}") from None
-    try:
-        loaded = asyncio.run(load_trace(Settings(), correlation_id, event_id))
-    except MemsagaError as exc:
-        raise fail(str(exc)) from None
+    loaded = run_command(lambda: load_trace(Settings(), correlation_id, event_id))
     if as_json:
         typer.echo(json.dumps(loaded.document, indent=2))
         return
