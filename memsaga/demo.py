@@ -26,7 +26,7 @@ from temporalio.client import Client, WorkflowFailureError
 
 from eventstore import PostgresBlobStore, migrate
 from memsaga import devstack
-from memsaga.bootstrap import MIGRATION_SOURCES, build_stores, create_pool
+from memsaga.bootstrap import MIGRATION_SOURCES, build_stores, connect_database, create_pool
 from memsaga.client import (
     ExtractionHandle,
     approve_extraction,
@@ -173,7 +173,7 @@ async def prepare_stack(settings: Settings, report: DemoReport) -> None:
     report.started = [n for n, s in state.services.items() if s.managed and not before.get(n, False)]
     report.services = {n: s.url for n, s in state.services.items()}
     report.ui_url = settings.temporal_ui()
-    conn = await asyncpg.connect(settings.require_database_url())
+    conn = await connect_database(settings)
     try:
         await migrate(conn, MIGRATION_SOURCES)
     finally:

@@ -15,8 +15,7 @@ import typer
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
-from eventstore import PostgresBlobStore
-from memsaga.bootstrap import create_pool
+from memsaga.bootstrap import build_stores, create_pool
 from memsaga.cli.common import JsonFlag, console, fail, signal_stop
 from memsaga.client import (
     ExtractionHandle,
@@ -155,7 +154,7 @@ async def _start(
         return await start_extraction(client, request, workflow_id=key, settings=settings)
     pool = await create_pool(settings, min_size=1, max_size=1)  # long text: the blob store takes it
     try:
-        blobs = PostgresBlobStore(pool)
+        _, blobs = build_stores(pool, settings)
         return await start_extraction(client, request, workflow_id=key, settings=settings, blobs=blobs)
     finally:
         await pool.close()
