@@ -1,6 +1,6 @@
 """What every command shares: the consoles, ``--json``, error output, running, logging and stopping.
 
-The one module the command modules import from each other's package; they never import one another.
+Command modules import this one and never each other (``tests/unit/test_layers.py`` holds it).
 """
 
 from __future__ import annotations

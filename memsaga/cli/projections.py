@@ -51,10 +51,10 @@ project_app = typer.Typer(
     cls=_RunByDefault,
     help="Run projections from JetStream (`project [NAME ...]`), or rebuild one (`project rebuild NAME`).",
 )
+
 NamesArg = Annotated[
     list[str] | None, typer.Argument(help="Projections to run (default: all).", show_default=False)
 ]
-ProjectionOption = Annotated[str | None, typer.Option("--projection", "-p", help="Only this projection.")]
 
 
 def _chosen(names: list[str] | None) -> list[Projection]:
