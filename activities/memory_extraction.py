@@ -74,13 +74,13 @@ from sagas.memory_extraction.events import (
 from sagas.memory_extraction.extractors import Extractor
 
 ExtractorFactory = Callable[[ExtractionOptions], Extractor]
-"""Builds the extractor a request's options name (``memsaga.worker`` binds it to the settings)."""
+"""Builds the extractor a request's options name (``memsaga.bootstrap`` binds it to the settings)."""
 EmbedderFactory = Callable[[ExtractionOptions], Embedder]
 """Builds the embedder a request's options name."""
 
 
 class MemoryExtractionActivities:
-    """The saga's activities over injected stores and adapter factories (see ``memsaga.worker``)."""
+    """The saga's activities over injected stores and adapter factories (see ``memsaga.bootstrap``)."""
 
     def __init__(
         self,

@@ -23,10 +23,10 @@ from bench.bare_workflow import BareWorkflow, noop
 from bench.context import BenchContext
 from bench.harness import merge_peaks, percentile
 from bench.results_model import Figure, Measurement, Target
+from memsaga.bootstrap import GRACEFUL_SHUTDOWN, build_activities
 from memsaga.client import connect, extraction_result, start_extraction, workflow_id_for
 from memsaga.devstack import ensure_search_attributes
 from memsaga.settings import Settings
-from memsaga.worker import GRACEFUL_SHUTDOWN, build_activities
 from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest
 from workflows import WORKFLOWS
 

@@ -26,8 +26,7 @@ from temporalio.client import Client, WorkflowFailureError
 
 from eventstore import PostgresBlobStore, migrate
 from memsaga import devstack
-from memsaga.bootstrap import MIGRATION_SOURCES, build_stores, create_pool
-from memsaga.cli_trace import LoadedTrace, trace_on
+from memsaga.bootstrap import MIGRATION_SOURCES, build_stores, connect_database, create_pool
 from memsaga.client import (
     ExtractionHandle,
     approve_extraction,
@@ -39,6 +38,7 @@ from memsaga.client import (
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from memsaga.stackstate import load_stack_state, save_stack_state
+from memsaga.trace_loader import LoadedTrace, trace_on
 from projections import Memory, list_memories
 from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest, StepRetry
 
@@ -173,7 +173,7 @@ async def prepare_stack(settings: Settings, report: DemoReport) -> None:
     report.started = [n for n, s in state.services.items() if s.managed and not before.get(n, False)]
     report.services = {n: s.url for n, s in state.services.items()}
     report.ui_url = settings.temporal_ui()
-    conn = await asyncpg.connect(settings.require_database_url())
+    conn = await connect_database(settings)
     try:
         await migrate(conn, MIGRATION_SOURCES)
     finally:

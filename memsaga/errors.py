@@ -16,3 +16,11 @@ class ServiceNotConfigured(MemsagaError):
         super().__init__(
             f"no {service} configured: set {variable}, or start the local stack with `memsaga dev up`"
         )
+
+
+class DatabaseUnreachable(MemsagaError):
+    """PostgreSQL at the configured DSN does not answer or refuses the connection."""
+
+    def __init__(self, dsn: str, cause: Exception) -> None:
+        self.dsn = dsn
+        super().__init__(f"cannot connect to PostgreSQL at {dsn}: {cause} (is `memsaga dev up` running?)")

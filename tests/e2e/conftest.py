@@ -18,11 +18,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from temporalio.client import Client
 
 from eventstore import PostgresBlobStore, PostgresEventStore
-from memsaga.bootstrap import build_stores
+from memsaga.bootstrap import build_activities, build_stores, build_worker
 from memsaga.client import connect
 from memsaga.devstack.databases import DatabaseFactory
 from memsaga.settings import Settings
-from memsaga.worker import build_activities, build_worker
 from projections import MEMORIES, ProjectionRunner, Relay, RelayConfig, RunnerConfig
 from tests.support import migrated_database
 

@@ -10,8 +10,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import WorkflowFailureError
 
-from memsaga.cli_trace import load_trace
 from memsaga.client import ExtractionHandle, extraction_result, start_extraction
+from memsaga.trace_loader import load_trace
 from projections import list_memories
 from sagas.memory_extraction.domain import ExtractionRequest, ExtractionResult
 from tests.e2e.conftest import Stack

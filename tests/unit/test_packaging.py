@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memsaga.cli import app
-from memsaga.cli_bench import missing_benchmarks
+from memsaga.cli.bench import missing_benchmarks
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,10 +13,9 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from memsaga.bootstrap import build_stores
+from memsaga.bootstrap import build_activities, build_stores, build_worker
 from memsaga.devstack.databases import DatabaseFactory
 from memsaga.settings import Settings
-from memsaga.worker import build_activities, build_worker
 from tests.support import migrated_database
 from tests.workflows.support import SagaEnv
 

@@ -28,11 +28,10 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from eventstore import migrate
-from memsaga.bootstrap import MIGRATION_SOURCES, build_stores
+from memsaga.bootstrap import MIGRATION_SOURCES, build_activities, build_stores, build_worker
 from memsaga.client import approve_extraction, cancel_extraction, extraction_result, reject_extraction
 from memsaga.devstack import create_database, start_postgres, start_temporal, stop_service, with_database
 from memsaga.settings import Settings
-from memsaga.worker import build_activities, build_worker
 from sagas.memory_extraction.domain import ExtractionRequest
 from tests.workflows.support import HISTORIES, SENSITIVE_EPISODE, SagaEnv, closed_port, request
 

@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 from activities.memory_extraction_io import Appended, CompleteInput, RetractMemoriesInput, RetractResult
 from activities.memory_index import PostgresMemoryIndex
 from eventstore import RecordedEvent
+from memsaga.bootstrap import build_activities
 from memsaga.client import (
     approve_extraction,
     cancel_extraction,
@@ -29,7 +30,6 @@ from memsaga.client import (
 )
 from memsaga.devstack.process import find_binary
 from memsaga.devstack.temporal import PACKAGE as TEMPORAL_PACKAGE
-from memsaga.worker import build_activities
 from sagas.memory_extraction.domain import ExtractionRequest, InvalidExtractionRequest, episode_id_for
 from sagas.memory_extraction.embedders import bytes_to_vector
 from sagas.memory_extraction.events import episode_stream

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from memsaga.cli_store import JsonFlag, fail
+from memsaga.cli.common import JsonFlag, console, errors, fail
 from memsaga.demo import DemoReport, run_demo
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
@@ -50,11 +50,11 @@ def demo_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Run the whole product once: stack, worker, relay, projector, two sagas, their traces."""
-    console = Console(stderr=as_json)
+    out = errors if as_json else console
     started = time.monotonic()
 
     def say(step: str) -> None:
-        console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {step}")
+        out.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {step}")
 
     try:
         report = asyncio.run(run_demo(Settings(), keep=keep, say=say))
@@ -63,7 +63,7 @@ def demo_command(
     if as_json:
         typer.echo(json.dumps(report.as_json(), indent=2, default=str))
     else:
-        _print_report(console, report, keep=keep)
+        _print_report(out, report, keep=keep)
     say("done")
 
 

@@ -1,23 +1,18 @@
-"""``memsaga trace``: the causation tree of a correlation id, or below one event."""
+"""A request's causation tree loaded from the event store, with the projections that applied each event."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
-import typer
-from rich.console import Console
 
 from eventstore import RecordedEvent
 from memsaga.bootstrap import build_stores, create_pool
-from memsaga.cli_store import JsonFlag, fail
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
-from memsaga.trace import TraceNode, build_tree, render_tree, trace_json
+from memsaga.trace import TraceNode, build_tree, trace_json
 from projections.tracking import projections_that_applied
 
 
@@ -78,31 +73,3 @@ async def trace_on(
         namespace=settings.temporal_namespace,
     )
     return LoadedTrace(document, roots)
-
-
-def trace_command(
-    correlation_id: Annotated[str | None, typer.Argument(help="Correlation id of a request.")] = None,
-    event: Annotated[str | None, typer.Option("--event", help="Show this event and what it caused.")] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Show a causation chain as a tree: each event under the event that caused it."""
-    if (correlation_id is None) == (event is None):
-        raise fail("give a CORRELATION_ID or --event EVENT_ID (exactly one)")
-    try:
-        event_id = uuid.UUID(event) if event is not None else None
-    except ValueError:
-        raise fail(f"--event takes an event id (a UUID), not {event!r}") from None
-    try:
-        loaded = asyncio.run(load_trace(Settings(), correlation_id, event_id))
-    except MemsagaError as exc:
-        raise fail(str(exc)) from None
-    if as_json:
-        typer.echo(json.dumps(loaded.document, indent=2))
-        return
-    title = f"correlation {loaded.document['correlation_id']} · {loaded.document['events']} events"
-    Console().print(render_tree(loaded.roots, title=title))
-
-
-def register_trace_commands(app: typer.Typer) -> None:
-    """Attach ``trace`` to the main app."""
-    app.command("trace")(trace_command)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from memsaga.cli_store import JsonFlag, fail
+from memsaga.cli.common import JsonFlag, fail
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 

@@ -1,17 +1,19 @@
-"""The ``memsaga`` command line: one typer app composed of per-area sub-apps."""
+"""The ``memsaga`` typer app, composed of one sub-app per area."""
 
 from __future__ import annotations
 
 import typer
 
-from memsaga.cli_bench import register_bench_commands
-from memsaga.cli_demo import register_demo_commands
-from memsaga.cli_dev import dev_app
-from memsaga.cli_projections import register_projection_commands
-from memsaga.cli_relay import register_relay_commands
-from memsaga.cli_saga import register_saga_commands
-from memsaga.cli_store import register_store_commands
-from memsaga.cli_trace import register_trace_commands
+from memsaga.cli.bench import register_bench_commands
+from memsaga.cli.demo import register_demo_commands
+from memsaga.cli.dev import register_dev_commands
+from memsaga.cli.dlq import register_dlq_commands
+from memsaga.cli.projections import register_projection_commands
+from memsaga.cli.read_models import register_read_model_commands
+from memsaga.cli.relay import register_relay_commands
+from memsaga.cli.saga import register_saga_commands
+from memsaga.cli.store import register_store_commands
+from memsaga.cli.trace import register_trace_commands
 from memsaga.telemetry import setup_tracing
 
 app = typer.Typer(
@@ -20,13 +22,16 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(dev_app, name="dev", help="Start, stop and inspect the local stack.")
+# The order here is the order of `memsaga --help` (commands first, then groups).
+register_dev_commands(app)
 register_store_commands(app)
 register_demo_commands(app)
 register_saga_commands(app)
 register_trace_commands(app)
 register_relay_commands(app)
 register_projection_commands(app)
+register_dlq_commands(app)
+register_read_model_commands(app)
 register_bench_commands(app)
 
 _ROLES = {"worker": "worker", "relay": "relay", "project": "projector"}

@@ -2,39 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from memsaga.cli.common import JsonFlag, console, run_command
 from memsaga.devstack import ServiceStatus, down, status, up
-from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from memsaga.stackstate import StackState, load_stack_state
 
-T = TypeVar("T")
-
 dev_app = typer.Typer(no_args_is_help=True)
-console = Console()
-errors = Console(stderr=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 @dev_app.command("up")
-def up_command(as_json: JsonOption = False) -> None:
+def up_command(as_json: JsonFlag = False) -> None:
     """Start PostgreSQL, NATS (JetStream) and Temporal unless MEMSAGA_* variables name them."""
     settings = Settings()
     before = load_stack_state(settings.state_dir)
     spinner = contextlib.nullcontext() if as_json else console.status("starting the local stack…")
     with spinner:
-        state = _run(up(settings))
+        state = run_command(lambda: up(settings))
     if as_json:
         print(json.dumps(_urls(state), indent=2))
         return
@@ -51,7 +41,7 @@ def up_command(as_json: JsonOption = False) -> None:
 def down_command() -> None:
     """Stop the services `dev up` started; reused services keep running."""
     settings = Settings()
-    stopped = _run(down(settings))
+    stopped = run_command(lambda: down(settings))
     for service in stopped:
         console.print(f"stopped {service.name} (pid {service.pid})")
     for service in load_stack_state(settings.state_dir).services.values():
@@ -61,9 +51,9 @@ def down_command() -> None:
 
 
 @dev_app.command("status")
-def status_command(as_json: JsonOption = False) -> None:
+def status_command(as_json: JsonFlag = False) -> None:
     """Show each service: up or down, its URL, and whether `dev up` manages it."""
-    services = _run(status(Settings()))
+    services = run_command(lambda: status(Settings()))
     if as_json:
         print(json.dumps([_status_dict(service) for service in services], indent=2))
         return
@@ -72,14 +62,6 @@ def status_command(as_json: JsonOption = False) -> None:
         state = Text("up", style="green") if service.up else Text("down", style="red")
         table.add_row(service.name, state, _url_cell(service.url, service.ui_url), _mode(service.managed))
     console.print(table)
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coroutine)
-    except MemsagaError as exc:
-        errors.print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)
-        raise typer.Exit(1) from exc
 
 
 def _urls(state: StackState) -> dict[str, str | None]:
@@ -120,3 +102,8 @@ def _url_cell(url: str | None, ui_url: str | None) -> str:
 
 def _mode(managed: bool | None) -> str:
     return "-" if managed is None else "managed" if managed else "reused"
+
+
+def register_dev_commands(app: typer.Typer) -> None:
+    """Attach ``dev up | down | status`` to the main app."""
+    app.add_typer(dev_app, name="dev", help="Start, stop and inspect the local stack.")

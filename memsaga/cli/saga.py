@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 
-from eventstore import PostgresBlobStore
-from memsaga.bootstrap import create_pool
-from memsaga.cli_store import JsonFlag, fail
+from memsaga.bootstrap import build_stores, create_pool
+from memsaga.cli.common import JsonFlag, console, fail, signal_stop
 from memsaga.client import (
     ExtractionHandle,
     approve_extraction,
@@ -44,7 +42,6 @@ from sagas.memory_extraction.domain import (
 
 T = TypeVar("T")
 P = ParamSpec("P")
-console = Console()
 
 WorkflowIdArg = Annotated[str, typer.Argument(help="The saga's workflow id (extract-…).")]
 ReviewerOption = Annotated[
@@ -79,8 +76,11 @@ def worker_command() -> None:
         )
         sys.stdout.flush()
 
+    async def main() -> None:
+        await run_worker(settings, signal_stop(), on_ready=ready)
+
     try:
-        asyncio.run(run_worker(settings, on_ready=ready))
+        asyncio.run(main())
     except MemsagaError as exc:
         raise fail(str(exc)) from None
     except RuntimeError as exc:
@@ -154,7 +154,7 @@ async def _start(
         return await start_extraction(client, request, workflow_id=key, settings=settings)
     pool = await create_pool(settings, min_size=1, max_size=1)  # long text: the blob store takes it
     try:
-        blobs = PostgresBlobStore(pool)
+        _, blobs = build_stores(pool, settings)
         return await start_extraction(client, request, workflow_id=key, settings=settings, blobs=blobs)
     finally:
         await pool.close()

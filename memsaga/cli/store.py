@@ -4,42 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
 
-import asyncpg
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from eventstore import MigrationError, migrate
 from eventstore.migrate import applied_migrations
-from memsaga.bootstrap import MIGRATION_SOURCES
+from memsaga.bootstrap import MIGRATION_SOURCES, connect_database
+from memsaga.cli.common import JsonFlag, console, fail
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for tools instead of a table.")]
-console = Console()
-
-
-def fail(message: str) -> typer.Exit:
-    """Print an error the user can act on and return the exit to raise."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=1)
-
-
-async def _connect(settings: Settings) -> asyncpg.Connection:
-    dsn = settings.require_database_url()
-    try:
-        return await asyncpg.connect(dsn, timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise MemsagaError(f"cannot connect to the database at {dsn}: {exc}") from exc
 
 
 def migrate_command(as_json: JsonFlag = False) -> None:
     """Apply the event-store schema (versioned SQL files; safe to run twice or concurrently)."""
 
     async def run() -> list[str]:
-        conn = await _connect(Settings())
+        conn = await connect_database(Settings())
         try:
             return [f"{m.source}/{m.name}" for m in await migrate(conn, MIGRATION_SOURCES)]
         finally:
@@ -62,7 +43,7 @@ def migrations_command(as_json: JsonFlag = False) -> None:
     """Show which migrations the database has applied."""
 
     async def run() -> list[dict[str, object]]:
-        conn = await _connect(Settings())
+        conn = await connect_database(Settings())
         try:
             rows = await applied_migrations(conn)
         finally:
