@@ -89,7 +89,6 @@ def adapter_config(settings: Settings) -> AdapterConfig:
     )
 
 
-
 def adapter_factories(settings: Settings) -> tuple[ExtractorFactory, EmbedderFactory]:
     """Extractor and embedder builders: the spec from the request's options, the rest from settings.
 
@@ -108,6 +107,14 @@ def adapter_factories(settings: Settings) -> tuple[ExtractorFactory, EmbedderFac
         return build_embedder(options.embedder, replace(config, embedding_base_url=url) if url else config)
 
     return extractor, embedder
+
+
+def build_search_embedder(settings: Settings) -> Embedder:
+    """The embedder searches embed questions with: the configured one (``MEMSAGA_EMBEDDER``).
+
+    :raises AdapterError: it cannot be built (unknown name, http without a base URL).
+    """
+    return build_embedder(settings.embedder, adapter_config(settings))
 
 
 def build_activities(pool: asyncpg.Pool, settings: Settings) -> MemoryExtractionActivities:
@@ -150,6 +157,7 @@ def runner_config(settings: Settings) -> RunnerConfig:
         max_deliver=settings.projection_max_deliver,
         retry_delay=settings.projection_retry_delay_seconds,
     )
+
 
 async def connect_database(settings: Settings) -> asyncpg.Connection:
     """One connection to the event store's database, for schema work.

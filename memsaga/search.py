@@ -9,8 +9,10 @@ until the ``memory_search`` read model has applied that position: read-your-writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import get_args
 from urllib.parse import quote
@@ -18,7 +20,9 @@ from urllib.parse import quote
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
+from memsaga.bootstrap import build_search_embedder, create_pool
 from memsaga.errors import MemsagaError
+from memsaga.settings import Settings
 from projections import MEMORY_SEARCH, SearchMode, SearchQuery, search
 from projections.versions import active_checkpoint
 from sagas.memory_extraction.embedders import Embedder
@@ -190,3 +194,68 @@ def _workflow_url(ui: str | None, namespace: str, workflow_id: str | None) -> st
     if ui is None or workflow_id is None:
         return None
     return f"{ui.rstrip('/')}/namespaces/{quote(namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
+
+
+@dataclass
+class Recall:
+    """Search from Python with one pool and one embedder for many queries.
+
+    Example (inside ``asyncio.run``, or ``python -m asyncio`` for a prompt that takes ``await``)::
+
+        from memsaga.client import Recall
+        from memsaga.settings import Settings
+
+        async with Recall.open(Settings()) as recall:
+            result = await recall.search("where does the user live?", user_id="u-1")
+            for hit in result.hits:
+                print(hit.score, hit.text, hit.workflow_url)
+    """
+
+    pool: asyncpg.Pool
+    embedder: Embedder
+    settings: Settings
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[Recall]:
+        """Connect to PostgreSQL and build the configured embedder; close the pool after.
+
+        :raises DatabaseUnreachable: PostgreSQL cannot be reached.
+        :raises AdapterError: the configured embedder cannot be built.
+        """
+        embedder = build_search_embedder(settings)
+        pool = await create_pool(settings, min_size=1, max_size=4)
+        try:
+            yield cls(pool, embedder, settings)
+        finally:
+            await pool.close()
+
+    async def search(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        k: int = 10,
+        kinds: Sequence[str] = (),
+        valid_at: datetime | None = None,
+        mode: SearchMode = SearchMode.HYBRID,
+        query_vector: Sequence[float] | None = None,
+        after_position: int | None = None,
+        timeout: float = 10.0,
+    ) -> SearchResult:
+        """:func:`search_memories` with this pool, embedder and the settings' Temporal UI."""
+        return await search_memories(
+            self.pool,
+            self.embedder,
+            query,
+            user_id=user_id,
+            k=k,
+            kinds=kinds,
+            valid_at=valid_at,
+            mode=mode,
+            query_vector=query_vector,
+            after_position=after_position,
+            timeout=timeout,
+            temporal_ui=self.settings.temporal_ui(),
+            namespace=self.settings.temporal_namespace,
+        )

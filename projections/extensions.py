@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import asyncpg
+
 from eventstore.postgres import Connection
 from projections.base import Projection
 from projections.errors import ExtensionMissing
@@ -23,3 +27,18 @@ async def create_extensions(conn: Connection, projection: Projection) -> None:
         raise ExtensionMissing(projection.name, missing[0])
     for name in projection.extensions:
         await conn.execute(f'CREATE EXTENSION IF NOT EXISTS "{name}"')
+
+
+async def split_by_extensions(
+    pool: asyncpg.Pool, projections: Sequence[Projection]
+) -> tuple[list[Projection], list[ExtensionMissing]]:
+    """The projections this server can run, and why each of the others cannot."""
+    runnable: list[Projection] = []
+    refused: list[ExtensionMissing] = []
+    async with pool.acquire() as conn:
+        for projection in projections:
+            if missing := await missing_extensions(conn, projection):
+                refused.append(ExtensionMissing(projection.name, missing[0]))
+            else:
+                runnable.append(projection)
+    return runnable, refused

@@ -227,7 +227,8 @@ _FILTERS = """user_id = $1 AND NOT retracted
 
 # Any word of the question may match (an OR of its stemmed lexemes); stop words drop out.
 _TSQUERY = f"""(SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery
-        FROM unnest(tsvector_to_array(to_tsvector('{TEXT_SEARCH_CONFIG}', $4::text))) AS lexeme)"""
+        FROM unnest(tsvector_to_array(to_tsvector('{TEXT_SEARCH_CONFIG}', $4::text))) AS lexeme
+        WHERE lexeme <> 'user')"""
 
 
 def _vector_ranking(space: tuple[str, int] | None) -> str:

@@ -12,6 +12,7 @@ from memsaga.cli.projections import register_projection_commands
 from memsaga.cli.read_models import register_read_model_commands
 from memsaga.cli.relay import register_relay_commands
 from memsaga.cli.saga import register_saga_commands
+from memsaga.cli.search import register_search_commands
 from memsaga.cli.store import register_store_commands
 from memsaga.cli.trace import register_trace_commands
 from memsaga.telemetry import setup_tracing
@@ -32,6 +33,7 @@ register_relay_commands(app)
 register_projection_commands(app)
 register_dlq_commands(app)
 register_read_model_commands(app)
+register_search_commands(app)
 register_bench_commands(app)
 
 _ROLES = {"worker": "worker", "relay": "relay", "project": "projector"}

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from memsaga.errors import MemsagaError
 from projections import ProjectionsError
+from sagas.memory_extraction.ports import AdapterError
 
 T = TypeVar("T")
 
@@ -45,7 +46,7 @@ def run_command(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(main())
     except asyncpg.UndefinedTableError as exc:
         raise fail(f"{exc}: apply the schema first with `memsaga migrate`") from None
-    except (MemsagaError, ProjectionsError, ValueError) as exc:
+    except (MemsagaError, ProjectionsError, AdapterError, ValueError) as exc:
         raise fail(str(exc)) from None
 
 

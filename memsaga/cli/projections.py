@@ -24,7 +24,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from memsaga.bootstrap import optional_nats, runner_config, services
-from memsaga.cli.common import JsonFlag, console, log_to_stderr, run_command, signal_stop
+from memsaga.cli.common import JsonFlag, console, errors, log_to_stderr, run_command, signal_stop
 from memsaga.settings import Settings
 from projections import (
     PROJECTIONS,
@@ -35,6 +35,7 @@ from projections import (
     find_projection,
     rebuild,
 )
+from projections.extensions import split_by_extensions
 from projections.status import ProjectionStatus, consumer_status, projection_status
 
 
@@ -69,6 +70,11 @@ def project_run_command(names: NamesArg = None) -> None:
     async def main() -> None:
         chosen = _chosen(names)
         async with services(Settings(), with_nats=True, name="memsaga-projections") as svc:
+            chosen, refused = await split_by_extensions(svc.pool, chosen)
+            if refused and names:
+                raise refused[0]  # asked for by name: refuse to start
+            for problem in refused:  # running all: the others go on without it
+                errors.print(f"not running {problem.projection}: {problem}", style="yellow", highlight=False)
             stop = signal_stop()
             config = runner_config(svc.settings)
             runners = [ProjectionRunner(p, svc.store, svc.js, config) for p in chosen]

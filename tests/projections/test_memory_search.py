@@ -16,6 +16,7 @@ from eventstore import NO_STREAM, NewEvent, PostgresBlobStore, PostgresEventStor
 from memsaga.bootstrap import build_registry
 from memsaga.devstack import DatabaseFactory
 from projections import (
+    MEMORIES,
     MEMORY_SEARCH,
     ExtensionMissing,
     SearchMode,
@@ -24,6 +25,7 @@ from projections import (
     rebuild,
     search,
 )
+from projections.extensions import split_by_extensions
 from projections.memory_search import on_memory_created, on_memory_retracted
 from projections.parked import list_parked
 from projections.versions import active_version
@@ -223,3 +225,14 @@ async def test_a_projection_needing_a_missing_extension_refuses_to_build(
         await ensure_built(pool, store, needy)
     assert "the other projections work without it" in str(caught.value)
     assert await active_version(pool, "needy_search") is None
+
+
+async def test_running_every_projection_leaves_out_only_those_the_server_cannot_run(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, _ = world
+    needy = replace(MEMORY_SEARCH, name="needy_search", extensions=("no_such_extension",))
+
+    runnable, refused = await split_by_extensions(pool, [MEMORIES, needy, MEMORY_SEARCH])
+    assert runnable == [MEMORIES, MEMORY_SEARCH]
+    assert [(r.projection, r.extension) for r in refused] == [("needy_search", "no_such_extension")]

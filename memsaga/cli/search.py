@@ -1,0 +1,94 @@
+"""``memsaga search``: recall a user's memories by meaning and by words."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from memsaga.cli.common import JsonFlag, console, run_command
+from memsaga.search import KINDS, MAX_K, InvalidSearch, Recall, SearchResult
+from memsaga.settings import Settings
+from projections import SearchMode
+
+
+def search_command(
+    query: Annotated[str, typer.Argument(help='The question, e.g. "where does the user live?".')],
+    user: Annotated[str, typer.Option("--user", "-u", help="Whose memories (always one user's).")],
+    k: Annotated[int, typer.Option("--k", "-k", help=f"How many hits (1 to {MAX_K}).")] = 10,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option("--kind", help=f"Only memories of this kind (repeatable): {', '.join(KINDS)}."),
+    ] = None,
+    valid_at: Annotated[
+        str | None,
+        typer.Option("--valid-at", help="Only memories valid at this ISO time, e.g. 2026-05-01T00:00Z."),
+    ] = None,
+    after_position: Annotated[
+        int | None,
+        typer.Option(
+            "--after-position",
+            min=0,
+            help="First wait until the search read model has applied this position (an extraction's"
+            " last_position): read-your-writes.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="Seconds to wait for --after-position.")
+    ] = 10.0,
+    mode: Annotated[
+        SearchMode, typer.Option("--mode", help="hybrid (both rankings fused), vector or keyword alone.")
+    ] = SearchMode.HYBRID,
+    as_json: JsonFlag = False,
+) -> None:
+    """The memories of one user that best answer a question, best first."""
+
+    async def main() -> SearchResult:
+        at = _parse_time(valid_at) if valid_at is not None else None
+        async with Recall.open(Settings()) as recall:
+            return await recall.search(
+                query,
+                user_id=user,
+                k=k,
+                kinds=kind or (),
+                valid_at=at,
+                mode=mode,
+                after_position=after_position,
+                timeout=timeout,
+            )
+
+    result = run_command(main)
+    if as_json:
+        typer.echo(json.dumps(result.model_dump(mode="json")))
+        return
+    if not result.hits:
+        console.print(f"no memories of {user} match {result.query!r}")
+        return
+    table = Table("#", "score", "kind", "memory", "created", "memory id", "saga", title=result.query)
+    for rank, hit in enumerate(result.hits, 1):
+        created = hit.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+        saga = hit.workflow_url or hit.workflow_id or "-"
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.kind, hit.text, created, hit.memory_id, saga)
+    console.print(table)
+    console.print(f"{result.mode} search with {result.embedder}", style="dim")
+
+
+def _parse_time(text: str) -> datetime:
+    """An ISO 8601 time with a zone (``Z`` accepted). :raises InvalidSearch:"""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidSearch(
+            f"--valid-at {text!r} is not an ISO time: use e.g. 2026-05-01T00:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidSearch(f"--valid-at {text!r} has no time zone: add one, e.g. {text}Z")
+    return parsed
+
+
+def register_search_commands(app: typer.Typer) -> None:
+    """Attach ``search`` to the main app."""
+    app.command("search")(search_command)
