@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -11,11 +10,11 @@ from datetime import UTC, datetime
 from eventstore.codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     PreparedEvent,
-    StoredEvent,
+    as_stored,
     expected_version_code,
     prepare_batch,
     resolve_duplicate,
-    to_recorded,
+    upcast,
     version_matches,
 )
 from eventstore.envelope import ANY, AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent
@@ -25,7 +24,8 @@ from eventstore.tracing import append_span
 
 
 class InMemoryEventStore:
-    """Keeps events in lists; ``clock`` stamps ``recorded_at`` (injectable for determinism)."""
+    """Keeps events as stored (not upcast) in lists; ``clock`` stamps ``recorded_at`` (injectable
+    for determinism)."""
 
     def __init__(
         self,
@@ -37,9 +37,9 @@ class InMemoryEventStore:
         self.registry = registry
         self.max_payload_bytes = max_payload_bytes
         self._clock = clock
-        self._all: list[StoredEvent] = []
-        self._streams: dict[str, list[StoredEvent]] = {}
-        self._by_id: dict[uuid.UUID, StoredEvent] = {}
+        self._all: list[RecordedEvent] = []
+        self._streams: dict[str, list[RecordedEvent]] = {}
+        self._by_id: dict[uuid.UUID, RecordedEvent] = {}
         self._lock = asyncio.Lock()
 
     async def append(
@@ -64,20 +64,8 @@ class InMemoryEventStore:
                 raise WrongExpectedVersion(stream_id, expected_version, current)
             now = self._clock()
             new = [
-                StoredEvent(
-                    event_id=e.event_id,
-                    stream_id=stream_id,
-                    version=current + i,
-                    position=len(self._all) + i,
-                    event_type=e.event_type,
-                    event_version=e.event_version,
-                    correlation_id=e.correlation_id,
-                    causation_id=e.causation_id,
-                    user_id=e.user_id,
-                    occurred_at=e.occurred_at,
-                    recorded_at=now,
-                    payload=e.payload,
-                    metadata=json.loads(e.metadata_json),
+                as_stored(
+                    e, stream_id=stream_id, version=current + i, position=len(self._all) + i, recorded_at=now
                 )
                 for i, e in enumerate(batch, start=1)
             ]
@@ -109,7 +97,7 @@ class InMemoryEventStore:
             selected = [e for e in reversed(events) if e.version <= end]
         if limit is not None:
             selected = selected[:limit]
-        return [to_recorded(e, self.registry) for e in selected]
+        return [upcast(e, self.registry) for e in selected]
 
     async def read_all(
         self, *, after_position: int = 0, batch_size: int = 1000
@@ -121,21 +109,21 @@ class InMemoryEventStore:
             if not batch:
                 return
             position = batch[-1].position
-            yield [to_recorded(e, self.registry) for e in batch]
+            yield [upcast(e, self.registry) for e in batch]
 
     async def read_correlation(self, correlation_id: str) -> list[RecordedEvent]:
         """See :meth:`eventstore.store.EventStore.read_correlation`."""
-        return [to_recorded(e, self.registry) for e in self._all if e.correlation_id == correlation_id]
+        return [upcast(e, self.registry) for e in self._all if e.correlation_id == correlation_id]
 
     async def read_causation(self, event_id: uuid.UUID) -> list[RecordedEvent]:
         """See :meth:`eventstore.store.EventStore.read_causation`."""
         wanted = {str(event_id)}
-        found: list[StoredEvent] = []
+        found: list[RecordedEvent] = []
         for event in self._all:  # causes always precede their effects in position order
             if event.event_id == event_id or event.causation_id in wanted:
                 wanted.add(str(event.event_id))
                 found.append(event)
-        return [to_recorded(e, self.registry) for e in found]
+        return [upcast(e, self.registry) for e in found]
 
     async def stream_version(self, stream_id: str) -> int:
         """See :meth:`eventstore.store.EventStore.stream_version`."""

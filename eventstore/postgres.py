@@ -6,20 +6,21 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from eventstore.codec import (
+    AS_STORED,
     DEFAULT_MAX_PAYLOAD_BYTES,
     PreparedEvent,
-    StoredEvent,
     expected_version_code,
-    load_json,
     prepare_batch,
     resolve_duplicate,
 )
+from eventstore.columns import POSITION, SELECT_LIST, WRITTEN, decode_row
 from eventstore.envelope import ANY, AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent
 from eventstore.errors import WrongExpectedVersion
 from eventstore.pool import mark_session_clean
@@ -30,17 +31,13 @@ from eventstore.tracing import append_span
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A plain or pooled connection: what ``append(conn=...)`` accepts."""
 
-_COLUMNS = """event_id, stream_id, version, position, event_type, event_version, correlation_id,
-    causation_id, user_id, occurred_at, recorded_at, payload::text AS payload, metadata::text AS metadata"""
-
-_APPEND = (
-    "SELECT outcome, stream_version, positions"
-    " FROM memsaga.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-)
-# One event (most appends): scalars in, one row out (eventstore migration 0005).
+_COLUMNS = SELECT_LIST
+# The append functions take the stream id, the expected-version code, then the written columns.
+_PARAMS = ", ".join(f"${i}" for i in range(1, len(WRITTEN) + 3))
+_APPEND = f"SELECT outcome, stream_version, positions FROM memsaga.append_events({_PARAMS})"
+# One event (most appends): scalars in, one row out (eventstore/functions/append_event.sql).
 _APPEND_ONE = (
-    "SELECT outcome, stream_version, ARRAY[event_position] AS positions"
-    " FROM memsaga.append_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    f"SELECT outcome, stream_version, ARRAY[event_position] AS positions FROM memsaga.append_event({_PARAMS})"
 )
 _BY_IDS = f"SELECT {_COLUMNS} FROM memsaga.events WHERE event_id = ANY($1::uuid[])"
 _STREAM_FORWARD = (
@@ -72,82 +69,14 @@ _RACE_CONSTRAINTS = frozenset({"events_event_id_key", "events_stream_version_key
 _MAX_RACE_RETRIES = 5
 
 
-def _stored(row: asyncpg.Record) -> StoredEvent:
-    return StoredEvent(
-        event_id=row["event_id"],
-        stream_id=row["stream_id"],
-        version=row["version"],
-        position=row["position"],
-        event_type=row["event_type"],
-        event_version=row["event_version"],
-        correlation_id=row["correlation_id"],
-        causation_id=row["causation_id"],
-        user_id=row["user_id"],
-        occurred_at=row["occurred_at"],
-        recorded_at=row["recorded_at"],
-        payload=load_json(row["payload"]),
-        metadata=load_json(row["metadata"]),
-    )
-
-
-def _recorded(row: asyncpg.Record, registry: SchemaRegistry) -> RecordedEvent:
-    """The envelope of a row in ``_COLUMNS`` order, upcast; the hot path of every read.
-
-    The mapping of :func:`eventstore.codec.to_recorded`, written out again on purpose: going
-    through one shared helper of fourteen arguments cost 1.2 µs more per row (``timeit``).
-    """
-    event_type, stored_version = row[4], row[5]
-    version, payload = registry.upcast(event_type, stored_version, load_json(row[11]))
-    return RecordedEvent.trusted(
-        {
-            "event_id": row[0],
-            "stream_id": row[1],
-            "version": row[2],
-            "position": row[3],
-            "event_type": event_type,
-            "event_version": version,
-            "stored_version": stored_version,
-            "correlation_id": row[6],
-            "causation_id": row[7],
-            "user_id": row[8],
-            "occurred_at": row[9],
-            "recorded_at": row[10],
-            "payload": payload,
-            "metadata": load_json(row[12]),
-        }
-    )
+_written = attrgetter(*(c.attr for c in WRITTEN))
 
 
 def _append_call(stream_id: str, code: int, batch: Sequence[PreparedEvent]) -> tuple[str, list[Any]]:
     """The statement and arguments of one append: scalars for one event, arrays for more."""
     if len(batch) == 1:
-        e = batch[0]
-        return _APPEND_ONE, [
-            stream_id,
-            code,
-            e.event_id,
-            e.event_type,
-            e.event_version,
-            e.correlation_id,
-            e.causation_id,
-            e.user_id,
-            e.occurred_at,
-            e.payload_json,
-            e.metadata_json,
-        ]
-    return _APPEND, [
-        stream_id,
-        code,
-        [e.event_id for e in batch],
-        [e.event_type for e in batch],
-        [e.event_version for e in batch],
-        [e.correlation_id for e in batch],
-        [e.causation_id for e in batch],
-        [e.user_id for e in batch],
-        [e.occurred_at for e in batch],
-        [e.payload_json for e in batch],
-        [e.metadata_json for e in batch],
-    ]
+        return _APPEND_ONE, [stream_id, code, *_written(batch[0])]
+    return _APPEND, [stream_id, code, *map(list, zip(*map(_written, batch), strict=True))]
 
 
 class PostgresEventStore:
@@ -227,7 +156,8 @@ class PostgresEventStore:
                 )
             if outcome == "wrong_version":
                 raise WrongExpectedVersion(stream_id, expected_version, row["stream_version"])
-            stored = [_stored(r) for r in await conn.fetch(_BY_IDS, [e.event_id for e in batch])]
+            rows = await conn.fetch(_BY_IDS, [e.event_id for e in batch])
+            stored = [decode_row(r, AS_STORED) for r in rows]
             return resolve_duplicate(stream_id, batch, stored)
         raise RuntimeError(f"append to {stream_id!r} kept losing races after {_MAX_RACE_RETRIES} attempts")
 
@@ -245,7 +175,7 @@ class PostgresEventStore:
         else:
             start = from_version if from_version is not None else 2**62
             rows = await self.pool.fetch(_STREAM_BACKWARD, stream_id, start, limit)
-        return [_recorded(r, self.registry) for r in rows]
+        return [decode_row(r, self.registry) for r in rows]
 
     async def read_all(
         self, *, after_position: int = 0, batch_size: int = 1000
@@ -276,12 +206,12 @@ class PostgresEventStore:
     async def read_correlation(self, correlation_id: str) -> list[RecordedEvent]:
         """Every event of one correlation id, in position order."""
         rows = await self.pool.fetch(_CORRELATION, correlation_id)
-        return [_recorded(r, self.registry) for r in rows]
+        return [decode_row(r, self.registry) for r in rows]
 
     async def read_causation(self, event_id: uuid.UUID) -> list[RecordedEvent]:
         """An event and all its descendants by causation id, in position order."""
         rows = await self.pool.fetch(_CAUSATION, event_id)
-        return [_recorded(r, self.registry) for r in rows]
+        return [decode_row(r, self.registry) for r in rows]
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version (0 when it has no events)."""
@@ -319,18 +249,18 @@ class EventTail:
         rows = await self.pool.fetch(_TAIL, self.position, limit)
         if not rows:
             return rows
-        admission = self._guard.admit(self.position, [r[3] for r in rows], rows[-1]["xmin"])
+        admission = self._guard.admit(self.position, [r[POSITION] for r in rows], rows[-1]["xmin"])
         if admission.fence_below is not None:
             # Its own statement, so that the id is assigned after the rows' snapshot was taken.
             self._guard.fence(admission.fence_below, await self.pool.fetchval(_HORIZON))
         if admission.count:
-            self.position = rows[admission.count - 1][3]
+            self.position = rows[admission.count - 1][POSITION]
         return rows[: admission.count]
 
     def decode(self, rows: list[asyncpg.Record]) -> list[RecordedEvent]:
         """Envelopes of rows from :meth:`fetch`, upcast to the newest known schemas."""
         registry = self.registry
-        return [_recorded(r, registry) for r in rows]
+        return [decode_row(r, registry) for r in rows]
 
     @property
     def waiting_on_gap(self) -> bool:
