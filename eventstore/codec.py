@@ -12,13 +12,14 @@ import orjson
 
 from eventstore.columns import BODY_FIELDS, COLUMNS, WRITTEN, decode_row, load_json
 from eventstore.envelope import AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StreamState
-from eventstore.errors import EventIdConflict, InvalidEvent, PartialDuplicate, PayloadTooLarge
+from eventstore.errors import EventIdConflict, InvalidEvent, InvalidQuery, PartialDuplicate, PayloadTooLarge
 from eventstore.registry import SchemaRegistry
 
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 # How JSON writes a NUL character (which jsonb refuses): \u0000 after an even number of
 # backslashes; after an odd number it is the text "\u0000" itself, which is fine.
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_FIELD = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def dump_json(value: Any) -> str:
@@ -172,3 +173,14 @@ def version_matches(code: int, current: int) -> bool:
     if code == -2:
         return current > 0
     return code == current
+
+
+def checked_payload_field(name: str) -> str:
+    """``name``, checked to be a payload field a query may name (PostgreSQL spells it out, so that
+    an expression index on it applies).
+
+    :raises InvalidQuery: not a lower-case identifier.
+    """
+    if not _FIELD.fullmatch(name):
+        raise InvalidQuery(f"payload field {name!r} is not a lower-case identifier")
+    return name

@@ -92,6 +92,7 @@ def _decoder_source() -> str:
     A :class:`RecordedEvent` field without a column fails here, at import.
     """
     i = INDEX
+    upcast = f"registry.upcast(event_type, stored_version, load_json(row[{i['payload']}]))"
     computed = {  # the fields the upcast decides, and the stored schema version beside them
         "event_type": "event_type",
         "event_version": "version",
@@ -109,7 +110,7 @@ def _decoder_source() -> str:
     return (
         "def decode_row(row, registry):\n"
         f"    event_type, stored_version = row[{i['event_type']}], row[{i['event_version']}]\n"
-        f"    version, payload = registry.upcast(event_type, stored_version, load_json(row[{i['payload']}]))\n"
+        f"    version, payload = {upcast}\n"
         f"    return trusted({{{items}}})\n"
     )
 

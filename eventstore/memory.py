@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 from eventstore.codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     PreparedEvent,
     as_stored,
+    checked_payload_field,
     expected_version_code,
     prepare_batch,
     resolve_duplicate,
     upcast,
     version_matches,
 )
-from eventstore.envelope import ANY, AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent
+from eventstore.envelope import (
+    ANY,
+    AppendResult,
+    Backlog,
+    Direction,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+)
 from eventstore.errors import WrongExpectedVersion
 from eventstore.registry import SchemaRegistry
 from eventstore.tracing import append_span
@@ -132,3 +141,38 @@ class InMemoryEventStore:
     async def head_position(self) -> int:
         """See :meth:`eventstore.store.EventStore.head_position`."""
         return len(self._all)
+
+    async def backlog(self, *, after_position: int, event_types: Sequence[str] | None = None) -> Backlog:
+        """See :meth:`eventstore.store.EventStore.backlog` (the clock: the store's ``clock``)."""
+        after = self._all[after_position:]
+        if event_types is not None:
+            after = [e for e in after if e.event_type in event_types]
+        if not after:
+            return Backlog(events=0, seconds=0.0)
+        oldest = min(e.recorded_at for e in after)
+        return Backlog(events=len(after), seconds=(self._clock() - oldest).total_seconds())
+
+    async def find_events(
+        self,
+        event_type: str,
+        *,
+        payload_field: str,
+        values: Sequence[str],
+        user_id: str | None = None,
+        unless_stream_has: str | None = None,
+    ) -> list[RecordedEvent]:
+        """See :meth:`eventstore.store.EventStore.find_events`.
+
+        :raises InvalidQuery: ``payload_field`` is not a lower-case identifier.
+        """
+        field, wanted = checked_payload_field(payload_field), set(values)
+        excluded = {e.stream_id for e in self._all if e.event_type == unless_stream_has}
+        return [
+            upcast(e, self.registry)
+            for e in self._all
+            if e.event_type == event_type
+            and (user_id is None or e.user_id == user_id)
+            and e.stream_id not in excluded
+            and isinstance(text := e.payload.get(field), str)
+            and text in wanted
+        ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from operator import attrgetter
@@ -16,12 +17,21 @@ from eventstore.codec import (
     AS_STORED,
     DEFAULT_MAX_PAYLOAD_BYTES,
     PreparedEvent,
+    checked_payload_field,
     expected_version_code,
     prepare_batch,
     resolve_duplicate,
 )
 from eventstore.columns import POSITION, SELECT_LIST, WRITTEN, decode_row
-from eventstore.envelope import ANY, AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent
+from eventstore.envelope import (
+    ANY,
+    AppendResult,
+    Backlog,
+    Direction,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+)
 from eventstore.errors import WrongExpectedVersion
 from eventstore.pool import mark_session_clean
 from eventstore.registry import SchemaRegistry
@@ -63,6 +73,28 @@ _CAUSATION = f"""WITH RECURSIVE tree(event_id) AS (
         UNION
         SELECT e.event_id FROM memsaga.events e JOIN tree t ON e.causation_id = t.event_id::text)
     SELECT {_COLUMNS} FROM memsaga.events WHERE event_id IN (SELECT event_id FROM tree) ORDER BY position"""
+
+_HEAD = "SELECT coalesce(max(position), 0) FROM memsaga.events"
+_BACKLOG = """SELECT count(*), coalesce(extract(epoch FROM now() - min(recorded_at))::float8, 0)
+    FROM memsaga.events WHERE position > $1 AND ($2::text[] IS NULL OR event_type = ANY($2))"""
+
+
+@functools.cache
+def _find_sql(field: str, by_user: bool, unless: bool) -> str:
+    """The statement of :meth:`PostgresEventStore.find_events`: ``field`` spelled out, so that an
+    expression index on it applies (sagas/migrations/0001_memory_dedup_index.sql); only the
+    filters asked for, so that a generic plan need not allow for the others."""
+    sql = f"SELECT {_COLUMNS} FROM memsaga.events c WHERE c.event_type = $1"
+    sql += f" AND c.payload->>'{field}' = ANY($2)"
+    if by_user:
+        sql += " AND c.user_id = $3"
+    if unless:
+        sql += (
+            " AND NOT EXISTS (SELECT 1 FROM memsaga.events r"
+            f" WHERE r.stream_id = c.stream_id AND r.event_type = ${4 if by_user else 3})"
+        )
+    return sql + " ORDER BY c.position"
+
 
 # Unique violations that mean "another appender won a race": answered by calling again.
 _RACE_CONSTRAINTS = frozenset({"events_event_id_key", "events_stream_version_key"})
@@ -222,8 +254,34 @@ class PostgresEventStore:
 
     async def head_position(self) -> int:
         """The highest committed position (0 when empty)."""
-        value = await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM memsaga.events")
+        value = await self.pool.fetchval(_HEAD)
         return int(value)
+
+    async def backlog(self, *, after_position: int, event_types: Sequence[str] | None = None) -> Backlog:
+        """See :meth:`eventstore.store.EventStore.backlog` (the clock: the database's ``now()``)."""
+        types = None if event_types is None else list(event_types)
+        row = await self.pool.fetchrow(_BACKLOG, after_position, types)
+        assert row is not None
+        return Backlog(events=row[0], seconds=row[1])
+
+    async def find_events(
+        self,
+        event_type: str,
+        *,
+        payload_field: str,
+        values: Sequence[str],
+        user_id: str | None = None,
+        unless_stream_has: str | None = None,
+    ) -> list[RecordedEvent]:
+        """See :meth:`eventstore.store.EventStore.find_events`.
+
+        :raises InvalidQuery: ``payload_field`` is not a lower-case identifier.
+        """
+        field = checked_payload_field(payload_field)
+        sql = _find_sql(field, user_id is not None, unless_stream_has is not None)
+        args = [a for a in (user_id, unless_stream_has) if a is not None]
+        rows = await self.pool.fetch(sql, event_type, list(values), *args)
+        return [decode_row(r, self.registry) for r in rows]
 
 
 class EventTail:

@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.memory_extraction import EmbedderFactory, ExtractorFactory, MemoryExtractionActivities
-from activities.memory_index import PostgresMemoryIndex
+from activities.memory_index import StoreMemoryIndex
 from adapters import build_embedder, build_extractor
 from memsaga.bootstrap import adapter_config, build_stores, create_pool
 from memsaga.client import connect
@@ -55,7 +55,7 @@ def build_activities(pool: asyncpg.Pool, settings: Settings) -> MemoryExtraction
     """The saga's activities over the event store, blob store and memory index of ``pool``."""
     store, blobs = build_stores(pool, settings)
     extractors, embedders = adapter_factories(settings)
-    return MemoryExtractionActivities(store, blobs, PostgresMemoryIndex(pool), extractors, embedders)
+    return MemoryExtractionActivities(store, blobs, StoreMemoryIndex(store), extractors, embedders)
 
 
 def build_worker(client: Client, activities: MemoryExtractionActivities, *, task_queue: str) -> Worker:
