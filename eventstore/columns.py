@@ -50,7 +50,8 @@ class Column:
         return "text" if self.json else self.sql_type
 
 
-# Selected in this order: ``eventstore.tail`` callers index rows by position (``POSITION``).
+# SELECT order (rows are indexed by it: ``INDEX``, ``POSITION``); the written columns, in this
+# order, are the append functions' parameters after the stream id and expected version.
 COLUMNS: tuple[Column, ...] = (
     Column("event_id", "uuid", written=True),
     Column("stream_id", "text", written=False),
@@ -93,7 +94,7 @@ def _decoder_source() -> str:
     """
     i = INDEX
     upcast = f"registry.upcast(event_type, stored_version, load_json(row[{i['payload']}]))"
-    computed = {  # the fields the upcast decides, and the stored schema version beside them
+    computed = {  # the fields read into locals, or decided by the upcast
         "event_type": "event_type",
         "event_version": "version",
         "stored_version": "stored_version",
