@@ -10,14 +10,16 @@ from typing import Any
 
 import orjson
 
+from eventstore.columns import BODY_FIELDS, COLUMNS, WRITTEN, decode_row, load_json
 from eventstore.envelope import AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StreamState
-from eventstore.errors import EventIdConflict, InvalidEvent, PartialDuplicate, PayloadTooLarge
+from eventstore.errors import EventIdConflict, InvalidEvent, InvalidQuery, PartialDuplicate, PayloadTooLarge
 from eventstore.registry import SchemaRegistry
 
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 # How JSON writes a NUL character (which jsonb refuses): \u0000 after an even number of
 # backslashes; after an odd number it is the text "\u0000" itself, which is fine.
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_FIELD = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def dump_json(value: Any) -> str:
@@ -29,14 +31,10 @@ def dump_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def load_json(text: str | bytes) -> Any:
-    """Parse JSON written by :func:`dump_json` (or by PostgreSQL's ``jsonb`` output)."""
-    return orjson.loads(text)
-
-
 @dataclass(frozen=True, slots=True)
 class PreparedEvent:
-    """A validated event with its payload and metadata serialised once."""
+    """A validated event with its payload and metadata serialised once: the written
+    :data:`~eventstore.columns.COLUMNS`, by their ``attr`` names."""
 
     event_id: uuid.UUID
     event_type: str
@@ -55,17 +53,8 @@ class PreparedEvent:
         return value
 
 
-# What must match when the same event id is appended again (metadata may differ: a retry has
-# a new trace span).
-BODY_FIELDS = (
-    "event_type",
-    "event_version",
-    "correlation_id",
-    "causation_id",
-    "user_id",
-    "occurred_at",
-    "payload",
-)
+# Copied from the NewEvent as they are; the JSON columns are serialised by prepare_batch.
+_PLAIN_WRITTEN = tuple(c.name for c in WRITTEN if not c.json)
 
 
 def prepare_batch(
@@ -107,19 +96,8 @@ def prepare_batch(
         size = len(payload_json.encode())
         if size > max_payload_bytes:
             raise PayloadTooLarge(event.event_type, size, max_payload_bytes)
-        prepared.append(
-            PreparedEvent(
-                event_id=event.event_id,
-                event_type=event.event_type,
-                event_version=event.event_version,
-                correlation_id=event.correlation_id,
-                causation_id=event.causation_id,
-                user_id=event.user_id,
-                occurred_at=event.occurred_at,
-                payload_json=payload_json,
-                metadata_json=metadata_json,
-            )
-        )
+        plain = {name: getattr(event, name) for name in _PLAIN_WRITTEN}
+        prepared.append(PreparedEvent(**plain, payload_json=payload_json, metadata_json=metadata_json))
     return prepared
 
 
@@ -127,50 +105,28 @@ def _holds_nul(text: str) -> bool:
     return "\\u0000" in text and _NUL.search(text) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event exactly as stored (payload at its stored schema version)."""
-
-    event_id: uuid.UUID
-    stream_id: str
-    version: int
-    position: int
-    event_type: str
-    event_version: int
-    correlation_id: str
-    causation_id: str
-    user_id: str | None
-    occurred_at: datetime
-    recorded_at: datetime
-    payload: dict[str, Any]
-    metadata: dict[str, Any]
+AS_STORED = SchemaRegistry()
+"""A registry without upcasters: decodes rows exactly as stored (what the duplicate check compares)."""
 
 
-def to_recorded(stored: StoredEvent, registry: SchemaRegistry) -> RecordedEvent:
-    """Upcast a stored event to the newest schema this code knows (unknown types stay raw)."""
-    version, payload = registry.upcast(stored.event_type, stored.event_version, stored.payload)
-    return RecordedEvent.trusted(
-        {
-            "event_id": stored.event_id,
-            "stream_id": stored.stream_id,
-            "version": stored.version,
-            "position": stored.position,
-            "event_type": stored.event_type,
-            "event_version": version,
-            "stored_version": stored.event_version,
-            "correlation_id": stored.correlation_id,
-            "causation_id": stored.causation_id,
-            "user_id": stored.user_id,
-            "occurred_at": stored.occurred_at,
-            "recorded_at": stored.recorded_at,
-            "payload": payload,
-            "metadata": stored.metadata,
-        }
-    )
+def as_stored(prepared: PreparedEvent, **assigned: Any) -> RecordedEvent:
+    """The event as a store keeps it, not upcast: ``prepared`` plus the columns the store
+    assigns (``stream_id``, ``version``, ``position``, ``recorded_at``; see :data:`COLUMNS`)."""
+    row = [getattr(prepared, c.attr) if c.written else assigned[c.name] for c in COLUMNS]
+    return decode_row(row, AS_STORED)
 
 
-def resolve_duplicate(stream_id: str, batch: list[PreparedEvent], stored: list[StoredEvent]) -> AppendResult:
-    """The original result of an append that is being re-sent, after checking it really is one.
+def upcast(stored: RecordedEvent, registry: SchemaRegistry) -> RecordedEvent:
+    """A stored event upcast to the newest schema ``registry`` knows (unknown types stay raw)."""
+    version, payload = registry.upcast(stored.event_type, stored.stored_version, stored.payload)
+    return RecordedEvent.trusted({**stored.__dict__, "event_version": version, "payload": payload})
+
+
+def resolve_duplicate(
+    stream_id: str, batch: list[PreparedEvent], stored: list[RecordedEvent]
+) -> AppendResult:
+    """The original result of an append that is being re-sent, after checking it really is one
+    (``stored``: the batch's ids as stored, decoded with :data:`AS_STORED`).
 
     :raises PartialDuplicate: only some of the batch is stored.
     :raises EventIdConflict: an id is stored with another stream, position in it, or body.
@@ -217,3 +173,14 @@ def version_matches(code: int, current: int) -> bool:
     if code == -2:
         return current > 0
     return code == current
+
+
+def checked_payload_field(name: str) -> str:
+    """``name``, checked to be a payload field a query may name (PostgreSQL spells it out, so that
+    an expression index on it applies).
+
+    :raises InvalidQuery: not a lower-case identifier.
+    """
+    if not _FIELD.fullmatch(name):
+        raise InvalidQuery(f"payload field {name!r} is not a lower-case identifier")
+    return name

@@ -1,5 +1,5 @@
 """The event envelope: what callers append (:class:`NewEvent`) and what they read back
-(:class:`RecordedEvent`), plus expected-version values and append results."""
+(:class:`RecordedEvent`), plus expected-version values and the results of appends and counts."""
 
 from __future__ import annotations
 
@@ -156,3 +156,13 @@ class AppendResult(BaseModel):
     def next_expected_version(self) -> int:
         """The expected version to pass to the next append on this stream."""
         return self.last_version
+
+
+class Backlog(BaseModel):
+    """Events after a position: how many, and how long the oldest has waited by the store's clock
+    (0 when none). What a reader at that position still has to do."""
+
+    model_config = ConfigDict(frozen=True)
+
+    events: int
+    seconds: float

@@ -75,6 +75,10 @@ class InvalidEvent(EventStoreError):
     """The envelope itself is malformed (empty ids, naive time, empty batch...)."""
 
 
+class InvalidQuery(EventStoreError):
+    """A read names something the store cannot look up (e.g. a payload field that is no identifier)."""
+
+
 class PayloadTooLarge(EventStoreError):
     """A payload is over the size limit; big content belongs in the blob store."""
 

@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 from eventstore.codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     PreparedEvent,
-    StoredEvent,
+    as_stored,
+    checked_payload_field,
     expected_version_code,
     prepare_batch,
     resolve_duplicate,
-    to_recorded,
+    upcast,
     version_matches,
 )
-from eventstore.envelope import ANY, AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent
+from eventstore.envelope import (
+    ANY,
+    AppendResult,
+    Backlog,
+    Direction,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+)
 from eventstore.errors import WrongExpectedVersion
 from eventstore.registry import SchemaRegistry
 from eventstore.tracing import append_span
 
 
 class InMemoryEventStore:
-    """Keeps events in lists; ``clock`` stamps ``recorded_at`` (injectable for determinism)."""
+    """Keeps events as stored (not upcast) in lists; ``clock`` stamps ``recorded_at`` (injectable
+    for determinism)."""
 
     def __init__(
         self,
@@ -37,9 +46,9 @@ class InMemoryEventStore:
         self.registry = registry
         self.max_payload_bytes = max_payload_bytes
         self._clock = clock
-        self._all: list[StoredEvent] = []
-        self._streams: dict[str, list[StoredEvent]] = {}
-        self._by_id: dict[uuid.UUID, StoredEvent] = {}
+        self._all: list[RecordedEvent] = []
+        self._streams: dict[str, list[RecordedEvent]] = {}
+        self._by_id: dict[uuid.UUID, RecordedEvent] = {}
         self._lock = asyncio.Lock()
 
     async def append(
@@ -64,20 +73,8 @@ class InMemoryEventStore:
                 raise WrongExpectedVersion(stream_id, expected_version, current)
             now = self._clock()
             new = [
-                StoredEvent(
-                    event_id=e.event_id,
-                    stream_id=stream_id,
-                    version=current + i,
-                    position=len(self._all) + i,
-                    event_type=e.event_type,
-                    event_version=e.event_version,
-                    correlation_id=e.correlation_id,
-                    causation_id=e.causation_id,
-                    user_id=e.user_id,
-                    occurred_at=e.occurred_at,
-                    recorded_at=now,
-                    payload=e.payload,
-                    metadata=json.loads(e.metadata_json),
+                as_stored(
+                    e, stream_id=stream_id, version=current + i, position=len(self._all) + i, recorded_at=now
                 )
                 for i, e in enumerate(batch, start=1)
             ]
@@ -109,7 +106,7 @@ class InMemoryEventStore:
             selected = [e for e in reversed(events) if e.version <= end]
         if limit is not None:
             selected = selected[:limit]
-        return [to_recorded(e, self.registry) for e in selected]
+        return [upcast(e, self.registry) for e in selected]
 
     async def read_all(
         self, *, after_position: int = 0, batch_size: int = 1000
@@ -121,21 +118,21 @@ class InMemoryEventStore:
             if not batch:
                 return
             position = batch[-1].position
-            yield [to_recorded(e, self.registry) for e in batch]
+            yield [upcast(e, self.registry) for e in batch]
 
     async def read_correlation(self, correlation_id: str) -> list[RecordedEvent]:
         """See :meth:`eventstore.store.EventStore.read_correlation`."""
-        return [to_recorded(e, self.registry) for e in self._all if e.correlation_id == correlation_id]
+        return [upcast(e, self.registry) for e in self._all if e.correlation_id == correlation_id]
 
     async def read_causation(self, event_id: uuid.UUID) -> list[RecordedEvent]:
         """See :meth:`eventstore.store.EventStore.read_causation`."""
         wanted = {str(event_id)}
-        found: list[StoredEvent] = []
+        found: list[RecordedEvent] = []
         for event in self._all:  # causes always precede their effects in position order
             if event.event_id == event_id or event.causation_id in wanted:
                 wanted.add(str(event.event_id))
                 found.append(event)
-        return [to_recorded(e, self.registry) for e in found]
+        return [upcast(e, self.registry) for e in found]
 
     async def stream_version(self, stream_id: str) -> int:
         """See :meth:`eventstore.store.EventStore.stream_version`."""
@@ -144,3 +141,44 @@ class InMemoryEventStore:
     async def head_position(self) -> int:
         """See :meth:`eventstore.store.EventStore.head_position`."""
         return len(self._all)
+
+    async def backlog(
+        self,
+        *,
+        after_position: int,
+        event_types: Sequence[str] | None = None,
+        until_position: int | None = None,
+    ) -> Backlog:
+        """See :meth:`eventstore.store.EventStore.backlog` (the clock: the store's ``clock``)."""
+        after = self._all[after_position:until_position]
+        if event_types is not None:
+            after = [e for e in after if e.event_type in event_types]
+        if not after:
+            return Backlog(events=0, seconds=0.0)
+        oldest = min(e.recorded_at for e in after)
+        return Backlog(events=len(after), seconds=(self._clock() - oldest).total_seconds())
+
+    async def find_events(
+        self,
+        event_type: str,
+        *,
+        payload_field: str,
+        values: Sequence[str],
+        user_id: str | None = None,
+        unless_stream_has: str | None = None,
+    ) -> list[RecordedEvent]:
+        """See :meth:`eventstore.store.EventStore.find_events`.
+
+        :raises InvalidQuery: ``payload_field`` is not a lower-case identifier.
+        """
+        field, wanted = checked_payload_field(payload_field), set(values)
+        excluded = {e.stream_id for e in self._all if e.event_type == unless_stream_has}
+        return [
+            upcast(e, self.registry)
+            for e in self._all
+            if e.event_type == event_type
+            and (user_id is None or e.user_id == user_id)
+            and e.stream_id not in excluded
+            and isinstance(text := e.payload.get(field), str)
+            and text in wanted
+        ]

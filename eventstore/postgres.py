@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from eventstore.codec import (
+    AS_STORED,
     DEFAULT_MAX_PAYLOAD_BYTES,
     PreparedEvent,
-    StoredEvent,
+    checked_payload_field,
     expected_version_code,
-    load_json,
     prepare_batch,
     resolve_duplicate,
 )
-from eventstore.envelope import ANY, AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent
+from eventstore.columns import POSITION, SELECT_LIST, WRITTEN, decode_row
+from eventstore.envelope import (
+    ANY,
+    AppendResult,
+    Backlog,
+    Direction,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+)
 from eventstore.errors import WrongExpectedVersion
 from eventstore.pool import mark_session_clean
 from eventstore.registry import SchemaRegistry
@@ -30,17 +41,13 @@ from eventstore.tracing import append_span
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A plain or pooled connection: what ``append(conn=...)`` accepts."""
 
-_COLUMNS = """event_id, stream_id, version, position, event_type, event_version, correlation_id,
-    causation_id, user_id, occurred_at, recorded_at, payload::text AS payload, metadata::text AS metadata"""
-
-_APPEND = (
-    "SELECT outcome, stream_version, positions"
-    " FROM memsaga.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-)
-# One event (most appends): scalars in, one row out (eventstore migration 0005).
+_COLUMNS = SELECT_LIST
+# The append functions take the stream id, the expected-version code, then the written columns.
+_PARAMS = ", ".join(f"${i}" for i in range(1, len(WRITTEN) + 3))
+_APPEND = f"SELECT outcome, stream_version, positions FROM memsaga.append_events({_PARAMS})"
+# One event (most appends): scalars in, one row out (eventstore/functions/append_event.sql).
 _APPEND_ONE = (
-    "SELECT outcome, stream_version, ARRAY[event_position] AS positions"
-    " FROM memsaga.append_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    f"SELECT outcome, stream_version, ARRAY[event_position] AS positions FROM memsaga.append_event({_PARAMS})"
 )
 _BY_IDS = f"SELECT {_COLUMNS} FROM memsaga.events WHERE event_id = ANY($1::uuid[])"
 _STREAM_FORWARD = (
@@ -67,87 +74,42 @@ _CAUSATION = f"""WITH RECURSIVE tree(event_id) AS (
         SELECT e.event_id FROM memsaga.events e JOIN tree t ON e.causation_id = t.event_id::text)
     SELECT {_COLUMNS} FROM memsaga.events WHERE event_id IN (SELECT event_id FROM tree) ORDER BY position"""
 
+_HEAD = "SELECT coalesce(max(position), 0) FROM memsaga.events"
+_BACKLOG = """SELECT count(*), coalesce(extract(epoch FROM now() - min(recorded_at))::float8, 0)
+    FROM memsaga.events WHERE position > $1 AND ($3::bigint IS NULL OR position <= $3)
+      AND ($2::text[] IS NULL OR event_type = ANY($2))"""
+
+
+@functools.cache
+def _find_sql(field: str, by_user: bool, unless: bool) -> str:
+    """The statement of :meth:`PostgresEventStore.find_events`: ``field`` spelled out, so that an
+    expression index on it applies (sagas/migrations/0001_memory_dedup_index.sql); only the
+    filters asked for, so that a generic plan need not allow for the others."""
+    sql = f"SELECT {_COLUMNS} FROM memsaga.events c WHERE c.event_type = $1"
+    sql += f" AND c.payload->>'{field}' = ANY($2)"
+    if by_user:
+        sql += " AND c.user_id = $3"
+    if unless:
+        sql += (
+            " AND NOT EXISTS (SELECT 1 FROM memsaga.events r"
+            f" WHERE r.stream_id = c.stream_id AND r.event_type = ${4 if by_user else 3})"
+        )
+    return sql + " ORDER BY c.position"
+
+
 # Unique violations that mean "another appender won a race": answered by calling again.
 _RACE_CONSTRAINTS = frozenset({"events_event_id_key", "events_stream_version_key"})
 _MAX_RACE_RETRIES = 5
 
 
-def _stored(row: asyncpg.Record) -> StoredEvent:
-    return StoredEvent(
-        event_id=row["event_id"],
-        stream_id=row["stream_id"],
-        version=row["version"],
-        position=row["position"],
-        event_type=row["event_type"],
-        event_version=row["event_version"],
-        correlation_id=row["correlation_id"],
-        causation_id=row["causation_id"],
-        user_id=row["user_id"],
-        occurred_at=row["occurred_at"],
-        recorded_at=row["recorded_at"],
-        payload=load_json(row["payload"]),
-        metadata=load_json(row["metadata"]),
-    )
-
-
-def _recorded(row: asyncpg.Record, registry: SchemaRegistry) -> RecordedEvent:
-    """The envelope of a row in ``_COLUMNS`` order, upcast; the hot path of every read.
-
-    The mapping of :func:`eventstore.codec.to_recorded`, written out again on purpose: going
-    through one shared helper of fourteen arguments cost 1.2 µs more per row (``timeit``).
-    """
-    event_type, stored_version = row[4], row[5]
-    version, payload = registry.upcast(event_type, stored_version, load_json(row[11]))
-    return RecordedEvent.trusted(
-        {
-            "event_id": row[0],
-            "stream_id": row[1],
-            "version": row[2],
-            "position": row[3],
-            "event_type": event_type,
-            "event_version": version,
-            "stored_version": stored_version,
-            "correlation_id": row[6],
-            "causation_id": row[7],
-            "user_id": row[8],
-            "occurred_at": row[9],
-            "recorded_at": row[10],
-            "payload": payload,
-            "metadata": load_json(row[12]),
-        }
-    )
+_written = attrgetter(*(c.attr for c in WRITTEN))
 
 
 def _append_call(stream_id: str, code: int, batch: Sequence[PreparedEvent]) -> tuple[str, list[Any]]:
     """The statement and arguments of one append: scalars for one event, arrays for more."""
     if len(batch) == 1:
-        e = batch[0]
-        return _APPEND_ONE, [
-            stream_id,
-            code,
-            e.event_id,
-            e.event_type,
-            e.event_version,
-            e.correlation_id,
-            e.causation_id,
-            e.user_id,
-            e.occurred_at,
-            e.payload_json,
-            e.metadata_json,
-        ]
-    return _APPEND, [
-        stream_id,
-        code,
-        [e.event_id for e in batch],
-        [e.event_type for e in batch],
-        [e.event_version for e in batch],
-        [e.correlation_id for e in batch],
-        [e.causation_id for e in batch],
-        [e.user_id for e in batch],
-        [e.occurred_at for e in batch],
-        [e.payload_json for e in batch],
-        [e.metadata_json for e in batch],
-    ]
+        return _APPEND_ONE, [stream_id, code, *_written(batch[0])]
+    return _APPEND, [stream_id, code, *map(list, zip(*map(_written, batch), strict=True))]
 
 
 class PostgresEventStore:
@@ -227,7 +189,8 @@ class PostgresEventStore:
                 )
             if outcome == "wrong_version":
                 raise WrongExpectedVersion(stream_id, expected_version, row["stream_version"])
-            stored = [_stored(r) for r in await conn.fetch(_BY_IDS, [e.event_id for e in batch])]
+            rows = await conn.fetch(_BY_IDS, [e.event_id for e in batch])
+            stored = [decode_row(r, AS_STORED) for r in rows]
             return resolve_duplicate(stream_id, batch, stored)
         raise RuntimeError(f"append to {stream_id!r} kept losing races after {_MAX_RACE_RETRIES} attempts")
 
@@ -245,7 +208,7 @@ class PostgresEventStore:
         else:
             start = from_version if from_version is not None else 2**62
             rows = await self.pool.fetch(_STREAM_BACKWARD, stream_id, start, limit)
-        return [_recorded(r, self.registry) for r in rows]
+        return [decode_row(r, self.registry) for r in rows]
 
     async def read_all(
         self, *, after_position: int = 0, batch_size: int = 1000
@@ -276,12 +239,12 @@ class PostgresEventStore:
     async def read_correlation(self, correlation_id: str) -> list[RecordedEvent]:
         """Every event of one correlation id, in position order."""
         rows = await self.pool.fetch(_CORRELATION, correlation_id)
-        return [_recorded(r, self.registry) for r in rows]
+        return [decode_row(r, self.registry) for r in rows]
 
     async def read_causation(self, event_id: uuid.UUID) -> list[RecordedEvent]:
         """An event and all its descendants by causation id, in position order."""
         rows = await self.pool.fetch(_CAUSATION, event_id)
-        return [_recorded(r, self.registry) for r in rows]
+        return [decode_row(r, self.registry) for r in rows]
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version (0 when it has no events)."""
@@ -292,8 +255,40 @@ class PostgresEventStore:
 
     async def head_position(self) -> int:
         """The highest committed position (0 when empty)."""
-        value = await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM memsaga.events")
+        value = await self.pool.fetchval(_HEAD)
         return int(value)
+
+    async def backlog(
+        self,
+        *,
+        after_position: int,
+        event_types: Sequence[str] | None = None,
+        until_position: int | None = None,
+    ) -> Backlog:
+        """See :meth:`eventstore.store.EventStore.backlog` (the clock: the database's ``now()``)."""
+        types = None if event_types is None else list(event_types)
+        row = await self.pool.fetchrow(_BACKLOG, after_position, types, until_position)
+        assert row is not None
+        return Backlog(events=row[0], seconds=row[1])
+
+    async def find_events(
+        self,
+        event_type: str,
+        *,
+        payload_field: str,
+        values: Sequence[str],
+        user_id: str | None = None,
+        unless_stream_has: str | None = None,
+    ) -> list[RecordedEvent]:
+        """See :meth:`eventstore.store.EventStore.find_events`.
+
+        :raises InvalidQuery: ``payload_field`` is not a lower-case identifier.
+        """
+        field = checked_payload_field(payload_field)
+        sql = _find_sql(field, user_id is not None, unless_stream_has is not None)
+        args = [a for a in (user_id, unless_stream_has) if a is not None]
+        rows = await self.pool.fetch(sql, event_type, list(values), *args)
+        return [decode_row(r, self.registry) for r in rows]
 
 
 class EventTail:
@@ -319,18 +314,18 @@ class EventTail:
         rows = await self.pool.fetch(_TAIL, self.position, limit)
         if not rows:
             return rows
-        admission = self._guard.admit(self.position, [r[3] for r in rows], rows[-1]["xmin"])
+        admission = self._guard.admit(self.position, [r[POSITION] for r in rows], rows[-1]["xmin"])
         if admission.fence_below is not None:
             # Its own statement, so that the id is assigned after the rows' snapshot was taken.
             self._guard.fence(admission.fence_below, await self.pool.fetchval(_HORIZON))
         if admission.count:
-            self.position = rows[admission.count - 1][3]
+            self.position = rows[admission.count - 1][POSITION]
         return rows[: admission.count]
 
     def decode(self, rows: list[asyncpg.Record]) -> list[RecordedEvent]:
         """Envelopes of rows from :meth:`fetch`, upcast to the newest known schemas."""
         registry = self.registry
-        return [_recorded(r, registry) for r in rows]
+        return [decode_row(r, registry) for r in rows]
 
     @property
     def waiting_on_gap(self) -> bool:

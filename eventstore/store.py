@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from eventstore.envelope import ANY, AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent
+from eventstore.envelope import (
+    ANY,
+    AppendResult,
+    Backlog,
+    Direction,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+)
 
 
 class EventStore(Protocol):
@@ -54,4 +62,32 @@ class EventStore(Protocol):
 
     async def head_position(self) -> int:
         """The highest position stored (0 when empty)."""
+        ...
+
+    async def backlog(
+        self,
+        *,
+        after_position: int,
+        event_types: Sequence[str] | None = None,
+        until_position: int | None = None,
+    ) -> Backlog:
+        """The events after ``after_position`` (only of ``event_types``, and only up to
+        ``until_position``, when given): a reader's lag."""
+        ...
+
+    async def find_events(
+        self,
+        event_type: str,
+        *,
+        payload_field: str,
+        values: Sequence[str],
+        user_id: str | None = None,
+        unless_stream_has: str | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of ``event_type`` whose stored payload's text field ``payload_field`` is one of
+        ``values``, in position order: only ``user_id``'s when given, and none of a stream that
+        holds an ``unless_stream_has`` event.
+
+        :raises InvalidQuery: ``payload_field`` is not a lower-case identifier.
+        """
         ...

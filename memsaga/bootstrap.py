@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.memory_extraction import EmbedderFactory, ExtractorFactory, MemoryExtractionActivities
-from activities.memory_index import PostgresMemoryIndex
+from activities.memory_index import StoreMemoryIndex
 from adapters import AdapterConfig, build_embedder, build_extractor
 from eventstore import (
     EVENTSTORE_MIGRATIONS,
@@ -121,7 +121,7 @@ def build_activities(pool: asyncpg.Pool, settings: Settings) -> MemoryExtraction
     """The saga's activities over the event store, blob store and memory index of ``pool``."""
     store, blobs = build_stores(pool, settings)
     extractors, embedders = adapter_factories(settings)
-    return MemoryExtractionActivities(store, blobs, PostgresMemoryIndex(pool), extractors, embedders)
+    return MemoryExtractionActivities(store, blobs, StoreMemoryIndex(store), extractors, embedders)
 
 
 def build_worker(client: Client, activities: MemoryExtractionActivities, *, task_queue: str) -> Worker:

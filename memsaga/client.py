@@ -14,6 +14,8 @@ Example::
     await approve_extraction(client, handle.workflow_id, reviewer="ana")   # sensitive: it waits
     print(await extraction_result(client, handle.workflow_id))
 
+Recall (search) is :class:`memsaga.search.Recall`, importable from here too; see docs/search.md.
+
 Starting twice with the same workflow id never starts a second saga: a running saga is
 reused (``USE_EXISTING``), and a closed one is not run again (``REJECT_DUPLICATE``,
 because the saga's event ids derive from its workflow id).
@@ -37,6 +39,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from eventstore import BlobStore
+from memsaga.search import InvalidSearch as InvalidSearch
+from memsaga.search import NotYetApplied as NotYetApplied
+from memsaga.search import Recall as Recall
+from memsaga.search import SearchHit as SearchHit
+from memsaga.search import SearchResult as SearchResult
 from memsaga.settings import Settings
 from sagas.memory_extraction.domain import (
     INLINE_TEXT_LIMIT,

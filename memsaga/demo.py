@@ -36,10 +36,12 @@ from memsaga.client import (
     start_extraction,
 )
 from memsaga.errors import MemsagaError
+from memsaga.search import Recall, SearchResult
 from memsaga.settings import Settings
 from memsaga.stackstate import load_stack_state, save_stack_state
 from memsaga.trace_loader import LoadedTrace, trace_on
-from projections import Memory, list_memories
+from projections import MEMORY_SEARCH, Memory, list_memories
+from projections.extensions import split_by_extensions
 from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest, StepRetry
 
 T = TypeVar("T")
@@ -64,6 +66,7 @@ class SagaRun:
     outcome: str
     memory_ids: list[str] = field(default_factory=list)
     trace: LoadedTrace | None = None
+    last_position: int | None = None
 
 
 @dataclass
@@ -74,6 +77,8 @@ class DemoReport:
     ui_url: str = ""
     sagas: list[SagaRun] = field(default_factory=list)
     memories: list[Memory] = field(default_factory=list)
+    recall: list[SearchResult] = field(default_factory=list)
+    recall_skipped: str | None = None
     started: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -91,6 +96,8 @@ class DemoReport:
                 for run in self.sagas
             ],
             "memories": [m.model_dump(mode="json") for m in self.memories],
+            "recall": [r.model_dump(mode="json") for r in self.recall],
+            "recall_skipped": self.recall_skipped,
             "started_services": self.started,
         }
 
@@ -195,7 +202,7 @@ async def reviewed_saga(
     await eventually(waiting, timeout=120, what="the first saga to reach its review")
     await approve_extraction(client, handle.workflow_id, reviewer="demo", note="approved by memsaga demo")
     result = await extraction_result(client, handle.workflow_id)
-    return SagaRun(handle, result.outcome, result.memory_ids)
+    return SagaRun(handle, result.outcome, result.memory_ids, last_position=result.last_position)
 
 
 async def failing_saga(client: Client, settings: Settings, blobs: PostgresBlobStore) -> SagaRun:
@@ -258,6 +265,23 @@ async def stop_started(settings: Settings, started: list[str]) -> None:
     save_stack_state(settings.state_dir, state)
 
 
+QUESTIONS = ("where does the user live?", "what should I avoid cooking for them?")
+
+
+async def recall(pool: asyncpg.Pool, settings: Settings, run: SagaRun, report: DemoReport) -> None:
+    """Ask :data:`QUESTIONS` once the search read model has the saga's memories (read-your-writes)."""
+    _, refused = await split_by_extensions(pool, [MEMORY_SEARCH])
+    if refused:
+        report.recall_skipped = str(refused[0])
+        return
+    async with Recall.open(settings) as searcher:
+        for question in QUESTIONS:
+            result = await searcher.search(
+                question, user_id=DEMO_USER, k=3, after_position=run.last_position, timeout=60
+            )
+            report.recall.append(result)
+
+
 async def run_demo(settings: Settings, *, keep: bool, say: Callable[[str], None]) -> DemoReport:
     """Run the demo; ``say`` reports progress. :raises DemoFailed: a step failed (all stopped)."""
     report = DemoReport()
@@ -275,6 +299,8 @@ async def run_demo(settings: Settings, *, keep: bool, say: Callable[[str], None]
             first = await reviewed_saga(client, settings, blobs, procs)
             say(f"saga 1 {first.outcome}: waiting for the memories read model")
             report.memories = await wait_for_read_model(pool, first.memory_ids, procs)
+            say("recall: asking two questions about the user (after the saga's last position)")
+            await recall(pool, settings, first, report)
             say("saga 2: an embedder at a closed port fails for good, so the saga compensates")
             second = await failing_saga(client, settings, blobs)
             report.sagas = [first, second]

@@ -20,11 +20,12 @@ from urllib.parse import quote
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
-from memsaga.bootstrap import build_search_embedder, create_pool
+from eventstore import PostgresEventStore
+from memsaga.bootstrap import build_search_embedder, build_stores, create_pool
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from projections import MEMORY_SEARCH, SearchMode, SearchQuery, search
-from projections.versions import active_checkpoint
+from projections.consistency import applied_position, has_applied
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import MemoryKind
 
@@ -104,21 +105,24 @@ def check_search(query: str, *, user_id: str, k: int, kinds: Sequence[str]) -> s
 
 
 async def wait_until_applied(
-    pool: asyncpg.Pool, position: int, *, timeout: float = 10.0, interval: float = 0.05
+    pool: asyncpg.Pool,
+    store: PostgresEventStore,
+    position: int,
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
 ) -> None:
     """Return once the memory_search read model has applied ``position``. :raises NotYetApplied:"""
     deadline = time.monotonic() + timeout
-    while True:
-        reached = await active_checkpoint(pool, MEMORY_SEARCH.name)
-        if reached is not None and reached.position >= position:
-            return
+    while not await has_applied(pool, store, MEMORY_SEARCH, position):
         if time.monotonic() >= deadline:
-            raise NotYetApplied(position, reached.position if reached else None, timeout)
+            raise NotYetApplied(position, await applied_position(pool, MEMORY_SEARCH), timeout)
         await asyncio.sleep(interval)
 
 
 async def search_memories(
     pool: asyncpg.Pool,
+    store: PostgresEventStore,
     embedder: Embedder,
     query: str,
     *,
@@ -154,7 +158,7 @@ async def search_memories(
                 f" {embedder.dimension}: embed the query with {embedder.name}"
             )
     if after_position is not None:
-        await wait_until_applied(pool, after_position, timeout=timeout)
+        await wait_until_applied(pool, store, after_position, timeout=timeout)
     rows = await search(
         pool,
         SearchQuery(
@@ -212,6 +216,7 @@ class Recall:
     """
 
     pool: asyncpg.Pool
+    store: PostgresEventStore
     embedder: Embedder
     settings: Settings
 
@@ -226,7 +231,8 @@ class Recall:
         embedder = build_search_embedder(settings)
         pool = await create_pool(settings, min_size=1, max_size=4)
         try:
-            yield cls(pool, embedder, settings)
+            store, _ = build_stores(pool, settings)
+            yield cls(pool, store, embedder, settings)
         finally:
             await pool.close()
 
@@ -246,6 +252,7 @@ class Recall:
         """:func:`search_memories` with this pool, embedder and the settings' Temporal UI."""
         return await search_memories(
             self.pool,
+            self.store,
             self.embedder,
             query,
             user_id=user_id,

@@ -14,13 +14,11 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ConfigDict
 
+from eventstore import EventStore
 from projections.base import Projection
 from projections.parked import count_parked
 from projections.stream import stream_limits
 from projections.versions import BuildingVersion, active_checkpoint, building_version
-
-_LAG = """SELECT count(*) AS events, extract(epoch FROM now() - min(recorded_at))::float8 AS seconds
-    FROM memsaga.events WHERE position > $1 AND ($2::text[] IS NULL OR event_type = ANY($2))"""
 
 
 class Lag(BaseModel):
@@ -32,11 +30,10 @@ class Lag(BaseModel):
     seconds: float
 
 
-async def lag_after(pool: asyncpg.Pool, position: int, event_types: list[str] | None = None) -> Lag:
+async def lag_after(store: EventStore, position: int, event_types: list[str] | None = None) -> Lag:
     """The lag of a reader at ``position`` (only ``event_types`` when given)."""
-    row = await pool.fetchrow(_LAG, position, event_types)
-    assert row is not None
-    return Lag(events=row["events"], seconds=round(row["seconds"] or 0.0, 3))
+    backlog = await store.backlog(after_position=position, event_types=event_types)
+    return Lag(events=backlog.events, seconds=round(backlog.seconds, 3))
 
 
 class StreamStatus(BaseModel):
@@ -83,18 +80,17 @@ class RelayStatus(BaseModel):
     updated_at: datetime | None
 
 
-async def relay_status(pool: asyncpg.Pool, stream: str) -> RelayStatus:
+async def relay_status(pool: asyncpg.Pool, store: EventStore, stream: str) -> RelayStatus:
     """Where the relay of ``stream`` stands (position 0 when it never ran)."""
     row = await pool.fetchrow(
         "SELECT position, published, updated_at FROM memsaga.relay_checkpoints WHERE stream = $1", stream
     )
     position = 0 if row is None else int(row["position"])
-    head = int(await pool.fetchval("SELECT coalesce(max(position), 0) FROM memsaga.events"))
     return RelayStatus(
         stream=stream,
         position=position,
-        head=head,
-        lag=await lag_after(pool, position),
+        head=await store.head_position(),
+        lag=await lag_after(store, position),
         published=0 if row is None else int(row["published"]),
         updated_at=None if row is None else row["updated_at"],
     )
@@ -164,7 +160,9 @@ class ProjectionStatus(BaseModel):
         return self.active_code_version is not None and self.active_code_version != self.code_version
 
 
-async def projection_status(pool: asyncpg.Pool, projection: Projection) -> ProjectionStatus:
+async def projection_status(
+    pool: asyncpg.Pool, store: EventStore, projection: Projection
+) -> ProjectionStatus:
     """Status of one projection from PostgreSQL (consumer details are added by the caller)."""
     name = projection.name
     active = await active_checkpoint(pool, name)
@@ -178,7 +176,7 @@ async def projection_status(pool: asyncpg.Pool, projection: Projection) -> Proje
         active_code_version=None if active is None else active.code_version,
         position=position,
         applied=0 if active is None else active.applied,
-        lag=await lag_after(pool, position, list(projection.event_types)),
+        lag=await lag_after(store, position, list(projection.event_types)),
         parked=parked,
         rebuild=None if building is None else _rebuild_status(building),
     )

@@ -29,6 +29,14 @@ def _print_report(console: Console, report: DemoReport, *, keep: bool) -> None:
     for m in report.memories:
         table.add_row(m.text, m.kind, "yes" if m.sensitive else "", str(m.version))
     console.print(table)
+    for result in report.recall:
+        console.print(f"[bold]recall[/] {result.query!r}", highlight=False)
+        for rank, hit in enumerate(result.hits, 1):
+            console.print(
+                f"  {rank}. {hit.text}  [dim]({hit.kind}, score {hit.score:.4f})[/]", highlight=False
+            )
+    if report.recall_skipped:
+        console.print(f"recall skipped: {report.recall_skipped}", style="yellow", highlight=False)
     for run in report.sagas:
         if run.trace is not None:
             title = f"{run.handle.workflow_id} · {run.outcome} · correlation {run.handle.correlation_id}"

@@ -142,7 +142,7 @@ def projections_command(as_json: JsonFlag = False) -> None:
 
     async def main() -> list[ProjectionStatus]:
         async with services(Settings(), with_nats=False) as svc:
-            statuses = [await projection_status(svc.pool, p) for p in PROJECTIONS.values()]
+            statuses = [await projection_status(svc.pool, svc.store, p) for p in PROJECTIONS.values()]
             nc, _ = await optional_nats(svc.settings, "memsaga-projections-status")
             if nc is None:
                 return statuses  # PostgreSQL has the checkpoints; NATS only adds the consumers' backlog

@@ -58,7 +58,7 @@ def stats_command(as_json: JsonFlag = False) -> None:
 
     async def main() -> tuple[RelayStatus, StreamStatus | None, str | None]:
         async with services(Settings(), with_nats=False) as svc:
-            relay = await relay_status(svc.pool, svc.settings.nats_stream)
+            relay = await relay_status(svc.pool, svc.store, svc.settings.nats_stream)
             nc, problem = await optional_nats(svc.settings, "memsaga-stats")
             if nc is None:
                 return relay, None, problem

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from memsaga.cli.common import JsonFlag, console, run_command
 from memsaga.search import KINDS, MAX_K, InvalidSearch, Recall, SearchResult
@@ -67,12 +67,17 @@ def search_command(
     if not result.hits:
         console.print(f"no memories of {user} match {result.query!r}")
         return
-    table = Table("#", "score", "kind", "memory", "created", "memory id", "saga", title=result.query)
     for rank, hit in enumerate(result.hits, 1):
         created = hit.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
-        saga = hit.workflow_url or hit.workflow_id or "-"
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.kind, hit.text, created, hit.memory_id, saga)
-    console.print(table)
+        console.print(
+            f"[bold]{rank}. {escape(hit.text)}[/]  ({hit.kind}, score {hit.score:.4f})", highlight=False
+        )
+        console.print(
+            f"   memory {hit.memory_id}  created {created}", style="dim", highlight=False, soft_wrap=True
+        )
+        if hit.workflow_id:
+            saga = hit.workflow_url or hit.workflow_id
+            console.print(f"   saga {saga}", style="dim", highlight=False, soft_wrap=True)
     console.print(f"{result.mode} search with {result.embedder}", style="dim")
 
 

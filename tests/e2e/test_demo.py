@@ -13,12 +13,12 @@ from memsaga.devstack.databases import DatabaseFactory
 
 
 async def test_demo_runs_both_sagas_and_stops_only_what_it_started(
-    fresh_database: DatabaseFactory, temporal_address: str, nats_url: str, tmp_path: Path
+    fresh_pgvector_database: DatabaseFactory, temporal_address: str, nats_url: str, tmp_path: Path
 ) -> None:
     tag = uuid.uuid4().hex[:10]
     env = {
         **os.environ,
-        "MEMSAGA_DATABASE_URL": await fresh_database(),
+        "MEMSAGA_DATABASE_URL": await fresh_pgvector_database(),
         "MEMSAGA_NATS_URL": nats_url,
         "MEMSAGA_TEMPORAL_ADDRESS": temporal_address,
         "MEMSAGA_TASK_QUEUE": f"memsaga-demo-{tag}",
@@ -43,6 +43,14 @@ async def test_demo_runs_both_sagas_and_stops_only_what_it_started(
         "User's sister Ana is a nurse here",
     ]
     assert {m["memory_id"] for m in report["memories"]} == set(first["memory_ids"])
+    home, food = report["recall"]
+    assert (home["query"], food["query"]) == (
+        "where does the user live?",
+        "what should I avoid cooking for them?",
+    )
+    assert "User moved to Lisbon in May" in [h["text"] for h in home["hits"]]
+    assert "User is allergic to peanuts" in [h["text"] for h in food["hits"]]
+    assert report["recall_skipped"] is None
 
     def types(tree: dict[str, object]) -> list[str]:
         children = tree["children"]

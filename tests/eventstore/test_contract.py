@@ -18,6 +18,7 @@ from eventstore import (
     EventIdConflict,
     InvalidEvent,
     InvalidPayload,
+    InvalidQuery,
     NewEvent,
     PartialDuplicate,
     PayloadTooLarge,
@@ -362,3 +363,57 @@ async def test_occurred_at_is_the_producers_time(make_store: MakeStore) -> None:
     (event,) = await store.read_stream(sid)
     assert event.occurred_at == long_ago
     assert event.recorded_at - long_ago > timedelta(days=365)
+
+
+async def test_backlog_counts_the_events_after_a_position(make_store: MakeStore) -> None:
+    store = make_store()
+    start = await store.head_position()
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    profile = NewEvent.of(ProfileV1(name="Ana Silva"), correlation_id="c", causation_id="c", occurred_at=when)
+    await store.append(stream(), [noted("a"), noted("b")])
+    await store.append(stream(), [profile])
+    everything = await store.backlog(after_position=start)
+    assert everything.events == 3 and 0 <= everything.seconds < 60
+    assert (await store.backlog(after_position=start, event_types=["ProfileUpdated"])).events == 1
+    assert (await store.backlog(after_position=start + 1, event_types=["Noted"])).events == 1
+    assert (await store.backlog(after_position=start, event_types=[])).events == 0
+    assert (await store.backlog(after_position=start, until_position=start + 2)).events == 2
+    up_to_the_noted = await store.backlog(
+        after_position=start, until_position=start + 2, event_types=["ProfileUpdated"]
+    )
+    assert up_to_the_noted.events == 0
+    caught_up = await store.backlog(after_position=await store.head_position())
+    assert (caught_up.events, caught_up.seconds) == (0, 0.0)
+
+
+async def test_find_events_by_a_payload_field(make_store: MakeStore) -> None:
+    store = make_store()
+    x, y = f"x-{uuid.uuid4().hex}", f"y-{uuid.uuid4().hex}"
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    profile = NewEvent.of(ProfileV1(name="Ana Silva"), correlation_id="c", causation_id="c", occurred_at=when)
+    mine, other_text, others, closed = stream(), stream(), stream(), stream()
+    await store.append(mine, [noted(x, user_id="u-1"), noted(y, user_id="u-1")])
+    await store.append(other_text, [noted("z", user_id="u-1")])
+    await store.append(others, [noted(x, user_id="u-2")])
+    await store.append(closed, [noted(y, user_id="u-1"), profile])
+
+    def found(events: list[Any]) -> list[tuple[str, str]]:
+        return [(e.stream_id, e.payload["text"]) for e in events]
+
+    everyone = await store.find_events("Noted", payload_field="text", values=[x, y])
+    assert found(everyone) == [(mine, x), (mine, y), (others, x), (closed, y)]
+    assert [e.position for e in everyone] == sorted(e.position for e in everyone)
+    by_user = await store.find_events("Noted", payload_field="text", values=[x, y], user_id="u-1")
+    assert found(by_user) == [(mine, x), (mine, y), (closed, y)]
+    open_only = await store.find_events(
+        "Noted", payload_field="text", values=[x, y], user_id="u-1", unless_stream_has="ProfileUpdated"
+    )
+    assert found(open_only) == [(mine, x), (mine, y)]
+    unless = await store.find_events(
+        "Noted", payload_field="text", values=[y], unless_stream_has="ProfileUpdated"
+    )
+    assert found(unless) == [(mine, y)]
+    assert await store.find_events("ProfileUpdated", payload_field="text", values=[x]) == []
+    assert await store.find_events("Noted", payload_field="text", values=[]) == []
+    with pytest.raises(InvalidQuery):
+        await store.find_events("Noted", payload_field="text' OR true --", values=[x])

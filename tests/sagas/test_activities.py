@@ -26,7 +26,7 @@ from activities.memory_extraction_io import (
     RetractMemoriesInput,
     StoreMemoriesInput,
 )
-from activities.memory_index import ScanningMemoryIndex
+from activities.memory_index import StoreMemoryIndex
 from adapters.http_embedder import EmbedderUnavailable
 from eventstore import InMemoryBlobStore, InMemoryEventStore, sha256_hex
 from memsaga.bootstrap import build_registry
@@ -81,7 +81,7 @@ class World:
         self.acts = MemoryExtractionActivities(
             self.store,
             self.blobs,
-            ScanningMemoryIndex(self.store),
+            StoreMemoryIndex(self.store),
             lambda options: self.extractor,  # type: ignore[arg-type,return-value]
             lambda options: self.embedder,  # type: ignore[arg-type,return-value]
         )
@@ -252,9 +252,7 @@ async def test_retraction_undoes_only_what_was_created_and_only_once() -> None:
     assert [e.event_type for e in stream] == ["MemoryCreated", "MemoryRetracted"]
     assert stream[1].payload["retracts_event_id"] == str(stream[0].event_id)
     assert await world.store.read_stream(memory_stream(plan[1].memory_id)) == []
-    assert (
-        await ScanningMemoryIndex(world.store).live_memories("u-1", [stream[0].payload["content_hash"]]) == {}
-    )
+    assert await StoreMemoryIndex(world.store).live_memories("u-1", [stream[0].payload["content_hash"]]) == {}
 
 
 async def test_compensating_a_saga_that_recorded_nothing_is_a_no_op() -> None:

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Worker
 
 from activities.memory_extraction_io import Appended, CompleteInput, RetractMemoriesInput, RetractResult
-from activities.memory_index import PostgresMemoryIndex
+from activities.memory_index import StoreMemoryIndex
 from eventstore import RecordedEvent
 from memsaga.bootstrap import build_activities
 from memsaga.client import (
@@ -275,7 +275,7 @@ async def test_a_permanently_failing_embedder_compensates(saga_env: SagaEnv) -> 
     assert types(events) == [*PIPELINE[:3], "ExtractionCompensated"]
     payload = only(events, "ExtractionCompensated").payload
     assert payload["failed_step"] == "embed" and payload["retracted_memory_ids"] == []
-    assert await PostgresMemoryIndex(saga_env.pool).live_memories(handle.user_id, ["x"]) == {}
+    assert await StoreMemoryIndex(saga_env.store).live_memories(handle.user_id, ["x"]) == {}
     history = await saga_env.client.get_workflow_handle(handle.workflow_id).fetch_history()
     scheduled = {
         e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
@@ -339,7 +339,7 @@ async def test_a_failure_after_store_retracts_every_created_memory(saga_env: Sag
     assert payload["compensates_event_ids"] == [str(events[0].event_id), *created]
     assert set(payload["retracted_memory_ids"]) == {e.payload["memory_id"] for e in created.values()}
     hashes = [e.payload["content_hash"] for e in created.values()]
-    assert await PostgresMemoryIndex(saga_env.pool).live_memories(handle.user_id, hashes) == {}
+    assert await StoreMemoryIndex(saga_env.store).live_memories(handle.user_id, hashes) == {}
 
 
 async def test_a_failing_compensation_is_recorded_and_fails_the_saga(saga_env: SagaEnv) -> None:
