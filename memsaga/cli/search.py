@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from memsaga.cli.common import JsonFlag, console, run_command
-from memsaga.search import KINDS, MAX_K, InvalidSearch, Recall, SearchResult
+from memsaga.search import KINDS, MAX_K, InvalidSearch, Recall, SearchResult, check_search
 from memsaga.settings import Settings
 from projections import SearchMode
 
@@ -48,6 +48,7 @@ def search_command(
 
     async def main() -> SearchResult:
         at = _parse_time(valid_at) if valid_at is not None else None
+        check_search(query, user_id=user, k=k, kinds=kind or ())  # before connecting to anything
         async with Recall.open(Settings()) as recall:
             return await recall.search(
                 query,

@@ -25,12 +25,13 @@ from projections import (
     rebuild,
     search,
 )
+from projections.consistency import applied_position, has_applied
 from projections.extensions import split_by_extensions
 from projections.memory_search import on_memory_created, on_memory_retracted
 from projections.parked import list_parked
 from projections.versions import active_version
 from sagas.memory_extraction.embedders import bytes_to_vector, vector_to_bytes
-from sagas.memory_extraction.events import MemoryCreated, MemoryKind, MemoryRetracted
+from sagas.memory_extraction.events import ExtractionCompleted, MemoryCreated, MemoryKind, MemoryRetracted
 from tests.support import migrated_database
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -236,3 +237,26 @@ async def test_running_every_projection_leaves_out_only_those_the_server_cannot_
     runnable, refused = await split_by_extensions(pool, [MEMORIES, needy, MEMORY_SEARCH])
     assert runnable == [MEMORIES, MEMORY_SEARCH]
     assert [(r.projection, r.extension) for r in refused] == [("needy_search", "no_such_extension")]
+
+
+async def test_applied_means_no_event_of_its_types_is_left_up_to_the_position(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = world
+    assert not await has_applied(pool, store, MEMORY_SEARCH, 1)  # never built
+    await remember(store, pool, "ana", "User lives in Utrecht")
+    await rebuild(pool, store, MEMORY_SEARCH)
+    other = NewEvent.of(
+        ExtractionCompleted(candidates=1, duplicates=0, memories_created=1, memory_ids=["m"]),
+        correlation_id="c",
+        causation_id="c",
+        occurred_at=T0,
+    )
+    done = await store.append("episode-x", [other])  # a type memory_search does not consume
+    checkpoint = await applied_position(pool, MEMORY_SEARCH)
+
+    assert checkpoint is not None and checkpoint < done.positions[-1]
+    assert await has_applied(pool, store, MEMORY_SEARCH, checkpoint)
+    assert await has_applied(pool, store, MEMORY_SEARCH, done.positions[-1])
+    await remember(store, pool, "ana", "User loves cycling")  # not applied: no runner
+    assert not await has_applied(pool, store, MEMORY_SEARCH, await store.head_position())

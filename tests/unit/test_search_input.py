@@ -1,0 +1,65 @@
+"""Bad search input: each a clear error that says what to change, before anything is searched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from memsaga.search import InvalidSearch, check_search, search_memories
+from sagas.memory_extraction.embedders import HashingEmbedder
+
+
+@pytest.mark.parametrize(
+    ("query", "user", "k", "kinds", "message"),
+    [
+        ("   ", "u-1", 10, (), "the query is empty"),
+        ("x" * 2001, "u-1", 10, (), "at most 2,000"),
+        ("a\x00b", "u-1", 10, (), "NUL"),
+        ("where?", "", 10, (), "needs a user id"),
+        ("where?", "u-1", 0, (), "k must be between 1 and 100, not 0"),
+        ("where?", "u-1", 101, (), "not 101"),
+        ("where?", "u-1", 5, ("health", "hobby"), "unknown kind hobby: choose from preference"),
+    ],
+)
+def test_bad_input_is_named(query: str, user: str, k: int, kinds: tuple[str, ...], message: str) -> None:
+    with pytest.raises(InvalidSearch, match=message):
+        check_search(query, user_id=user, k=k, kinds=kinds)
+
+
+def test_good_input_is_stripped() -> None:
+    assert check_search("  where do I live?  ", user_id="u-1", k=10, kinds=("fact",)) == "where do I live?"
+
+
+async def test_a_query_vector_of_another_dimension_is_refused_before_any_database_work() -> None:
+    embedder = HashingEmbedder(16)
+    with pytest.raises(InvalidSearch, match="3 dimensions, but hashing-v1 vectors have 16"):
+        await search_memories(
+            None,  # type: ignore[arg-type]  # never reached
+            None,  # type: ignore[arg-type]
+            embedder,
+            "where?",
+            user_id="u-1",
+            query_vector=[0.1, 0.2, 0.3],
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--user", "u-1", ""], "the query is empty"),
+        (["--user", "u-1", "where?", "--valid-at", "yesterday"], "is not an ISO time"),
+        (["--user", "u-1", "where?", "--valid-at", "2026-05-01T00:00"], "has no time zone"),
+    ],
+)
+def test_the_command_says_what_is_wrong_without_a_traceback(args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "memsaga", "search", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"MEMSAGA_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
