@@ -12,33 +12,25 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client
 from temporalio.service import RPCError
 
-from memsaga.bootstrap import build_stores, create_pool
 from memsaga.cli.common import JsonFlag, console, fail, signal_stop
 from memsaga.client import (
-    ExtractionHandle,
     approve_extraction,
     cancel_extraction,
     connect,
-    extraction_result,
+    extraction_options,
+    extraction_outcome,
     extraction_status,
     reject_extraction,
-    start_extraction,
+    start_extraction_of_text,
 )
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from memsaga.telemetry import shutdown_tracing
 from memsaga.worker import run_worker
-from sagas.compensation import describe_failure
-from sagas.memory_extraction.domain import (
-    INLINE_TEXT_LIMIT,
-    ExtractionOptions,
-    ExtractionRequest,
-    ExtractionResult,
-    InvalidExtractionRequest,
-)
+from sagas.memory_extraction.domain import ExtractionRequest, InvalidExtractionRequest
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -109,19 +101,14 @@ def extract_command(
     episode = _episode_text(text, file)
 
     async def start(settings: Settings, client: Client) -> dict[str, Any]:
-        options = ExtractionOptions(
-            review=review,
-            review_timeout_seconds=settings.review_timeout_seconds,
-            extractor=settings.extractor,
-            embedder=settings.embedder,
-        )
+        options = extraction_options(settings, review=review)
         request = ExtractionRequest(
             user_id=user, text=episode, source=source, correlation_id=correlation_id, options=options
         )
-        handle = await _start(client, request, key, settings)
+        handle = await start_extraction_of_text(client, request, settings=settings, workflow_id=key)
         shown: dict[str, Any] = handle.model_dump()
         if wait:
-            shown["result"] = await _wait(client, handle.workflow_id)
+            shown["result"] = (await extraction_outcome(client, handle.workflow_id)).model_dump()
         return shown
 
     shown = _run(start)
@@ -145,27 +132,6 @@ def _episode_text(text: str | None, file: Path | None) -> str:
         return sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc}") from None
-
-
-async def _start(
-    client: Client, request: ExtractionRequest, key: str | None, settings: Settings
-) -> ExtractionHandle:
-    if request.text is None or len(request.text.encode("utf-8")) <= INLINE_TEXT_LIMIT:
-        return await start_extraction(client, request, workflow_id=key, settings=settings)
-    pool = await create_pool(settings, min_size=1, max_size=1)  # long text: the blob store takes it
-    try:
-        _, blobs = build_stores(pool, settings)
-        return await start_extraction(client, request, workflow_id=key, settings=settings, blobs=blobs)
-    finally:
-        await pool.close()
-
-
-async def _wait(client: Client, workflow_id: str) -> dict[str, Any]:
-    try:
-        result: ExtractionResult = await extraction_result(client, workflow_id)
-    except WorkflowFailureError as exc:
-        return {"outcome": "failed or cancelled", "reason": describe_failure(exc)}
-    return result.model_dump()
 
 
 def status_command(workflow_id: WorkflowIdArg, as_json: JsonFlag = False) -> None:
