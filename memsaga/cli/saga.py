@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from memsaga.cli.common import JsonFlag, console, fail, signal_stop
+from memsaga.cli.common import JsonFlag, console, exits_at_once, fail, signal_stop
 from memsaga.client import (
     approve_extraction,
     cancel_extraction,
@@ -28,12 +26,10 @@ from memsaga.client import (
 )
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
-from memsaga.telemetry import shutdown_tracing
 from memsaga.worker import run_worker
 from sagas.memory_extraction.domain import ExtractionRequest, InvalidExtractionRequest
 
 T = TypeVar("T")
-P = ParamSpec("P")
 
 WorkflowIdArg = Annotated[str, typer.Argument(help="The saga's workflow id (extract-…).")]
 ReviewerOption = Annotated[
@@ -196,34 +192,11 @@ def _print_fields(fields: dict[str, Any]) -> None:
         console.print(f"[bold]{name.ljust(width)}[/]{shown}", soft_wrap=True, highlight=False)
 
 
-def _exits_at_once(command: Callable[P, None]) -> Callable[P, None]:
-    """Run ``command``, then leave the process without interpreter teardown.
-
-    temporalio's Rust threads can abort a short-lived client process while Python finalizes
-    ("Fatal Python error: PyGILState_Release", temporalio/sdk-python#300); all output is
-    flushed and nothing is left to clean up, so skipping the teardown is safe.
-    """
-
-    @functools.wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        try:
-            command(*args, **kwargs)
-            code = 0
-        except typer.Exit as exit_:
-            code = exit_.exit_code
-        shutdown_tracing()  # os._exit skips atexit: flush spans first
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-    return run
-
-
 def register_saga_commands(app: typer.Typer) -> None:
     """Attach the saga commands to the main app."""
-    app.command("worker")(_exits_at_once(worker_command))
-    app.command("extract")(_exits_at_once(extract_command))
-    app.command("status")(_exits_at_once(status_command))
-    app.command("approve")(_exits_at_once(approve_command))
-    app.command("reject")(_exits_at_once(reject_command))
-    app.command("cancel")(_exits_at_once(cancel_command))
+    app.command("worker")(exits_at_once(worker_command))
+    app.command("extract")(exits_at_once(extract_command))
+    app.command("status")(exits_at_once(status_command))
+    app.command("approve")(exits_at_once(approve_command))
+    app.command("reject")(exits_at_once(reject_command))
+    app.command("cancel")(exits_at_once(cancel_command))
