@@ -24,6 +24,7 @@ from memsaga.bootstrap import build_search_embedder, create_pool
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from projections import MEMORY_SEARCH, SearchMode, SearchQuery, search
+from projections.status import applied_through
 from projections.versions import active_checkpoint
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import MemoryKind
@@ -110,7 +111,7 @@ async def wait_until_applied(
     deadline = time.monotonic() + timeout
     while True:
         reached = await active_checkpoint(pool, MEMORY_SEARCH.name)
-        if reached is not None and reached.position >= position:
+        if reached is not None and await applied_through(pool, MEMORY_SEARCH, reached.position, position):
             return
         if time.monotonic() >= deadline:
             raise NotYetApplied(position, reached.position if reached else None, timeout)

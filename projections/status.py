@@ -23,6 +23,19 @@ _LAG = """SELECT count(*) AS events, extract(epoch FROM now() - min(recorded_at)
     FROM memsaga.events WHERE position > $1 AND ($2::text[] IS NULL OR event_type = ANY($2))"""
 
 
+_HANDLED_BETWEEN = """SELECT EXISTS (SELECT 1 FROM memsaga.events
+    WHERE position > $1 AND position <= $2 AND event_type = ANY($3))"""
+
+
+async def applied_through(pool: asyncpg.Pool, projection: Projection, checkpoint: int, position: int) -> bool:
+    """Whether a reader of ``projection`` at ``checkpoint`` has applied every event it handles up
+    to ``position``: its checkpoint moves only on those, so a later event of another type (a
+    saga's ExtractionCompleted, say) is never reached, yet nothing is left to apply before it."""
+    if checkpoint >= position:
+        return True
+    return not await pool.fetchval(_HANDLED_BETWEEN, checkpoint, position, list(projection.event_types))
+
+
 class Lag(BaseModel):
     """Events after a checkpoint, and how long the oldest of them has waited (0 when none)."""
 
