@@ -19,9 +19,10 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp_types import CallToolResult, TextContent
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from memsaga.client import reject_extraction
 from memsaga.mcp_server import build_server
 from tests.e2e.conftest import Stack
-from tests.workflows.support import EPISODE, closed_port
+from tests.workflows.support import EPISODE, SENSITIVE_EPISODE, closed_port
 
 MEMSAGA = str(Path(sys.executable).parent / "memsaga")
 
@@ -83,6 +84,7 @@ async def test_over_stdio_one_user_remembers_then_recalls(search_stack: Stack, t
             same = await client.call_tool("recall", {"query": "hiking", "user_id": user})
             empty = await client.call_tool("recall", {"query": "   "})
             bad_k = await client.call_tool("recall", {"query": "hiking", "k": 0})
+            blank = await client.call_tool("remember", {"text": " "})
 
     assert set(tools) == {"remember", "recall"}
     assert tools["recall"].input_schema["required"] == ["query"]
@@ -90,9 +92,8 @@ async def test_over_stdio_one_user_remembers_then_recalls(search_stack: Stack, t
     assert f"serves user {user!r} only" in error_text(other) and "someone-else" in error_text(other)
     assert "hiking" in structured(same)["hits"][0]["text"]
     assert "the query is empty" in error_text(empty)
-    assert "less than or equal to 100" not in error_text(
-        bad_k
-    ) and "greater than or equal to 1" in error_text(bad_k)
+    assert "k\n" in error_text(bad_k) and "greater than or equal to 1" in error_text(bad_k)
+    assert "text must not be empty" in error_text(blank)
 
 
 async def test_over_http_each_call_names_its_user(search_stack: Stack, tmp_path: Path) -> None:
@@ -117,6 +118,20 @@ async def test_a_tool_call_is_the_parent_of_the_saga_start_span(
     spans = {span.name: span for span in span_exporter.get_finished_spans()}
     call, start = spans["tools/call remember"], spans["StartWorkflow:MemoryExtraction"]
     assert start.parent is not None and start.parent.span_id == call.context.span_id
+
+
+async def test_remember_returns_the_status_of_a_saga_that_waits_for_a_review(search_stack: Stack) -> None:
+    server = build_server(search_stack.settings, wait_seconds=1.0)
+    async with Client(server) as client:
+        shown = structured(
+            await client.call_tool(
+                "remember", {"text": SENSITIVE_EPISODE, "user_id": f"u-{uuid.uuid4().hex[:8]}", "wait": True}
+            )
+        )
+    await reject_extraction(search_stack.client, shown["workflow_id"], reason="test over")
+
+    assert shown["result"] is None
+    assert shown["status"]["waiting_for_review"] is True and shown["status"]["step"] == "review"
 
 
 @contextlib.asynccontextmanager
