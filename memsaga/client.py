@@ -24,10 +24,12 @@ because the saga's event ids derive from its workflow id).
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 from urllib.parse import quote
 
+import asyncpg
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -39,14 +41,17 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from eventstore import BlobStore
+from memsaga.bootstrap import build_stores, create_pool
 from memsaga.search import InvalidSearch as InvalidSearch
 from memsaga.search import NotYetApplied as NotYetApplied
 from memsaga.search import Recall as Recall
 from memsaga.search import SearchHit as SearchHit
 from memsaga.search import SearchResult as SearchResult
 from memsaga.settings import Settings
+from sagas.compensation import describe_failure
 from sagas.memory_extraction.domain import (
     INLINE_TEXT_LIMIT,
+    ExtractionOptions,
     ExtractionRequest,
     ExtractionResult,
     ExtractionStatus,
@@ -67,6 +72,13 @@ class ExtractionHandle(BaseModel):
     correlation_id: str
     user_id: str
     url: str
+
+
+class ExtractionFailed(BaseModel):
+    """A saga that ended failed or cancelled (after compensating), and why."""
+
+    outcome: Literal["failed or cancelled"] = "failed or cancelled"
+    reason: str
 
 
 async def connect(settings: Settings) -> Client:
@@ -145,6 +157,47 @@ async def start_extraction(
     )
 
 
+def extraction_options(settings: Settings, *, review: bool = False) -> ExtractionOptions:
+    """The options of a new saga: the configured extractor, embedder and review timeout."""
+    return ExtractionOptions(
+        review=review,
+        review_timeout_seconds=settings.review_timeout_seconds,
+        extractor=settings.extractor,
+        embedder=settings.embedder,
+    )
+
+
+async def start_extraction_of_text(
+    client: Client,
+    request: ExtractionRequest,
+    *,
+    settings: Settings,
+    workflow_id: str | None = None,
+    pool: asyncpg.Pool | None = None,
+) -> ExtractionHandle:
+    """:func:`start_extraction`, putting text over 16 KiB in the blob store first.
+
+    The blob store is on ``pool``; without one a one-connection pool is opened for long text.
+
+    :raises InvalidExtractionRequest: the request is malformed.
+    :raises DatabaseUnreachable: long text, and PostgreSQL cannot be reached.
+    """
+    if request.text is None or len(request.text.encode("utf-8")) <= INLINE_TEXT_LIMIT:
+        return await start_extraction(client, request, workflow_id=workflow_id, settings=settings)
+    if pool is not None:
+        _, blobs = build_stores(pool, settings)
+        return await start_extraction(
+            client, request, workflow_id=workflow_id, settings=settings, blobs=blobs
+        )
+    own = await create_pool(settings, min_size=1, max_size=1)
+    try:
+        return await start_extraction_of_text(
+            client, request, settings=settings, workflow_id=workflow_id, pool=own
+        )
+    finally:
+        await own.close()
+
+
 async def _prepared(
     request: ExtractionRequest, workflow_id: str, blobs: BlobStore | None
 ) -> ExtractionRequest:
@@ -174,6 +227,14 @@ async def extraction_status(client: Client, workflow_id: str) -> ExtractionStatu
 async def extraction_result(client: Client, workflow_id: str) -> ExtractionResult:
     """Wait for the saga to finish. :raises WorkflowFailureError: it failed or was cancelled."""
     return await _handle(client, workflow_id).result()
+
+
+async def extraction_outcome(client: Client, workflow_id: str) -> ExtractionResult | ExtractionFailed:
+    """Wait for the saga to finish: its result, or why it failed or was cancelled."""
+    try:
+        return await extraction_result(client, workflow_id)
+    except WorkflowFailureError as exc:
+        return ExtractionFailed(reason=describe_failure(exc))
 
 
 async def approve_extraction(

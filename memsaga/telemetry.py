@@ -1,4 +1,4 @@
-"""One OpenTelemetry setup for every memsaga process (client, worker, relay, projector).
+"""One OpenTelemetry setup for every memsaga process (client, worker, relay, projector, mcp).
 
 Spans are exported over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces-specific
 variable) is set, and nowhere otherwise; the standard ``OTEL_*`` variables are honoured by the
@@ -16,7 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
-ROLES = ("client", "worker", "relay", "projector")
+ROLES = ("client", "worker", "relay", "projector", "mcp")
 
 
 def _otlp_configured() -> bool:

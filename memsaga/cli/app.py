@@ -8,6 +8,7 @@ from memsaga.cli.bench import register_bench_commands
 from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
 from memsaga.cli.dlq import register_dlq_commands
+from memsaga.cli.mcp import register_mcp_commands
 from memsaga.cli.projections import register_projection_commands
 from memsaga.cli.read_models import register_read_model_commands
 from memsaga.cli.relay import register_relay_commands
@@ -34,9 +35,10 @@ register_projection_commands(app)
 register_dlq_commands(app)
 register_read_model_commands(app)
 register_search_commands(app)
+register_mcp_commands(app)
 register_bench_commands(app)
 
-_ROLES = {"worker": "worker", "relay": "relay", "project": "projector"}
+_ROLES = {"worker": "worker", "relay": "relay", "project": "projector", "mcp": "mcp"}
 
 
 @app.callback()

@@ -6,11 +6,14 @@ Command modules import this one and never each other (``tests/unit/test_layers.p
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import asyncpg
 import typer
@@ -19,10 +22,12 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from memsaga.errors import MemsagaError
+from memsaga.telemetry import shutdown_tracing
 from projections import ProjectionsError
 from sagas.memory_extraction.ports import AdapterError
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 console = Console()
 errors = Console(stderr=True)
@@ -40,14 +45,48 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def known_error(exc: BaseException) -> str | None:
+    """What to tell the user about an error we name (inside exception groups too); None for a bug."""
+    if isinstance(exc, BaseExceptionGroup):
+        return next((m for e in exc.exceptions if (m := known_error(e)) is not None), None)
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return f"{exc}: apply the schema first with `memsaga migrate`"
+    if isinstance(exc, MemsagaError | ProjectionsError | AdapterError | ValueError):
+        return str(exc)
+    return None
+
+
 def run_command(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """``asyncio.run`` for a command; our errors become a message and exit code 1."""
     try:
         return asyncio.run(main())
-    except asyncpg.UndefinedTableError as exc:
-        raise fail(f"{exc}: apply the schema first with `memsaga migrate`") from None
-    except (MemsagaError, ProjectionsError, AdapterError, ValueError) as exc:
-        raise fail(str(exc)) from None
+    except Exception as exc:
+        if (message := known_error(exc)) is None:
+            raise
+        raise fail(message) from None
+
+
+def exits_at_once(command: Callable[P, None]) -> Callable[P, None]:
+    """Run ``command``, then leave the process without interpreter teardown.
+
+    temporalio's Rust threads can abort a short-lived client process while Python finalizes
+    ("Fatal Python error: PyGILState_Release", temporalio/sdk-python#300); all output is
+    flushed and nothing is left to clean up, so skipping the teardown is safe.
+    """
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+            code = 0
+        except typer.Exit as exit_:
+            code = exit_.exit_code
+        shutdown_tracing()  # os._exit skips atexit: flush spans first
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    return run
 
 
 def log_to_stderr() -> None:

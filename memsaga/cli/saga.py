@@ -3,45 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client
 from temporalio.service import RPCError
 
-from memsaga.bootstrap import build_stores, create_pool
-from memsaga.cli.common import JsonFlag, console, fail, signal_stop
+from memsaga.cli.common import JsonFlag, console, exits_at_once, fail, signal_stop
 from memsaga.client import (
-    ExtractionHandle,
     approve_extraction,
     cancel_extraction,
     connect,
-    extraction_result,
+    extraction_options,
+    extraction_outcome,
     extraction_status,
     reject_extraction,
-    start_extraction,
+    start_extraction_of_text,
 )
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
-from memsaga.telemetry import shutdown_tracing
 from memsaga.worker import run_worker
-from sagas.compensation import describe_failure
-from sagas.memory_extraction.domain import (
-    INLINE_TEXT_LIMIT,
-    ExtractionOptions,
-    ExtractionRequest,
-    ExtractionResult,
-    InvalidExtractionRequest,
-)
+from sagas.memory_extraction.domain import ExtractionRequest, InvalidExtractionRequest
 
 T = TypeVar("T")
-P = ParamSpec("P")
 
 WorkflowIdArg = Annotated[str, typer.Argument(help="The saga's workflow id (extract-…).")]
 ReviewerOption = Annotated[
@@ -109,19 +97,14 @@ def extract_command(
     episode = _episode_text(text, file)
 
     async def start(settings: Settings, client: Client) -> dict[str, Any]:
-        options = ExtractionOptions(
-            review=review,
-            review_timeout_seconds=settings.review_timeout_seconds,
-            extractor=settings.extractor,
-            embedder=settings.embedder,
-        )
+        options = extraction_options(settings, review=review)
         request = ExtractionRequest(
             user_id=user, text=episode, source=source, correlation_id=correlation_id, options=options
         )
-        handle = await _start(client, request, key, settings)
+        handle = await start_extraction_of_text(client, request, settings=settings, workflow_id=key)
         shown: dict[str, Any] = handle.model_dump()
         if wait:
-            shown["result"] = await _wait(client, handle.workflow_id)
+            shown["result"] = (await extraction_outcome(client, handle.workflow_id)).model_dump()
         return shown
 
     shown = _run(start)
@@ -145,27 +128,6 @@ def _episode_text(text: str | None, file: Path | None) -> str:
         return sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc}") from None
-
-
-async def _start(
-    client: Client, request: ExtractionRequest, key: str | None, settings: Settings
-) -> ExtractionHandle:
-    if request.text is None or len(request.text.encode("utf-8")) <= INLINE_TEXT_LIMIT:
-        return await start_extraction(client, request, workflow_id=key, settings=settings)
-    pool = await create_pool(settings, min_size=1, max_size=1)  # long text: the blob store takes it
-    try:
-        _, blobs = build_stores(pool, settings)
-        return await start_extraction(client, request, workflow_id=key, settings=settings, blobs=blobs)
-    finally:
-        await pool.close()
-
-
-async def _wait(client: Client, workflow_id: str) -> dict[str, Any]:
-    try:
-        result: ExtractionResult = await extraction_result(client, workflow_id)
-    except WorkflowFailureError as exc:
-        return {"outcome": "failed or cancelled", "reason": describe_failure(exc)}
-    return result.model_dump()
 
 
 def status_command(workflow_id: WorkflowIdArg, as_json: JsonFlag = False) -> None:
@@ -230,34 +192,11 @@ def _print_fields(fields: dict[str, Any]) -> None:
         console.print(f"[bold]{name.ljust(width)}[/]{shown}", soft_wrap=True, highlight=False)
 
 
-def _exits_at_once(command: Callable[P, None]) -> Callable[P, None]:
-    """Run ``command``, then leave the process without interpreter teardown.
-
-    temporalio's Rust threads can abort a short-lived client process while Python finalizes
-    ("Fatal Python error: PyGILState_Release", temporalio/sdk-python#300); all output is
-    flushed and nothing is left to clean up, so skipping the teardown is safe.
-    """
-
-    @functools.wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        try:
-            command(*args, **kwargs)
-            code = 0
-        except typer.Exit as exit_:
-            code = exit_.exit_code
-        shutdown_tracing()  # os._exit skips atexit: flush spans first
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-    return run
-
-
 def register_saga_commands(app: typer.Typer) -> None:
     """Attach the saga commands to the main app."""
-    app.command("worker")(_exits_at_once(worker_command))
-    app.command("extract")(_exits_at_once(extract_command))
-    app.command("status")(_exits_at_once(status_command))
-    app.command("approve")(_exits_at_once(approve_command))
-    app.command("reject")(_exits_at_once(reject_command))
-    app.command("cancel")(_exits_at_once(cancel_command))
+    app.command("worker")(exits_at_once(worker_command))
+    app.command("extract")(exits_at_once(extract_command))
+    app.command("status")(exits_at_once(status_command))
+    app.command("approve")(exits_at_once(approve_command))
+    app.command("reject")(exits_at_once(reject_command))
+    app.command("cancel")(exits_at_once(cancel_command))

@@ -22,7 +22,15 @@ from memsaga.bootstrap import build_activities, build_stores, build_worker
 from memsaga.client import connect
 from memsaga.devstack.databases import DatabaseFactory
 from memsaga.settings import Settings
-from projections import MEMORIES, ProjectionRunner, Relay, RelayConfig, RunnerConfig
+from projections import (
+    MEMORIES,
+    MEMORY_SEARCH,
+    Projection,
+    ProjectionRunner,
+    Relay,
+    RelayConfig,
+    RunnerConfig,
+)
 from tests.support import migrated_database
 
 
@@ -37,15 +45,11 @@ class Stack:
     blobs: PostgresBlobStore
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(
-    fresh_database: DatabaseFactory,
-    temporal_address: str,
-    nats_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-    _global_span_exporter: InMemorySpanExporter,  # tracing set up before the client connects
+@contextlib.asynccontextmanager
+async def running_stack(
+    dsn: str, temporal_address: str, nats_url: str, state_dir: Path, projection: Projection
 ) -> AsyncIterator[Stack]:
-    dsn = await migrated_database(fresh_database)
+    """A worker, the relay and ``projection``'s runner on a migrated database, in this process."""
     tag = uuid.uuid4().hex[:10]
     settings = Settings(
         database_url=dsn,
@@ -54,7 +58,7 @@ async def stack(
         task_queue=f"memsaga-e2e-{tag}",
         nats_stream=f"E2E_{tag}",
         subject_prefix=f"e2e{tag}",
-        state_dir=Path(tmp_path_factory.mktemp("state")),
+        state_dir=state_dir,
     )
     client = await connect(settings)
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=20)
@@ -68,7 +72,7 @@ async def stack(
         listen_dsn=dsn,
     )
     runner = ProjectionRunner(
-        MEMORIES,
+        projection,
         store,
         js,
         RunnerConfig(
@@ -90,3 +94,32 @@ async def stack(
             await js.delete_stream(settings.nats_stream)
         await nc.close()
         await pool.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(
+    fresh_database: DatabaseFactory,
+    temporal_address: str,
+    nats_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    _global_span_exporter: InMemorySpanExporter,  # tracing set up before the client connects
+) -> AsyncIterator[Stack]:
+    dsn = await migrated_database(fresh_database)
+    state_dir = Path(tmp_path_factory.mktemp("state"))
+    async with running_stack(dsn, temporal_address, nats_url, state_dir, MEMORIES) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def search_stack(
+    fresh_pgvector_database: DatabaseFactory,
+    temporal_address: str,
+    nats_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    _global_span_exporter: InMemorySpanExporter,
+) -> AsyncIterator[Stack]:
+    """:func:`stack` with the memory_search projection, on a PostgreSQL that has pgvector."""
+    dsn = await migrated_database(fresh_pgvector_database)
+    state_dir = Path(tmp_path_factory.mktemp("state"))
+    async with running_stack(dsn, temporal_address, nats_url, state_dir, MEMORY_SEARCH) as running:
+        yield running

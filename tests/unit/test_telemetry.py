@@ -13,7 +13,7 @@ def _processors(provider: object) -> list[object]:
     return list(provider._active_span_processor._span_processors)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("role", ["client", "worker", "relay", "projector"])
+@pytest.mark.parametrize("role", ["client", "worker", "relay", "projector", "mcp"])
 def test_service_name_per_role(role: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     provider = build_provider(role)
