@@ -17,6 +17,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 import nats.errors
@@ -72,6 +73,25 @@ async def load_checkpoint(pool: asyncpg.Pool, stream: str) -> int:
     )
     position = await pool.fetchval("SELECT position FROM memsaga.relay_checkpoints WHERE stream = $1", stream)
     return int(position)
+
+
+@dataclass(frozen=True)
+class RelayCheckpoint:
+    """A relay's checkpoint row: position, events published, last update (None: never ran)."""
+
+    position: int
+    published: int
+    updated_at: datetime | None
+
+
+async def read_checkpoint(pool: asyncpg.Pool, stream: str) -> RelayCheckpoint:
+    """The relay checkpoint of ``stream`` without creating it (position 0 when it never ran)."""
+    row = await pool.fetchrow(
+        "SELECT position, published, updated_at FROM memsaga.relay_checkpoints WHERE stream = $1", stream
+    )
+    if row is None:
+        return RelayCheckpoint(0, 0, None)
+    return RelayCheckpoint(int(row["position"]), int(row["published"]), row["updated_at"])
 
 
 async def save_checkpoint(pool: asyncpg.Pool, stream: str, position: int, published: int) -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from eventstore import EventStore
 from projections.base import Projection
 from projections.parked import count_parked
+from projections.relay import read_checkpoint
 from projections.stream import stream_limits
 from projections.versions import BuildingVersion, active_checkpoint, building_version
 
@@ -82,17 +83,14 @@ class RelayStatus(BaseModel):
 
 async def relay_status(pool: asyncpg.Pool, store: EventStore, stream: str) -> RelayStatus:
     """Where the relay of ``stream`` stands (position 0 when it never ran)."""
-    row = await pool.fetchrow(
-        "SELECT position, published, updated_at FROM memsaga.relay_checkpoints WHERE stream = $1", stream
-    )
-    position = 0 if row is None else int(row["position"])
+    checkpoint = await read_checkpoint(pool, stream)
     return RelayStatus(
         stream=stream,
-        position=position,
+        position=checkpoint.position,
         head=await store.head_position(),
-        lag=await lag_after(store, position),
-        published=0 if row is None else int(row["published"]),
-        updated_at=None if row is None else row["updated_at"],
+        lag=await lag_after(store, checkpoint.position),
+        published=checkpoint.published,
+        updated_at=checkpoint.updated_at,
     )
 
 
