@@ -25,6 +25,7 @@ from memsaga.bootstrap import build_search_embedder, build_stores, create_pool
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from projections import MEMORY_SEARCH, SearchMode, SearchQuery, search
+from projections import SearchHit as SearchHit
 from projections.consistency import applied_position, has_applied
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import MemoryKind
@@ -49,26 +50,6 @@ class NotYetApplied(MemsagaError):
             f"the memory_search read model {where}, not {position:,}, after {timeout:g}s: is"
             " `memsaga project run` running? (`memsaga project status` shows its lag)"
         )
-
-
-class SearchHit(BaseModel):
-    """One recalled memory, with its scores and where it came from."""
-
-    model_config = ConfigDict(frozen=True)
-
-    memory_id: str
-    text: str
-    kind: str
-    score: float
-    similarity: float | None
-    keyword_rank: float | None
-    created_at: datetime
-    valid_from: datetime | None
-    valid_to: datetime | None
-    episode_id: str | None
-    correlation_id: str | None
-    workflow_id: str | None
-    workflow_url: str | None
 
 
 class SearchResult(BaseModel):
@@ -174,22 +155,15 @@ async def search_memories(
         ),
     )
     hits = [
-        SearchHit(
-            memory_id=r.memory_id,
-            text=r.text,
-            kind=r.kind,
-            score=round(r.score, 6),
-            similarity=None if r.similarity is None else round(r.similarity, 6),
-            keyword_rank=None if r.keyword_rank is None else round(r.keyword_rank, 6),
-            created_at=r.created_at,
-            valid_from=r.valid_from,
-            valid_to=r.valid_to,
-            episode_id=r.episode_id,
-            correlation_id=r.correlation_id,
-            workflow_id=r.workflow_id,
-            workflow_url=_workflow_url(temporal_ui, namespace, r.workflow_id),
+        hit.model_copy(
+            update={
+                "score": round(hit.score, 6),
+                "similarity": None if hit.similarity is None else round(hit.similarity, 6),
+                "keyword_rank": None if hit.keyword_rank is None else round(hit.keyword_rank, 6),
+                "workflow_url": _workflow_url(temporal_ui, namespace, hit.workflow_id),
+            }
         )
-        for r in rows
+        for hit in rows
     ]
     return SearchResult(user_id=user_id, query=text, k=k, mode=mode.value, embedder=embedder.name, hits=hits)
 

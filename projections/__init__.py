@@ -22,7 +22,7 @@ from projections.errors import (
 )
 from projections.extractions import EXTRACTIONS, Extraction, TimelineEntry, get_extraction, list_extractions
 from projections.memories import MEMORIES, Memory, list_memories
-from projections.memory_search import MEMORY_SEARCH, SearchMode, SearchQuery, SearchRow, search
+from projections.memory_search import MEMORY_SEARCH, SearchHit, SearchMode, SearchQuery, search
 from projections.parked import ParkedEvent, list_parked
 from projections.rebuild import RebuildProgress, RebuildResult, ensure_built, rebuild
 from projections.relay import Relay, RelayConfig, RelayStats
@@ -63,9 +63,9 @@ __all__ = [
     "RetryResult",
     "RunnerConfig",
     "RunnerStats",
+    "SearchHit",
     "SearchMode",
     "SearchQuery",
-    "SearchRow",
     "StreamHasLimits",
     "StreamSubjectsMismatch",
     "Tables",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from pydantic import BaseModel, ConfigDict
 
 from eventstore import PostgresBlobStore, RecordedEvent
 from eventstore.postgres import Connection
@@ -195,9 +196,11 @@ class SearchQuery:
     ef_search: int = 100
 
 
-@dataclass(frozen=True, kw_only=True)
-class SearchRow:
-    """A hit as the read model holds it; ``score`` is the fused score (or the one ranking's)."""
+class SearchHit(BaseModel):
+    """One recalled memory: its scores and where it came from (``score``: the fused score, or the
+    one ranking's ``1/(RRF_K + rank)``; ``workflow_url`` is filled by callers that know the UI)."""
+
+    model_config = ConfigDict(frozen=True)
 
     memory_id: str
     user_id: str
@@ -213,6 +216,7 @@ class SearchRow:
     correlation_id: str | None
     workflow_id: str | None
     embedder: str | None
+    workflow_url: str | None = None
 
 
 # Every parameter, typed once (rankings left out of a mode would leave some untyped):
@@ -271,7 +275,7 @@ def _space(embedder: str, dimension: int) -> tuple[str, int] | None:
     return (embedder, dimension) if (embedder, dimension) in INDEXED_SPACES else None
 
 
-async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchRow]:
+async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchHit]:
     """The ``k`` best current memories of ``query.user_id`` for ``query``, best first.
 
     :raises ProjectionNotInitialized: the memory_search projection never ran.
@@ -300,4 +304,4 @@ async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchRow]:
             rows = await conn.fetch(sql, *args)
     except asyncpg.UndefinedTableError:
         raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
-    return [SearchRow(**dict(r)) for r in rows]
+    return [SearchHit(**dict(r)) for r in rows]
