@@ -29,6 +29,7 @@ from memsaga.client import (
     extraction_outcome,
     extraction_status,
     start_extraction_of_text,
+    workflow_id_for,
 )
 from memsaga.errors import MemsagaError
 from memsaga.search import MAX_K, Recall, SearchResult
@@ -135,14 +136,22 @@ async def remember(
     source: str = "chat",
     wait: bool = False,
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    request_id: str | None = None,
 ) -> Remembered:
-    """Start a memory-extraction saga from ``text``; with ``wait``, its outcome or its status."""
+    """Start a memory-extraction saga from ``text``; with ``wait``, its outcome or its status.
+
+    ``request_id`` makes a retried call return the saga the first call started (``extract-<id>``).
+    """
     settings = services.settings
     request = ExtractionRequest(
         user_id=user_id, text=text, source=source, options=extraction_options(settings)
     )
     handle = await start_extraction_of_text(
-        services.temporal, request, settings=settings, pool=services.recall.pool
+        services.temporal,
+        request,
+        settings=settings,
+        pool=services.recall.pool,
+        workflow_id=workflow_id_for(request_id) if request_id else None,
     )
     shown = Remembered(**handle.model_dump(include={"workflow_id", "correlation_id", "user_id", "url"}))
     if not wait:
@@ -182,6 +191,14 @@ def build_server(
         user_id: UserIdArg = None,
         source: Annotated[str, Field(description="Where the episode comes from.")] = "chat",
         wait: Annotated[bool, Field(description="Wait for the saga's outcome.")] = False,
+        request_id: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=200,
+                description="Your id of this request: a retry with the same id returns the same saga.",
+            ),
+        ] = None,
     ) -> Remembered:
         """Start extracting long-term memories from an episode's text (a saga); returns its ids.
 
@@ -198,6 +215,7 @@ def build_server(
                 source=source,
                 wait=wait,
                 wait_seconds=wait_seconds,
+                request_id=request_id,
             )
 
     async def recall_tool(

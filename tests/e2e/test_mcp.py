@@ -164,3 +164,15 @@ async def listening(port: int, process: subprocess.Popen[bytes], errlog: Any, ti
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"memsaga mcp did not listen on {port} within {timeout} s")
+
+
+async def test_a_retried_remember_with_its_request_id_returns_the_same_saga(search_stack: Stack) -> None:
+    server = build_server(search_stack.settings, user=f"u-{uuid.uuid4().hex[:8]}")
+    request_id = f"chat-{uuid.uuid4().hex[:8]}"
+    async with Client(server) as client:
+        first = structured(await client.call_tool("remember", {"text": EPISODE, "request_id": request_id}))
+        again = structured(await client.call_tool("remember", {"text": EPISODE, "request_id": request_id}))
+        other = structured(await client.call_tool("remember", {"text": EPISODE}))
+
+    assert first["workflow_id"] == again["workflow_id"] == f"extract-{request_id}"
+    assert other["workflow_id"] != first["workflow_id"]
