@@ -53,6 +53,12 @@ class Sizes:
     e2e_seconds: float = 30.0
     sagas: int = 300
     saga_rounds: int = 3
+    recall_user_small: int = 10_000  # memories of the one user of the first speed data set
+    recall_user_large: int = 100_000
+    recall_users: int = 1_000  # users of the third data set
+    recall_per_user: int = 1_000
+    recall_questions: int = 200  # timed per side and data set
+    recall_text_pool: int = 100_000  # distinct synthetic texts embedded (rows beyond reuse them)
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -73,6 +79,12 @@ class Sizes:
             e2e_seconds=3.0,
             sagas=10,
             saga_rounds=1,
+            recall_user_small=300,
+            recall_user_large=1_000,
+            recall_users=10,
+            recall_per_user=200,
+            recall_questions=20,
+            recall_text_pool=2_000,
         )
 
     def with_events(self, events: int) -> Sizes:

@@ -55,6 +55,8 @@ class RichProgress:
 
 
 def _value(value: float, unit: str) -> str:
+    if not unit:  # a score or a fraction (recall, MRR)
+        return f"{value:.3f}"
     if unit == "ms" or unit == "s" or value < 100:
         return f"{value:,.1f} {unit}"
     return f"{value:,.0f} {unit}"

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-TargetKind = Literal["ratio_at_least", "value_below"]
+TargetKind = Literal["ratio_at_least", "ratio_above", "value_below", "value_at_least"]
 
 
 class Measurement(BaseModel):
@@ -42,7 +42,8 @@ class Measurement(BaseModel):
 
 
 class Target(BaseModel):
-    """What the figure must reach: a minimum ratio, or a maximum value of the subject.
+    """What the figure must reach: a minimum ratio (or one strictly above, for "better than"),
+    or a bound on the subject's value (below a maximum, or at least a minimum).
 
     ``applies`` is False when the run's sizes differ from those the target is stated for
     (e.g. "rebuild of 1,000,000 events under 60 s" checked on a quick run): then it is not judged.
@@ -59,6 +60,10 @@ class Target(BaseModel):
             return None
         if self.kind == "ratio_at_least":
             return ratio >= self.threshold
+        if self.kind == "ratio_above":
+            return ratio > self.threshold
+        if self.kind == "value_at_least":
+            return value >= self.threshold
         return value < self.threshold
 
 

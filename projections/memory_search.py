@@ -15,6 +15,7 @@ the two rankings by reciprocal rank fusion, always filtered by user.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -275,11 +276,8 @@ def _space(embedder: str, dimension: int) -> tuple[str, int] | None:
     return (embedder, dimension) if (embedder, dimension) in INDEXED_SPACES else None
 
 
-async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchHit]:
-    """The ``k`` best current memories of ``query.user_id`` for ``query``, best first.
-
-    :raises ProjectionNotInitialized: the memory_search projection never ran.
-    """
+def _statement(query: SearchQuery) -> tuple[str, tuple[object, ...]]:
+    """The SQL of ``query`` and its arguments."""
     dimension = len(query.vector) if query.vector is not None else 0
     sql = _search_sql(query.mode, _space(query.embedder, dimension)).format(
         t=MEMORY_SEARCH.views()["memory_search"]
@@ -296,12 +294,41 @@ async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchHit]:
         query.candidates,
         query.k,
     )
+    return sql, args
+
+
+async def _prepare_scan(conn: Connection, query: SearchQuery) -> None:
+    # Filtered HNSW scans go on until they have enough rows (pgvector 0.8).
+    await conn.execute(f"SET LOCAL hnsw.ef_search = {int(query.ef_search)}")
+    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+
+
+async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchHit]:
+    """The ``k`` best current memories of ``query.user_id`` for ``query``, best first.
+
+    :raises ProjectionNotInitialized: the memory_search projection never ran.
+    """
+    sql, args = _statement(query)
     try:
         async with pool.acquire() as conn, conn.transaction(readonly=True):
-            # Filtered HNSW scans go on until they have enough rows (pgvector 0.8).
-            await conn.execute(f"SET LOCAL hnsw.ef_search = {int(query.ef_search)}")
-            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            await _prepare_scan(conn, query)
             rows = await conn.fetch(sql, *args)
     except asyncpg.UndefinedTableError:
         raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
     return [SearchHit(**dict(r)) for r in rows]
+
+
+async def explain_search(pool: asyncpg.Pool, query: SearchQuery, *, analyze: bool = False) -> object:
+    """PostgreSQL's plan of :func:`search` for ``query`` (``EXPLAIN (FORMAT JSON)``), as JSON.
+
+    :raises ProjectionNotInitialized: the memory_search projection never ran.
+    """
+    sql, args = _statement(query)
+    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
+    try:
+        async with pool.acquire() as conn, conn.transaction(readonly=True):
+            await _prepare_scan(conn, query)
+            plan = await conn.fetchval(f"EXPLAIN ({options}) {sql}", *args)
+    except asyncpg.UndefinedTableError:
+        raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
+    return json.loads(plan) if isinstance(plan, str) else plan

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -17,6 +18,7 @@ from bench.runner import BENCHMARKS, run_benchmarks
 from memsaga.cli import app
 from memsaga.settings import Settings
 
+RECALL_PAIRS = ("vs-keyword", "vs-vector", "wordllama-vs-hashing", "hybrid-hashing-vs-keyword")
 # What the issue asks for, by figure key (each must come with its baseline and ratio).
 REQUIRED = {
     *(
@@ -35,6 +37,21 @@ REQUIRED = {
     "sagas.latency.p99",
     "end_to_end.p50",
     "end_to_end.p99",
+    "recall.quality.recall_at_5",
+    *(f"recall.quality.{m}.{pair}" for m in ("recall_at_1", "recall_at_5", "mrr") for pair in RECALL_PAIRS),
+    *(
+        f"recall.speed.{case}.{figure}"
+        for case in ("one_user_small", "one_user_large", "many_users")
+        for figure in (
+            "vector.p50",
+            "vector.p95",
+            "hybrid.p50",
+            "hybrid.p95",
+            "hnsw_recall",
+            "index_build.memory",
+            "index_build.seconds",
+        )
+    ),
 }
 # Figures whose memsaga side follows the log (tail, relay, rebuild): they carry delivered/committed.
 TAILING = ("replay.read_all", "relay.publish", "projections.rebuild", "projections.catch_up")
@@ -42,10 +59,10 @@ WITH_MEMORY = ("projections.", "sagas.throughput")  # the issue asks for peak me
 
 
 async def test_quick_run_reports_every_figure_beside_its_baseline(
-    postgres_url: str, nats_url: str, temporal_address: str, tmp_path: Path
+    pgvector_url: str, nats_url: str, temporal_address: str, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        database_url=postgres_url, nats_url=nats_url, temporal_address=temporal_address, state_dir=tmp_path
+    settings = Settings(  # the recall benchmark needs pgvector; the others run on any server
+        database_url=pgvector_url, nats_url=nats_url, temporal_address=temporal_address, state_dir=tmp_path
     )
     results = await run_benchmarks(settings, Sizes.quick(), quick=True)
     written = json.loads(write_json(results, tmp_path / "results").read_text())
@@ -68,8 +85,36 @@ async def test_quick_run_reports_every_figure_beside_its_baseline(
     for key in TAILING:  # every committed event reached the follower, once
         assert figures[key]["delivered"] == 1.0, key
     assert not figures["projections.rebuild.seconds"]["target"]["applies"]  # 1,000,000 events only
+    _recall_figures_are_sane(figures)
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "results" / "latest.json").exists()
+
+
+def _recall_figures_are_sane(figures: dict[str, Any]) -> None:
+    """Quality is measured on the whole fixture even in a quick run; speed at tiny sizes."""
+    for key, f in figures.items():
+        if key.startswith("recall.quality."):
+            assert 0 < f["subject"]["value"] <= 1 and 0 < f["baseline"]["value"] <= 1, key
+            assert f["size"].startswith("141 questions"), key
+    assert figures["recall.quality.recall_at_5"]["target"]["applies"]  # the fixture is the same in quick runs
+    assert figures["recall.quality.recall_at_5"]["passed"] in (True, False)
+    for case in ("one_user_small", "one_user_large", "many_users"):
+        recall = figures[f"recall.speed.{case}.hnsw_recall"]
+        assert 0 < recall["subject"]["value"] <= 1 and not recall["target"]["applies"], case
+        assert any(n.startswith("memsaga vector plan: ") for n in recall["notes"]), case
+        assert (
+            len(figures[f"recall.speed.{case}.vector.p95"]["subject"]["samples"])
+            == Sizes.quick().recall_questions
+        )
+        assert figures[f"recall.speed.{case}.index_build.memory"]["subject"]["peak_memory_mb"]["postgres"] > 0
+    assert not figures["recall.speed.one_user_large.hybrid.p95"]["target"]["applies"]  # 100,000 memories only
+
+
+def test_value_and_strict_ratio_targets() -> None:
+    at_least = Target(kind="value_at_least", threshold=0.9, text=">= 0.9")
+    above = Target(kind="ratio_above", threshold=1.0, text="better")
+    assert at_least.judge(0.9, 0.1) is True and at_least.judge(0.89, 9.0) is False
+    assert above.judge(0.0, 1.01) is True and above.judge(9.0, 1.0) is False
 
 
 def test_cli_rejects_an_unknown_benchmark(tmp_path: Path) -> None:
