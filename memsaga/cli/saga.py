@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -13,8 +14,9 @@ import typer
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from memsaga.cli.common import JsonFlag, console, exits_at_once, fail, signal_stop
+from memsaga.cli.common import JsonFlag, console, errors, exits_at_once, fail, signal_stop
 from memsaga.client import (
+    ExtractionFailed,
     approve_extraction,
     cancel_extraction,
     connect,
@@ -27,7 +29,7 @@ from memsaga.client import (
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from memsaga.worker import run_worker
-from sagas.memory_extraction.domain import ExtractionRequest, InvalidExtractionRequest
+from sagas.memory_extraction.domain import ExtractionRequest, ExtractionResult, InvalidExtractionRequest
 
 T = TypeVar("T")
 
@@ -103,19 +105,47 @@ def extract_command(
         )
         handle = await start_extraction_of_text(client, request, settings=settings, workflow_id=key)
         shown: dict[str, Any] = handle.model_dump()
+        if not as_json:
+            _print_fields(shown)  # the ids first: `approve`, `status` and `trace` need them
         if wait:
-            shown["result"] = (await extraction_outcome(client, handle.workflow_id)).model_dump()
+            outcome = await _waiting(client, handle.workflow_id, quiet=as_json)
+            shown["result"] = outcome.model_dump()
         return shown
 
     shown = _run(start)
     if as_json:
         typer.echo(json.dumps(shown, indent=2))
-    else:
-        _print_fields({k: v for k, v in shown.items() if k != "result"})
-        if "result" in shown:
-            _print_fields(shown["result"])
+    elif "result" in shown:
+        _print_fields(shown["result"])
     if wait and shown["result"]["outcome"] not in ("completed", "rejected"):
         raise typer.Exit(code=1)
+
+
+async def _waiting(client: Client, workflow_id: str, *, quiet: bool) -> ExtractionResult | ExtractionFailed:
+    """The saga's outcome; meanwhile (unless ``quiet``) a spinner says which step it is at and,
+    when it waits for a human, how to answer."""
+    outcome = asyncio.ensure_future(extraction_outcome(client, workflow_id))
+    if quiet:
+        return await outcome
+    said = ""
+    with errors.status(f"waiting for {workflow_id}") as spinner:
+        while not outcome.done():
+            with contextlib.suppress(RPCError, RuntimeError):  # no worker polls yet: keep waiting
+                status = await extraction_status(client, workflow_id)
+                if status.waiting_for_review:
+                    reasons = "; ".join(status.review_reasons) or "a review was asked for"
+                    say = (
+                        f"waiting for a review ({reasons}): `memsaga approve {workflow_id}` or"
+                        f" `memsaga reject {workflow_id}`"
+                    )
+                else:
+                    say = f"{workflow_id}: step {status.step}"
+                spinner.update(say)
+                if not errors.is_terminal and status.waiting_for_review and say != said:
+                    errors.print(say, highlight=False, soft_wrap=True)  # no spinner in a log: say it once
+                said = say
+            await asyncio.wait([outcome], timeout=1.0)
+    return await outcome
 
 
 def _episode_text(text: str | None, file: Path | None) -> str:

@@ -153,3 +153,37 @@ async def test_cli_starts_queries_and_steers_sagas(
     assert result.outcome == "completed" and len(result.memory_ids) == 1
     assert waited["result"]["outcome"] == "completed" and len(waited["result"]["memory_ids"]) == 1
     assert rejected_result.outcome == "rejected" and "wrong user" in (rejected_result.reason or "")
+
+
+async def test_extract_wait_prints_the_ids_first_and_says_how_to_answer_a_review(
+    saga_env: SagaEnv, process_settings: Settings
+) -> None:
+    key = f"wait-{uuid.uuid4().hex[:8]}"
+    async with worker_process(process_settings):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            ENTRY,
+            *(
+                "extract",
+                "--user",
+                f"user-{key}",
+                "--text",
+                "I'm allergic to peanuts.",
+                "--id",
+                key,
+                "--wait",
+            ),
+            env=cli_env(process_settings),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        first = await asyncio.wait_for(proc.stdout.readline(), 60)  # before the saga ends
+        hint = await asyncio.wait_for(proc.stderr.readline(), 60)
+        await approve_extraction(saga_env.client, f"extract-{key}", reviewer="ana")
+        rest, _ = await asyncio.wait_for(proc.communicate(), 60)
+
+    assert first.decode().split() == ["workflow_id", f"extract-{key}"]
+    assert "waiting for a review" in hint.decode() and f"memsaga approve extract-{key}" in hint.decode()
+    assert proc.returncode == 0 and "completed" in rest.decode() and "last_position" in rest.decode()
