@@ -25,7 +25,7 @@ from bench.harness import MB, Stopwatch, percentile, tree_memory
 from bench.recall_data import Corpus, Vectors, bulk_load, embed, question_texts
 from bench.results_model import Figure, Measurement, Target
 from projections import MEMORY_SEARCH, READ_SCHEMA, SearchMode, SearchQuery, ensure_built, search
-from projections.memory_search import explain_search
+from projections.memory_search import copy_words, explain_search
 
 K = 10
 WARM_UP = 5
@@ -87,8 +87,11 @@ async def _hnsw_indexes(conn: asyncpg.Connection, table: str) -> list[tuple[str,
     return [(r["indexname"], r["indexdef"]) for r in rows]
 
 
-async def load_and_index(ctx: BenchContext, dsn: str, table: str, corpus: Corpus, case: Case) -> Build:
-    """Drop the HNSW indexes, COPY the rows, VACUUM ANALYZE, and build the same indexes again."""
+async def load_and_index(ctx: BenchContext, dsn: str, version: int, corpus: Corpus, case: Case) -> Build:
+    """Drop the HNSW indexes, COPY the rows (and derive their words), VACUUM ANALYZE, and build
+    the same indexes again."""
+    tables = MEMORY_SEARCH.tables_at(version)
+    table, words = f"memory_search_v{version}", f"memory_words_v{version}"
     conn = await asyncpg.connect(dsn)
     try:
         indexes = await _hnsw_indexes(conn, table)
@@ -96,7 +99,9 @@ async def load_and_index(ctx: BenchContext, dsn: str, table: str, corpus: Corpus
             await conn.execute(f'DROP INDEX "{READ_SCHEMA}"."{name}"')
         with Stopwatch() as load:
             await bulk_load(dsn, READ_SCHEMA, table, corpus, case.users, case.per_user)
-        await conn.execute(f'VACUUM (ANALYZE) "{READ_SCHEMA}"."{table}"')
+            await copy_words(conn, tables)
+        for name in (table, words):
+            await conn.execute(f'VACUUM (ANALYZE) "{READ_SCHEMA}"."{name}"')
         await conn.execute(f"SET maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
         shown = [
             f"{name} = {await conn.fetchval(f'SHOW {name}')}"
@@ -201,8 +206,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
 async def _case(ctx: BenchContext, case: Case, corpus: Corpus, asked: list[SearchQuery]) -> list[Figure]:
     async with ctx.database() as dsn, ctx.store(dsn) as store:
         active = await ensure_built(store.pool, store, MEMORY_SEARCH)
-        table = f"memory_search_v{active.version}"
-        build = await load_and_index(ctx, dsn, table, corpus, case)
+        build = await load_and_index(ctx, dsn, active.version, corpus, case)
         memsaga = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         exact = await asyncpg.create_pool(
             dsn, min_size=1, max_size=2, server_settings={"enable_indexscan": "off"}

@@ -53,8 +53,6 @@ CREATE TABLE {{memory_search}} (
     embedder           text,
     dimension          integer,
     embedding          vector,
-    tsv                tsvector    GENERATED ALWAYS AS
-                                   (to_tsvector('{TEXT_SEARCH_CONFIG}', coalesce(text, ''))) STORED,
     episode_id         text,
     correlation_id     text,
     workflow_id        text,
@@ -65,8 +63,19 @@ CREATE TABLE {{memory_search}} (
     retracted          boolean     NOT NULL DEFAULT false
 );
 CREATE INDEX ON {{memory_search}} (user_id) WHERE NOT retracted;
-CREATE INDEX ON {{memory_search}} USING gin (tsv);
 {_SPACE_INDEXES}
+-- The words of current memories only, in narrow rows: the keyword ranking reads every row that
+-- matches a word of the question, and rows that carry a 1 KB vector cost ten times as many pages.
+CREATE TABLE {{memory_words}} (
+    memory_id          text        PRIMARY KEY,
+    user_id            text        NOT NULL,
+    kind               text,
+    valid_from         timestamptz,
+    valid_to           timestamptz,
+    tsv                tsvector    NOT NULL
+);
+CREATE INDEX ON {{memory_words}} USING gin (tsv);
+CREATE INDEX ON {{memory_words}} (user_id);
 """
 
 _CREATED = """INSERT INTO {memory_search} AS m (memory_id, user_id, text, kind, embedder, dimension,
@@ -79,6 +88,15 @@ _CREATED = """INSERT INTO {memory_search} AS m (memory_id, user_id, text, kind, 
         workflow_id = EXCLUDED.workflow_id, created_at = EXCLUDED.created_at,
         valid_from = EXCLUDED.valid_from, version = greatest(m.version, EXCLUDED.version)
     WHERE NOT m.retracted"""
+
+# The words of the batch's memories that are current (a tombstone keeps a late creation out).
+_WORDS = f"""INSERT INTO {{memory_words}} AS w (memory_id, user_id, kind, valid_from, valid_to, tsv)
+    SELECT memory_id, user_id, kind, valid_from, valid_to, to_tsvector('{TEXT_SEARCH_CONFIG}', text)
+    FROM {{memory_search}} WHERE memory_id = ANY($1::text[]) AND NOT retracted
+    ON CONFLICT (memory_id) DO UPDATE SET user_id = EXCLUDED.user_id, kind = EXCLUDED.kind,
+        valid_from = EXCLUDED.valid_from, valid_to = EXCLUDED.valid_to, tsv = EXCLUDED.tsv"""
+
+_FORGET_WORDS = "DELETE FROM {memory_words} WHERE memory_id = ANY($1::text[])"
 
 _RETRACTED = """INSERT INTO {memory_search} AS m (memory_id, user_id, version, retracted)
     VALUES ($1, $2, $3, true)
@@ -140,6 +158,14 @@ async def on_memories_created(conn: Connection, tables: Tables, events: Sequence
     vectors = await _vectors(conn, payloads)
     rows = [_created_args(e, p, vectors) for e, p in zip(events, payloads, strict=True)]
     await conn.executemany(_CREATED.format(memory_search=tables["memory_search"]), rows)
+    await conn.execute(_WORDS.format(**tables), [p.memory_id for p in payloads])
+
+
+async def copy_words(conn: Connection, tables: Tables) -> None:
+    """Fill ``memory_words`` from every current row of ``memory_search`` (rows loaded in bulk)."""
+    await conn.execute(
+        _WORDS.replace("memory_id = ANY($1::text[]) AND ", "").format(**tables)  # every memory
+    )
 
 
 async def on_memory_created(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
@@ -151,6 +177,7 @@ async def on_memories_retracted(conn: Connection, tables: Tables, events: Sequen
     """Clear each retracted memory's text and vector, leaving a tombstone."""
     rows = [(p.memory_id, p.user_id, e.version) for e in events for p in [payload_of(e, MemoryRetracted)]]
     await conn.executemany(_RETRACTED.format(memory_search=tables["memory_search"]), rows)
+    await conn.execute(_FORGET_WORDS.format(**tables), [memory_id for memory_id, _, _ in rows])
 
 
 async def on_memory_retracted(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
@@ -160,8 +187,8 @@ async def on_memory_retracted(conn: Connection, tables: Tables, event: RecordedE
 
 MEMORY_SEARCH = Projection.declare(
     "memory_search",
-    version=1,
-    tables=("memory_search",),
+    version=2,
+    tables=("memory_search", "memory_words"),
     ddl=DDL,
     handlers={MemoryCreated: on_memory_created, MemoryRetracted: on_memory_retracted},
     batch_handlers={MemoryCreated: on_memories_created, MemoryRetracted: on_memories_retracted},
@@ -226,9 +253,10 @@ class SearchHit(BaseModel):
 _PARAMETERS = """SELECT $1::text, $2::text[], $3::timestamptz, $4::text, $5::vector, $6::text, $7::int,
         $8::int, $9::int"""
 
-_FILTERS = """user_id = $1 AND NOT retracted
+_WORD_FILTERS = """user_id = $1
       AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
       AND ($3::timestamptz IS NULL OR (valid_from <= $3 AND (valid_to IS NULL OR valid_to > $3)))"""
+_FILTERS = f"{_WORD_FILTERS} AND NOT retracted"
 
 # Any word of the question may match (an OR of its stemmed lexemes); stop words drop out.
 _TSQUERY = f"""(SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery
@@ -252,9 +280,9 @@ def _vector_ranking(space: tuple[str, int] | None) -> str:
 
 
 _KEYWORD_RANKING = f"""SELECT memory_id, row_number() OVER (ORDER BY rank DESC, memory_id) AS r, rank
-        FROM (SELECT memory_id, ts_rank_cd(tsv, query.q) AS rank
-              FROM {{t}}, (SELECT {_TSQUERY} AS q) AS query
-              WHERE {_FILTERS} AND query.q IS NOT NULL AND tsv @@ query.q
+        FROM (SELECT memory_id, ts_rank(tsv, query.q) AS rank
+              FROM {{w}}, (SELECT {_TSQUERY} AS q) AS query
+              WHERE {_WORD_FILTERS} AND query.q IS NOT NULL AND tsv @@ query.q
               ORDER BY rank DESC, memory_id LIMIT $8) AS matched"""
 
 _EMPTY = "SELECT NULL::text AS memory_id, NULL::bigint AS r, NULL::float8 AS {column} WHERE false"
@@ -279,8 +307,9 @@ def _space(embedder: str, dimension: int) -> tuple[str, int] | None:
 def _statement(query: SearchQuery) -> tuple[str, tuple[object, ...]]:
     """The SQL of ``query`` and its arguments."""
     dimension = len(query.vector) if query.vector is not None else 0
+    views = MEMORY_SEARCH.views()
     sql = _search_sql(query.mode, _space(query.embedder, dimension)).format(
-        t=MEMORY_SEARCH.views()["memory_search"]
+        t=views["memory_search"], w=views["memory_words"]
     )
     vector = vector_literal(query.vector) if query.vector is not None else None
     args = (
