@@ -109,6 +109,17 @@ def adapter_factories(settings: Settings) -> tuple[ExtractorFactory, EmbedderFac
     return extractor, embedder
 
 
+def check_adapters(settings: Settings) -> None:
+    """Build the configured extractor and embedder once, so a bad configuration (``http``
+    without its base URL) is an error before a saga starts or a worker polls, not a failed saga.
+
+    :raises AdapterError: the configuration cannot work; the message names the variable.
+    """
+    config = adapter_config(settings)
+    build_extractor(settings.extractor, config)
+    build_embedder(settings.embedder, config)
+
+
 def build_search_embedder(settings: Settings) -> Embedder:
     """The embedder searches embed questions with: the configured one (``MEMSAGA_EMBEDDER``).
 

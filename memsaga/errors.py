@@ -24,3 +24,11 @@ class DatabaseUnreachable(MemsagaError):
     def __init__(self, dsn: str, cause: Exception) -> None:
         self.dsn = dsn
         super().__init__(f"cannot connect to PostgreSQL at {dsn}: {cause} (is `memsaga dev up` running?)")
+
+
+class InvalidSettings(MemsagaError):
+    """An environment variable holds a value its setting does not accept."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings: " + "; ".join(problems))

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventstore.codec import DEFAULT_MAX_PAYLOAD_BYTES
-from memsaga.errors import ServiceNotConfigured
+from memsaga.errors import InvalidSettings, ServiceNotConfigured
 from memsaga.stackstate import load_stack_state
+
+EXTRACTOR_CHOICES = ("rules", "http")
+EMBEDDER_CHOICES = ("wordllama", "hashing", "http")
 
 
 class Settings(BaseSettings):
@@ -96,3 +99,33 @@ class Settings(BaseSettings):
     embedder: str = Field(
         default="wordllama", description="embedder of new sagas: wordllama | hashing | http"
     )
+
+    @field_validator("extractor")
+    @classmethod
+    def _known_extractor(cls, value: str) -> str:
+        if value not in EXTRACTOR_CHOICES:
+            raise ValueError(f"choose one of {', '.join(EXTRACTOR_CHOICES)}")
+        return value
+
+    @field_validator("embedder")
+    @classmethod
+    def _known_embedder(cls, value: str) -> str:
+        if value not in EMBEDDER_CHOICES:
+            raise ValueError(f"choose one of {', '.join(EMBEDDER_CHOICES)}")
+        return value
+
+
+def load_settings() -> Settings:
+    """The settings from the environment. :raises InvalidSettings: naming each variable, its value
+    and what it takes."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            described = Settings.model_fields[field].description if field in Settings.model_fields else None
+            what = f" ({described})" if described else ""
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"MEMSAGA_{field.upper()}={error.get('input')!r}: {message}{what}")
+        raise InvalidSettings(problems) from None

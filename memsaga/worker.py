@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from memsaga.bootstrap import build_activities, build_worker, create_pool
+from memsaga.bootstrap import build_activities, build_worker, check_adapters, create_pool
 from memsaga.client import connect
 from memsaga.settings import Settings
 
@@ -18,7 +18,11 @@ from memsaga.settings import Settings
 async def run_worker(
     settings: Settings, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None
 ) -> None:
-    """Run a worker until ``stop`` is set; ``on_ready`` is called once it polls."""
+    """Run a worker until ``stop`` is set; ``on_ready`` is called once it polls.
+
+    :raises AdapterError: the configured extractor or embedder cannot work (checked first).
+    """
+    check_adapters(settings)
     client = await connect(settings)
     pool = await create_pool(settings)
     try:

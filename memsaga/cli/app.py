@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from memsaga.cli.bench import register_bench_commands
+from memsaga.cli.common import fail
 from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
 from memsaga.cli.dlq import register_dlq_commands
@@ -16,6 +19,8 @@ from memsaga.cli.saga import register_saga_commands
 from memsaga.cli.search import register_search_commands
 from memsaga.cli.store import register_store_commands
 from memsaga.cli.trace import register_trace_commands
+from memsaga.errors import InvalidSettings
+from memsaga.settings import load_settings
 from memsaga.telemetry import setup_tracing
 
 app = typer.Typer(
@@ -42,8 +47,13 @@ _ROLES = {"worker": "worker", "relay": "relay", "project": "projector", "mcp": "
 
 
 @app.callback()
-def _tracing(ctx: typer.Context) -> None:
+def _start(ctx: typer.Context) -> None:
     """Event-sourced long-term memory for AI agents."""
+    if not {"--help", "-h"} & set(sys.argv[1:]):
+        try:
+            load_settings()  # once, before any command: a bad variable is named, not a traceback
+        except InvalidSettings as exc:
+            raise fail(f"{exc} (fix or unset the variable)") from None
     setup_tracing(_ROLES.get(ctx.invoked_subcommand or "", "client"))
 
 

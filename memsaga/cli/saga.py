@@ -14,6 +14,7 @@ import typer
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from memsaga.bootstrap import check_adapters
 from memsaga.cli.common import JsonFlag, console, errors, exits_at_once, fail, signal_stop
 from memsaga.client import (
     ExtractionFailed,
@@ -30,6 +31,7 @@ from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from memsaga.worker import run_worker
 from sagas.memory_extraction.domain import ExtractionRequest, ExtractionResult, InvalidExtractionRequest
+from sagas.memory_extraction.ports import AdapterError
 
 T = TypeVar("T")
 
@@ -48,7 +50,7 @@ def _run(make: Callable[[Settings, Client], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except (MemsagaError, InvalidExtractionRequest) as exc:
+    except (MemsagaError, InvalidExtractionRequest, AdapterError) as exc:
         raise fail(str(exc)) from None
     except RPCError as exc:
         raise fail(f"Temporal refused: {exc}") from None
@@ -71,7 +73,7 @@ def worker_command() -> None:
 
     try:
         asyncio.run(main())
-    except MemsagaError as exc:
+    except (MemsagaError, AdapterError) as exc:
         raise fail(str(exc)) from None
     except RuntimeError as exc:
         raise fail(f"{exc}: are Temporal and PostgreSQL running? (`memsaga dev up`)") from None
@@ -97,6 +99,11 @@ def extract_command(
 ) -> None:
     """Start a memory-extraction saga (twice with the same --id: still one saga)."""
     episode = _episode_text(text, file)
+
+    try:  # before connecting or recording anything: a misconfigured saga would only fail
+        check_adapters(Settings())
+    except AdapterError as exc:
+        raise fail(str(exc)) from None
 
     async def start(settings: Settings, client: Client) -> dict[str, Any]:
         options = extraction_options(settings, review=review)
