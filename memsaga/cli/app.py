@@ -53,7 +53,7 @@ def _start(ctx: typer.Context) -> None:
         try:
             load_settings()  # once, before any command: a bad variable is named, not a traceback
         except InvalidSettings as exc:
-            raise fail(f"{exc} (fix or unset the variable)") from None
+            raise fail(f"{exc} (fix or unset the variable)", error="InvalidSettings") from None
     setup_tracing(_ROLES.get(ctx.invoked_subcommand or "", "client"))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import signal
@@ -35,14 +36,29 @@ errors = Console(stderr=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for tools instead of a table.")]
 
 
-def fail(message: str) -> typer.Exit:
+def json_mode() -> bool:
+    """Whether the command line asks for JSON (``--json``): then errors are JSON too."""
+    return "--json" in sys.argv[1:]
+
+
+def fail(message: str, *, error: str = "error") -> typer.Exit:
     """Print an error the user can act on and return the exit to raise.
 
     The message is plain text (``memsaga[bench]`` stays as written) and is not re-wrapped,
-    so that DSNs and commands in it stay whole.
+    so that DSNs and commands in it stay whole. With ``--json`` it is one JSON object on
+    stdout instead: ``{"error": <kind, e.g. the exception's class>, "message": <text>}``.
     """
-    errors.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    if json_mode():
+        typer.echo(json.dumps({"error": error, "message": message}))
+    else:
+        errors.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
     return typer.Exit(code=1)
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    if isinstance(exc, BaseExceptionGroup):
+        return next((_innermost(e) for e in exc.exceptions if known_error(e) is not None), exc)
+    return exc
 
 
 def known_error(exc: BaseException) -> str | None:
@@ -63,7 +79,7 @@ def run_command(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except Exception as exc:
         if (message := known_error(exc)) is None:
             raise
-        raise fail(message) from None
+        raise fail(message, error=type(_innermost(exc)).__name__) from None
 
 
 def exits_at_once(command: Callable[P, None]) -> Callable[P, None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,3 +64,14 @@ def test_an_http_adapter_without_its_url_is_refused_before_anything_connects(com
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "needs MEMSAGA_EMBEDDING_BASE_URL" in done.stderr
     assert "Temporal" not in done.stderr and "PostgreSQL" not in done.stderr  # it never got that far
+
+
+def test_with_json_an_error_is_one_json_object_on_stdout() -> None:
+    bad_setting = memsaga("memories", "--user", "u", "--json", MEMSAGA_PROJECTION_MAX_DELIVER="abc")
+    bad_input = memsaga("search", "--user", "u", "", "--json")
+
+    for done, kind in ((bad_setting, "InvalidSettings"), (bad_input, "InvalidSearch")):
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        shown = json.loads(done.stdout)
+        assert set(shown) == {"error", "message"} and shown["error"] == kind
+    assert "MEMSAGA_PROJECTION_MAX_DELIVER='abc'" in json.loads(bad_setting.stdout)["message"]
