@@ -16,6 +16,20 @@ from eventstore.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from memsaga.errors import InvalidSettings, ServiceNotConfigured
 from memsaga.stackstate import load_stack_state
 
+STATE_DIR_NAME = ".memsaga"
+
+
+def find_state_dir(start: Path | None = None) -> Path:
+    """The nearest ``.memsaga`` directory at or above ``start`` (the current directory), as git
+    finds ``.git``: so that every command finds the stack from any folder of the checkout.
+    ``./.memsaga`` when there is none (where ``memsaga dev up`` will create it)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / STATE_DIR_NAME).is_dir():
+            return folder / STATE_DIR_NAME
+    return Path(STATE_DIR_NAME)
+
+
 EXTRACTOR_CHOICES = ("rules", "http")
 EMBEDDER_CHOICES = ("wordllama", "hashing", "http")
 
@@ -31,7 +45,10 @@ class Settings(BaseSettings):
     temporal_ui_url: str | None = Field(default=None, description="Temporal web UI base URL")
     temporal_namespace: str = "default"
     task_queue: str = "memsaga"
-    state_dir: Path = Path(".memsaga")
+    state_dir: Path = Field(
+        default_factory=find_state_dir,
+        description="the local stack's state (default: the nearest .memsaga at or above this directory)",
+    )
     max_payload_bytes: int = Field(
         default=DEFAULT_MAX_PAYLOAD_BYTES, gt=0, description="largest event payload accepted"
     )
