@@ -91,7 +91,7 @@ async def load_and_index(ctx: BenchContext, dsn: str, version: int, corpus: Corp
     """Drop the HNSW indexes, COPY the rows (and derive their words), VACUUM ANALYZE, and build
     the same indexes again."""
     tables = MEMORY_SEARCH.tables_at(version)
-    table, words = f"memory_search_v{version}", f"memory_words_v{version}"
+    table = f"memory_search_v{version}"  # unqualified, for COPY and pg_indexes
     conn = await asyncpg.connect(dsn)
     try:
         indexes = await _hnsw_indexes(conn, table)
@@ -100,8 +100,8 @@ async def load_and_index(ctx: BenchContext, dsn: str, version: int, corpus: Corp
         with Stopwatch() as load:
             await bulk_load(dsn, READ_SCHEMA, table, corpus, case.users, case.per_user)
             await copy_words(conn, tables)
-        for name in (table, words):
-            await conn.execute(f'VACUUM (ANALYZE) "{READ_SCHEMA}"."{name}"')
+        for qualified in tables.values():
+            await conn.execute(f"VACUUM (ANALYZE) {qualified}")
         await conn.execute(f"SET maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
         shown = [
             f"{name} = {await conn.fetchval(f'SHOW {name}')}"

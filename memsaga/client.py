@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import uuid
 from typing import Literal
-from urllib.parse import quote
 
 import asyncpg
 from pydantic import BaseModel
@@ -48,6 +47,7 @@ from memsaga.search import Recall as Recall
 from memsaga.search import SearchHit as SearchHit
 from memsaga.search import SearchResult as SearchResult
 from memsaga.settings import Settings
+from memsaga.trace import workflow_url as workflow_url
 from sagas.compensation import describe_failure
 from sagas.memory_extraction.domain import (
     INLINE_TEXT_LIMIT,
@@ -100,12 +100,6 @@ def workflow_id_for(key: str | None = None) -> str:
     """``extract-<key>``; a fresh random key when none is given."""
     key = key or uuid.uuid4().hex
     return key if key.startswith(WORKFLOW_ID_PREFIX) else f"{WORKFLOW_ID_PREFIX}{key}"
-
-
-def workflow_url(ui_url: str, namespace: str, workflow_id: str, run_id: str) -> str:
-    """The run's page in the Temporal web UI."""
-    parts = (quote(namespace, safe=""), quote(workflow_id, safe=""), quote(run_id, safe=""))
-    return f"{ui_url.rstrip('/')}/namespaces/{parts[0]}/workflows/{parts[1]}/{parts[2]}"
 
 
 async def start_extraction(

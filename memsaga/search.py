@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import get_args
-from urllib.parse import quote
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict
@@ -24,6 +23,7 @@ from eventstore import PostgresEventStore
 from memsaga.bootstrap import build_search_embedder, build_stores, create_pool
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
+from memsaga.trace import workflow_url
 from projections import MEMORY_SEARCH, SearchMode, SearchQuery, search
 from projections import SearchHit as SearchHit
 from projections.consistency import applied_position, has_applied
@@ -160,18 +160,16 @@ async def search_memories(
                 "score": round(hit.score, 6),
                 "similarity": None if hit.similarity is None else round(hit.similarity, 6),
                 "keyword_rank": None if hit.keyword_rank is None else round(hit.keyword_rank, 6),
-                "workflow_url": _workflow_url(temporal_ui, namespace, hit.workflow_id),
+                "workflow_url": (
+                    workflow_url(temporal_ui, namespace, hit.workflow_id)
+                    if temporal_ui and hit.workflow_id
+                    else None
+                ),
             }
         )
         for hit in rows
     ]
     return SearchResult(user_id=user_id, query=text, k=k, mode=mode.value, embedder=embedder.name, hits=hits)
-
-
-def _workflow_url(ui: str | None, namespace: str, workflow_id: str | None) -> str | None:
-    if ui is None or workflow_id is None:
-        return None
-    return f"{ui.rstrip('/')}/namespaces/{quote(namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from rich.text import Text
 from rich.tree import Tree
@@ -71,10 +72,11 @@ def build_tree(
     return roots
 
 
-def workflow_url(ui_base: str, namespace: str, workflow_id: str, run_id: str | None) -> str:
-    """Deep link to a run in the Temporal UI."""
-    url = f"{ui_base.rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id}"
-    return f"{url}/{run_id}" if run_id else url
+def workflow_url(ui_base: str, namespace: str, workflow_id: str, run_id: str | None = None) -> str:
+    """Deep link to a workflow in the Temporal UI: one run, or its latest without ``run_id``."""
+    url = f"{ui_base.rstrip('/')}/namespaces/{quote(namespace, safe='')}"
+    url += f"/workflows/{quote(workflow_id, safe='')}"
+    return f"{url}/{quote(run_id, safe='')}" if run_id else url
 
 
 def node_json(node: TraceNode, *, ui_base: str, namespace: str) -> dict[str, Any]:

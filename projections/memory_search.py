@@ -89,10 +89,11 @@ _CREATED = """INSERT INTO {memory_search} AS m (memory_id, user_id, text, kind, 
         valid_from = EXCLUDED.valid_from, version = greatest(m.version, EXCLUDED.version)
     WHERE NOT m.retracted"""
 
-# The words of the batch's memories that are current (a tombstone keeps a late creation out).
+# The words of current memories (a tombstone keeps a late creation out): those listed in $1,
+# or every one when $1 is NULL.
 _WORDS = f"""INSERT INTO {{memory_words}} AS w (memory_id, user_id, kind, valid_from, valid_to, tsv)
     SELECT memory_id, user_id, kind, valid_from, valid_to, to_tsvector('{TEXT_SEARCH_CONFIG}', text)
-    FROM {{memory_search}} WHERE memory_id = ANY($1::text[]) AND NOT retracted
+    FROM {{memory_search}} WHERE ($1::text[] IS NULL OR memory_id = ANY($1::text[])) AND NOT retracted
     ON CONFLICT (memory_id) DO UPDATE SET user_id = EXCLUDED.user_id, kind = EXCLUDED.kind,
         valid_from = EXCLUDED.valid_from, valid_to = EXCLUDED.valid_to, tsv = EXCLUDED.tsv"""
 
@@ -163,9 +164,7 @@ async def on_memories_created(conn: Connection, tables: Tables, events: Sequence
 
 async def copy_words(conn: Connection, tables: Tables) -> None:
     """Fill ``memory_words`` from every current row of ``memory_search`` (rows loaded in bulk)."""
-    await conn.execute(
-        _WORDS.replace("memory_id = ANY($1::text[]) AND ", "").format(**tables)  # every memory
-    )
+    await conn.execute(_WORDS.format(**tables), None)
 
 
 async def on_memory_created(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
