@@ -261,7 +261,7 @@ class MemoryExtractionActivities:
             payload = MemoryRetracted(
                 memory_id=planned.memory_id,
                 user_id=input.envelope.user_id,
-                retracts_event_id=planned.created_event_id,
+                compensates_event_id=planned.created_event_id,
                 reason=input.reason,
             )
             key = event_key(COMPENSATE, f"retract:{planned.candidate_id}")

@@ -25,8 +25,10 @@ from sagas.memory_extraction.events import (
     ExtractionRequested,
     MemoryCreated,
     MemoryKind,
+    Polarity,
 )
 from sagas.memory_extraction.text import SENSITIVE_KINDS
+from sagas.memory_extraction.world_time import resolve_valid_from
 
 SAGA_NAMESPACE = uuid.UUID("6f1c2a52-3d0e-5b7a-9c41-8e2d7f0b9a13")
 """uuid5 namespace of every id the saga derives (never change it: ids would change)."""
@@ -167,6 +169,8 @@ class CandidateSummary(BaseModel):
     content_hash: str
     sensitive: bool
     sensitivity_reason: str | None = None
+    slot: str | None = None
+    polarity: Polarity = "holds"
 
     @classmethod
     def of(cls, candidate: Candidate) -> CandidateSummary:
@@ -177,6 +181,8 @@ class CandidateSummary(BaseModel):
             content_hash=candidate.content_hash,
             sensitive=candidate.sensitive,
             sensitivity_reason=candidate.sensitivity_reason,
+            slot=candidate.slot,
+            polarity=candidate.polarity,
         )
 
 
@@ -282,6 +288,8 @@ class EpisodeState(BaseModel):
     source: str = "chat"
     text: str | None = None
     text_sha256: str | None = None
+    occurred_at: datetime | None = None
+    """When the episode was recorded (its ``EpisodeRecorded``): world time when a text states none."""
     candidates: list[Candidate] = Field(default_factory=list)
     embeddings: dict[str, EmbeddingRef] = Field(default_factory=dict)
     embedder: str | None = None
@@ -304,7 +312,12 @@ def evolve(state: EpisodeState, event: RecordedEvent) -> EpisodeState:
             update["episode_id"] = event.payload["episode_id"]
         case EpisodeRecorded.event_type:
             recorded = EpisodeRecorded.model_validate(event.payload)
-            update |= {"text": recorded.text, "text_sha256": recorded.text_sha256, "source": recorded.source}
+            update |= {
+                "text": recorded.text,
+                "text_sha256": recorded.text_sha256,
+                "source": recorded.source,
+                "occurred_at": event.occurred_at,
+            }
         case CandidatesExtracted.event_type:
             update["candidates"] = CandidatesExtracted.model_validate(event.payload).candidates
         case CandidatesEmbedded.event_type:
@@ -346,7 +359,18 @@ def memory_created(state: EpisodeState, planned: PlannedMemory, user_id: str) ->
         embedder=state.embedder if embedding else None,
         source=state.source,
         sensitive=sensitivity_of(summary) is not None,
+        slot=candidate.slot,
+        value=candidate.value,
+        polarity=candidate.polarity,
+        valid_from=valid_from_of(candidate, state),
     )
+
+
+def valid_from_of(candidate: Candidate, state: EpisodeState) -> datetime | None:
+    """When the candidate's fact started (or ended) in the world: its stated date, else the episode's time."""
+    if state.occurred_at is None:
+        return None
+    return resolve_valid_from(candidate.valid_from, state.occurred_at)
 
 
 # --- Event envelopes --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ is not purely additive-with-default gets a new version and an upcaster in
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +18,10 @@ from eventstore import EventPayload, SchemaRegistry
 MemoryKind = Literal[
     "preference", "identity", "relation", "plan", "date", "fact", "health", "finance", "identifier"
 ]
+
+Polarity = Literal["holds", "ended"]
+"""Whether a statement says its fact holds ("I live in Berlin") or no longer holds ("I don't live
+in Lisbon anymore")."""
 
 
 def episode_stream(episode_id: str) -> str:
@@ -41,6 +46,21 @@ class Candidate(BaseModel):
     sensitive: bool = False
     sensitivity_reason: str | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
+    slot: str | None = None
+    """What the fact is about, so that two memories can conflict: ``residence``, ``employer``,
+    ``job_title``, ``name``, ``diet``, ``preference:coffee``, ``relation:sister:Ana``,
+    ``relation:brother:Tom:residence``... ``None``: it conflicts with nothing (exact repeats
+    are still duplicates)."""
+    value: str | None = None
+    """What the fact says the slot holds (``Berlin``, ``Siemens``, ``positive``); two memories of
+    one slot with equal values (casefolded) state the same fact. ``None`` with ``ended``: every
+    value of the slot ends."""
+    polarity: Polarity = "holds"
+    valid_from: str | None = None
+    """When the fact became true (or, when ``ended``, stopped being true) in the world, as the
+    text states it, in ISO 8601: ``2024``, ``2024-05``, ``2024-05-03``, or without a year
+    ``--05`` / ``--05-03`` (the latest such date not after the episode). ``None``: the text
+    does not say; the episode's time is used."""
 
 
 class EmbeddingRef(BaseModel):
@@ -152,13 +172,8 @@ class MemoryCreatedV1(EventPayload):
     sensitive: bool = False
 
 
-class MemoryCreated(EventPayload):
-    """A long-term memory (in its own stream).
-
-    ``embedder`` names the model that made the vector (``wordllama:l2_supercat_256``,
-    ``hashing-v1``, ``http:<model>``); with ``dimension`` it says which vectors can be
-    compared with it. ``None`` when the memory has no vector, or was written as version 1.
-    """
+class MemoryCreatedV2(EventPayload):
+    """Version 2 of :class:`MemoryCreated`: without slot, value, polarity and world time."""
 
     event_type = "MemoryCreated"
     event_version = 2
@@ -175,19 +190,116 @@ class MemoryCreated(EventPayload):
     sensitive: bool = False
 
 
+class MemoryCreated(EventPayload):
+    """A long-term memory (in its own stream).
+
+    ``embedder`` names the model that made the vector (``wordllama:l2_supercat_256``,
+    ``hashing-v1``, ``http:<model>``); with ``dimension`` it says which vectors can be
+    compared with it. ``None`` when the memory has no vector, or was written as version 1.
+    ``slot``, ``value`` and ``polarity`` are the candidate's (see :class:`Candidate`);
+    ``valid_from`` is when the fact became true in the world (the stated date, else the
+    episode's time; ``None`` only for memories written before version 3: read it as the
+    event's ``occurred_at``).
+    """
+
+    event_type = "MemoryCreated"
+    event_version = 3
+    memory_id: str
+    user_id: str
+    episode_id: str
+    text: str
+    kind: MemoryKind
+    content_hash: str
+    vector_sha256: str | None
+    dimension: int | None
+    embedder: str | None
+    source: str
+    sensitive: bool = False
+    slot: str | None = None
+    value: str | None = None
+    polarity: Polarity = "holds"
+    valid_from: datetime | None = None
+
+
 def memory_created_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     """Version 1 did not record the embedder: it is unknown (``None``)."""
     return {**payload, "embedder": None}
 
 
-class MemoryRetracted(EventPayload):
-    """Compensation: a memory no longer holds. Names the ``MemoryCreated`` it undoes."""
+def memory_created_v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 had no slot and no world time: it conflicts with nothing, valid from its event."""
+    return {**payload, "slot": None, "value": None, "polarity": "holds", "valid_from": None}
+
+
+class MemorySuperseded(EventPayload):
+    """A newer memory of the same slot replaced this one (in the old memory's stream).
+
+    ``valid_to`` is when it stopped being true in the world: the successor's ``valid_from``.
+    """
+
+    event_type = "MemorySuperseded"
+    memory_id: str
+    user_id: str
+    successor_id: str
+    valid_to: datetime
+    episode_id: str
+    """The episode whose statement superseded it."""
+
+
+class MemoryInvalidated(EventPayload):
+    """A statement said this memory no longer holds ("I don't live in Lisbon anymore")."""
+
+    event_type = "MemoryInvalidated"
+    memory_id: str
+    user_id: str
+    valid_to: datetime
+    episode_id: str
+    statement: str
+    """The statement that ended it, as the extractor wrote it."""
+
+
+class MemoryReinstated(EventPayload):
+    """Compensation: a supersession or invalidation is undone; the memory is current again."""
+
+    event_type = "MemoryReinstated"
+    memory_id: str
+    user_id: str
+    compensates_event_id: str
+    """The ``MemorySuperseded`` or ``MemoryInvalidated`` this undoes."""
+    reason: str
+
+
+class MemoryRetractedV1(EventPayload):
+    """Version 1 of :class:`MemoryRetracted`: the undone event was ``retracts_event_id``."""
 
     event_type = "MemoryRetracted"
+    event_version = 1
     memory_id: str
     user_id: str
     retracts_event_id: str
     reason: str
+
+
+class MemoryRetracted(EventPayload):
+    """A memory is withdrawn: a saga's compensation, or a user's request (``memsaga retract``).
+
+    Names the ``MemoryCreated`` it undoes; ``retracted_by`` is who asked (``None``: a saga).
+    A retracted memory leaves every read model; its events stay.
+    """
+
+    event_type = "MemoryRetracted"
+    event_version = 2
+    memory_id: str
+    user_id: str
+    compensates_event_id: str
+    reason: str
+    retracted_by: str | None = None
+
+
+def memory_retracted_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 named the undone event ``retracts_event_id``, and only sagas retracted."""
+    rest = {k: v for k, v in payload.items() if k != "retracts_event_id"}
+    return {**rest, "compensates_event_id": payload["retracts_event_id"], "retracted_by": None}
 
 
 class ExtractionCompleted(EventPayload):
@@ -228,16 +340,21 @@ ALL_EVENTS: tuple[type[EventPayload], ...] = (
     ReviewApproved,
     ReviewRejected,
     MemoryCreated,
+    MemorySuperseded,
+    MemoryInvalidated,
+    MemoryReinstated,
     MemoryRetracted,
     ExtractionCompleted,
     ExtractionCompensated,
     CompensationFailed,
 )
 
-OLDER_VERSIONS: tuple[type[EventPayload], ...] = (MemoryCreatedV1,)
+OLDER_VERSIONS: tuple[type[EventPayload], ...] = (MemoryCreatedV1, MemoryCreatedV2, MemoryRetractedV1)
 """Superseded payload versions: still decoded (stored events are never rewritten), upcast on read."""
 
-COMPENSATING_EVENTS = frozenset({"MemoryRetracted", "ExtractionCompensated", "CompensationFailed"})
+COMPENSATING_EVENTS = frozenset(
+    {"MemoryRetracted", "MemoryReinstated", "ExtractionCompensated", "CompensationFailed"}
+)
 
 
 def register_events(registry: SchemaRegistry) -> SchemaRegistry:
@@ -245,4 +362,6 @@ def register_events(registry: SchemaRegistry) -> SchemaRegistry:
     for model in (*ALL_EVENTS, *OLDER_VERSIONS):
         registry.register(model)
     registry.register_upcaster(MemoryCreated.event_type, 1, memory_created_v1_to_v2)
+    registry.register_upcaster(MemoryCreated.event_type, 2, memory_created_v2_to_v3)
+    registry.register_upcaster(MemoryRetracted.event_type, 1, memory_retracted_v1_to_v2)
     return registry

@@ -195,7 +195,7 @@ def _saga(rng: random.Random, seed: int, index: int, users: int) -> _Plan:
                 ev.MemoryRetracted(
                     memory_id=memory_id,
                     user_id=s.user,
-                    retracts_event_id=str(created_event.event_id),
+                    compensates_event_id=str(created_event.event_id),
                     reason="saga undone",
                 ),
                 ev.memory_stream(memory_id),

@@ -91,7 +91,7 @@ async def remember(
 
 
 async def retract(store: PostgresEventStore, user: str, memory_id: str) -> None:
-    payload = MemoryRetracted(memory_id=memory_id, user_id=user, retracts_event_id="x", reason="test")
+    payload = MemoryRetracted(memory_id=memory_id, user_id=user, compensates_event_id="x", reason="test")
     event = NewEvent.of(payload, correlation_id="c", causation_id="t", occurred_at=T0, user_id=user)
     await store.append(f"memory-{memory_id}", [event], expected_version=1)
 

@@ -250,7 +250,7 @@ async def test_retraction_undoes_only_what_was_created_and_only_once() -> None:
     assert first.retracted_event_ids == [plan[0].created_event_id]  # type: ignore[attr-defined]
     stream = await world.store.read_stream(memory_stream(plan[0].memory_id))
     assert [e.event_type for e in stream] == ["MemoryCreated", "MemoryRetracted"]
-    assert stream[1].payload["retracts_event_id"] == str(stream[0].event_id)
+    assert stream[1].payload["compensates_event_id"] == str(stream[0].event_id)
     assert await world.store.read_stream(memory_stream(plan[1].memory_id)) == []
     assert await StoreMemoryIndex(world.store).live_memories("u-1", [stream[0].payload["content_hash"]]) == {}
 

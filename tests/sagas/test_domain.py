@@ -33,6 +33,8 @@ from sagas.memory_extraction.events import (
     ExtractionRequested,
     MemoryCreated,
     MemoryCreatedV1,
+    MemoryRetracted,
+    MemoryRetractedV1,
 )
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -193,7 +195,7 @@ async def test_episode_state_folds_the_stream() -> None:
     assert memory.embedder == "hashing-v1"  # the vector's model travels with it
 
 
-async def test_a_version_1_memory_reads_as_version_2_with_an_unknown_embedder() -> None:
+async def test_a_version_1_memory_reads_as_the_latest_version_with_an_unknown_embedder_and_no_slot() -> None:
     store = InMemoryEventStore(build_registry())
     v1 = MemoryCreatedV1(
         memory_id="m",
@@ -209,9 +211,21 @@ async def test_a_version_1_memory_reads_as_version_2_with_an_unknown_embedder() 
     await store.append("memory-m", [saga_event(ENVELOPE, "k:m", v1, causation_id="c")])
 
     [event] = await store.read_stream("memory-m")
-    assert (event.event_version, event.stored_version) == (2, 1)
+    assert (event.event_version, event.stored_version) == (3, 1)
     memory = MemoryCreated.model_validate(event.payload)
     assert (memory.text, memory.vector_sha256, memory.embedder) == ("User lives in Utrecht", "v", None)
+    assert (memory.slot, memory.value, memory.polarity, memory.valid_from) == (None, None, "holds", None)
+
+
+async def test_a_version_1_retraction_reads_with_the_event_it_compensates() -> None:
+    store = InMemoryEventStore(build_registry())
+    v1 = MemoryRetractedV1(memory_id="m", user_id="u-1", retracts_event_id="created-1", reason="rejected")
+    await store.append("memory-m", [saga_event(ENVELOPE, "k:r", v1, causation_id="c")])
+
+    [event] = await store.read_stream("memory-m")
+    assert (event.event_version, event.stored_version) == (2, 1)
+    retracted = MemoryRetracted.model_validate(event.payload)
+    assert (retracted.compensates_event_id, retracted.retracted_by) == ("created-1", None)
 
 
 def test_a_planned_memory_of_an_unknown_candidate_is_a_named_error() -> None:

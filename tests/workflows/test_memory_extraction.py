@@ -332,8 +332,8 @@ async def test_a_failure_after_store_retracts_every_created_memory(saga_env: Sag
     ]
     created = {str(e.event_id): e for e in of_type(events, "MemoryCreated")}
     retracted = of_type(events, "MemoryRetracted")
-    assert {e.payload["retracts_event_id"] for e in retracted} == set(created)
-    assert all(e.stream_id == created[e.payload["retracts_event_id"]].stream_id for e in retracted)
+    assert {e.payload["compensates_event_id"] for e in retracted} == set(created)
+    assert all(e.stream_id == created[e.payload["compensates_event_id"]].stream_id for e in retracted)
     payload = only(events, "ExtractionCompensated").payload
     assert payload["failed_step"] == "complete"
     assert payload["compensates_event_ids"] == [str(events[0].event_id), *created]
