@@ -15,6 +15,7 @@ from memsaga.cli.mcp import register_mcp_commands
 from memsaga.cli.projections import register_projection_commands
 from memsaga.cli.read_models import register_read_model_commands
 from memsaga.cli.relay import register_relay_commands
+from memsaga.cli.retract import register_retract_commands
 from memsaga.cli.saga import register_saga_commands
 from memsaga.cli.search import register_search_commands
 from memsaga.cli.store import register_store_commands
@@ -34,6 +35,7 @@ register_dev_commands(app)
 register_store_commands(app)
 register_demo_commands(app)
 register_saga_commands(app)
+register_retract_commands(app)
 register_trace_commands(app)
 register_relay_commands(app)
 register_projection_commands(app)
