@@ -32,3 +32,11 @@ class InvalidSettings(MemsagaError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid settings: " + "; ".join(problems))
+
+
+class TemporalUnreachable(MemsagaError):
+    """The Temporal frontend does not answer."""
+
+    def __init__(self, address: str, cause: Exception) -> None:
+        self.address = address
+        super().__init__(f"cannot connect to Temporal at {address}: {cause} (is `memsaga dev up` running?)")

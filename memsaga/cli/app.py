@@ -7,7 +7,7 @@ import sys
 import typer
 
 from memsaga.cli.bench import register_bench_commands
-from memsaga.cli.common import fail
+from memsaga.cli.common import EXIT_CODES_HELP, ExitCode, fail
 from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
 from memsaga.cli.dlq import register_dlq_commands
@@ -27,6 +27,7 @@ from memsaga.telemetry import setup_tracing
 app = typer.Typer(
     name="memsaga",
     help="Event-sourced long-term memory for AI agents.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -55,7 +56,9 @@ def _start(ctx: typer.Context) -> None:
         try:
             load_settings()  # once, before any command: a bad variable is named, not a traceback
         except InvalidSettings as exc:
-            raise fail(f"{exc} (fix or unset the variable)", error="InvalidSettings") from None
+            raise fail(
+                f"{exc} (fix or unset the variable)", error="InvalidSettings", code=ExitCode.CONFIG
+            ) from None
     setup_tracing(_ROLES.get(ctx.invoked_subcommand or "", "client"))
 
 

@@ -13,10 +13,19 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from memsaga.bootstrap import build_stores, check_adapters, create_pool
-from memsaga.cli.common import JsonFlag, console, errors, exits_at_once, fail, signal_stop
+from memsaga.cli.common import (
+    ExitCode,
+    JsonFlag,
+    console,
+    errors,
+    exits_at_once,
+    fail,
+    fail_with,
+    signal_stop,
+)
 from memsaga.client import (
     ExtractionFailed,
     approve_extraction,
@@ -37,6 +46,7 @@ from sagas.memory_extraction.domain import (
     ExtractionResult,
     ExtractionStatus,
     InvalidExtractionRequest,
+    request_problems,
 )
 from sagas.memory_extraction.ports import AdapterError
 
@@ -62,11 +72,13 @@ def _run(make: Callable[[Settings, Client], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (MemsagaError, InvalidExtractionRequest, AdapterError) as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     except RPCError as exc:
-        raise fail(f"Temporal refused: {exc}") from None
+        code = ExitCode.NOT_FOUND if exc.status == RPCStatusCode.NOT_FOUND else ExitCode.ERROR
+        raise fail(f"Temporal refused: {exc}", error="RPCError", code=code) from None
     except RuntimeError as exc:  # temporalio's "failed client connect"
-        raise fail(f"{exc}: is Temporal running? start it with `memsaga dev up`") from None
+        message = f"{exc}: is Temporal running? start it with `memsaga dev up`"
+        raise fail(message, error="TemporalUnreachable", code=ExitCode.UNAVAILABLE) from None
 
 
 def worker_command() -> None:
@@ -85,9 +97,10 @@ def worker_command() -> None:
     try:
         asyncio.run(main())
     except (MemsagaError, AdapterError) as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     except RuntimeError as exc:
-        raise fail(f"{exc}: are Temporal and PostgreSQL running? (`memsaga dev up`)") from None
+        message = f"{exc}: are Temporal and PostgreSQL running? (`memsaga dev up`)"
+        raise fail(message, error="ServiceUnreachable", code=ExitCode.UNAVAILABLE) from None
     print("memsaga worker stopped")
 
 
@@ -111,16 +124,23 @@ def extract_command(
     """Start a memory-extraction saga (twice with the same --id: still one saga)."""
     episode = _episode_text(text, file)
 
+    settings = Settings()
     try:  # before connecting or recording anything: a misconfigured saga would only fail
-        check_adapters(Settings())
+        check_adapters(settings)
     except AdapterError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
+    request = ExtractionRequest(
+        user_id=user,
+        text=episode,
+        source=source,
+        correlation_id=correlation_id,
+        options=extraction_options(settings, review=review),
+    )
+    problems = request_problems(request)
+    if problems:  # bad input is refused here, not by a saga that would record it and fail
+        raise fail("; ".join(problems), error="InvalidExtractionRequest", code=ExitCode.USAGE)
 
     async def start(settings: Settings, client: Client) -> dict[str, Any]:
-        options = extraction_options(settings, review=review)
-        request = ExtractionRequest(
-            user_id=user, text=episode, source=source, correlation_id=correlation_id, options=options
-        )
         handle = await start_extraction_of_text(client, request, settings=settings, workflow_id=key)
         shown: dict[str, Any] = handle.model_dump()
         if not as_json:
@@ -198,14 +218,22 @@ def _print_review(out: Console, status: ExtractionStatus, texts: dict[str, str])
 
 def _episode_text(text: str | None, file: Path | None) -> str:
     if (text is None) == (file is None):
-        raise fail("give exactly one of --text or --file")
+        raise fail("give exactly one of --text or --file", code=ExitCode.USAGE)
     if file is None:
         assert text is not None
         return text
     try:
         return sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise fail(f"cannot read {file}: no such file", code=ExitCode.NOT_FOUND) from None
     except OSError as exc:
-        raise fail(f"cannot read {file}: {exc}") from None
+        raise fail(f"cannot read {file}: {exc}", code=ExitCode.USAGE) from None
+    except UnicodeDecodeError as exc:
+        raise fail(
+            f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start}): convert it first,"
+            f" e.g. `iconv -f latin1 -t utf-8 {file}`",
+            code=ExitCode.USAGE,
+        ) from None
 
 
 def status_command(workflow_id: WorkflowIdArg, as_json: JsonFlag = False) -> None:
@@ -277,7 +305,10 @@ async def _check_only(client: Client, workflow_id: str, only: list[str] | None) 
     unknown = [c for c in only if c not in known]
     if unknown:
         listed = ", ".join(sorted(known)) or "none (the saga waits for no review)"
-        raise fail(f"not a candidate under review: {', '.join(unknown)}; candidates under review: {listed}")
+        raise fail(
+            f"not a candidate under review: {', '.join(unknown)}; candidates under review: {listed}",
+            code=ExitCode.NOT_FOUND,
+        )
 
 
 def cancel_command(

@@ -112,6 +112,10 @@ def request_problems(request: ExtractionRequest) -> list[str]:
         problems.append("give exactly one of text (the episode) or text_sha256 (a blob already stored)")
     if request.text is not None and not request.text.strip():
         problems.append("text must not be empty")
+    if request.text is not None and "\x00" in request.text:
+        problems.append("text contains a NUL character (\\x00): remove it (it cannot be stored)")
+    if "\x00" in request.user_id:
+        problems.append("user_id contains a NUL character (\\x00): remove it")
     if request.text_sha256 is not None and not _is_sha256(request.text_sha256):
         problems.append("text_sha256 must be 64 lowercase hex digits")
     return problems

@@ -1,4 +1,4 @@
-"""The CLI's error boundary: a message the user can act on and exit code 1, never a traceback."""
+"""The CLI's error boundary: a message the user can act on and an exit code per kind, never a traceback."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_an_unreachable_database_is_a_message(args: list[str], tmp_path: Path) -
     result = CliRunner().invoke(app, args, env=env)
 
     assert isinstance(result.exception, SystemExit), result.exception  # typer.Exit, not a crash
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # a service cannot be reached
     assert f"cannot connect to PostgreSQL at {dsn}" in result.output and "memsaga dev up" in result.output
 
 
