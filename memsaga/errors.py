@@ -7,6 +7,10 @@ class MemsagaError(Exception):
     """Base class of memsaga's application errors."""
 
 
+class NotFound(MemsagaError):
+    """What a command names (a memory, a saga, a trace) does not exist; the message says how to find it."""
+
+
 class ServiceNotConfigured(MemsagaError):
     """A service URL is neither in the environment nor in a running local stack."""
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 
 from eventstore import EventStore, NewEvent, WrongExpectedVersion
-from memsaga.errors import MemsagaError
+from memsaga.errors import MemsagaError, NotFound
 from sagas.memory_extraction.events import MemoryRetracted, memory_stream
 from sagas.memory_extraction.lifecycle import memory_state
 
@@ -22,7 +22,7 @@ RETRACTION_NAMESPACE = uuid.UUID("0b6f7a38-51c4-5d0e-8a3b-2f9c4e1d7a60")
 """uuid5 namespace of hand retractions' event ids (never change it)."""
 
 
-class MemoryNotFound(MemsagaError):
+class MemoryNotFound(NotFound):
     """No memory has this id."""
 
     def __init__(self, memory_id: str) -> None:

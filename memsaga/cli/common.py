@@ -30,10 +30,11 @@ from memsaga.errors import (
     DatabaseUnreachable,
     InvalidSettings,
     MemsagaError,
+    NotFound,
     ServiceNotConfigured,
     TemporalUnreachable,
 )
-from memsaga.retraction import InvalidRetraction, MemoryNotFound
+from memsaga.retraction import InvalidRetraction
 from memsaga.search import InvalidSearch
 from memsaga.telemetry import shutdown_tracing
 from projections import ProjectionsError
@@ -124,7 +125,7 @@ _KINDS: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
         ),
         ExitCode.UNAVAILABLE,
     ),
-    ((MemoryNotFound, ParkedEventNotFound, UnknownProjection, BlobNotFound, LookupError), ExitCode.NOT_FOUND),
+    ((NotFound, ParkedEventNotFound, UnknownProjection, BlobNotFound, LookupError), ExitCode.NOT_FOUND),
     ((InvalidSearch, InvalidExtractionRequest, InvalidRetraction, InvalidQuery, ValueError), ExitCode.USAGE),
 )
 
