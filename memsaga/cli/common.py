@@ -19,8 +19,10 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import asyncpg
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.table import Table
 from rich.text import Text
 
 from adapters.errors import AdapterNotConfigured, EndpointUnavailable, UnknownAdapter
@@ -215,6 +217,27 @@ def exits_at_once(command: Callable[P, None]) -> Callable[P, None]:
         os._exit(code)
 
     return run
+
+
+def keep_whole(table: Table, *headers: str, width: int | None = None) -> Table:
+    """Keep the columns ``headers`` of ``table`` (its rows added) whole: ids a user must copy.
+
+    When they fit in ``width`` (default: the terminal's) with a little room for the others, they
+    are never wrapped or cut and the other columns wrap; on a narrower terminal they fold over
+    lines rather than lose characters (``--json`` has every id whole).
+    """
+    ids = [c for c in table.columns if c.header in headers]
+    widest = {id(c): max((cell_len(str(cell)) for cell in c.cells), default=0) for c in ids}
+    others = len(table.columns) - len(ids)
+    needed = sum(widest.values()) + 3 * len(table.columns) + 1 + 8 * others
+    fits = needed <= (width if width is not None else console.width)
+    for column in table.columns:
+        if column in ids:
+            column.no_wrap, column.overflow = fits, "fold"
+            column.min_width = max(widest[id(column)], cell_len(str(column.header))) if fits else None
+        elif fits and column.ratio is None:
+            column.ratio = 1  # the others share what the ids leave
+    return table
 
 
 def log_to_stderr() -> None:
