@@ -220,10 +220,10 @@ RULES: tuple[Rule, ...] = (
          slot=PREF, value=NEGATIVE),
     rule("favourite", "preference",
          rf"my {ADV}(?:all-time )?favou?rite (?P<what>[\w -]+?) (?P<be>is|are) (?P<obj>.+)",
-         "User's favourite {what} {be} {obj}", attributes=("what",), slot=FAVOURITE, value="{obj}"),
+         "User's favourite {what} {be} {obj}", attributes=("what",), slot=FAVOURITE, value="{favourite}"),
     rule("favourite_inverted", "preference",
          rf"(?P<obj>[\w' -]+?) (?P<be>is|are) my {ADV}(?:all-time )?favou?rite (?P<what>[\w -]+)",
-         "User's favourite {what} {be} {obj}", attributes=("what",), slot=FAVOURITE, value="{obj}"),
+         "User's favourite {what} {be} {obj}", attributes=("what",), slot=FAVOURITE, value="{favourite}"),
     # Identity
     rule("name", "identity", rf"my name(?:'s| is) {NAME}", "User's name is {name}", attributes=("name",),
          slot="name", value="{name}"),
@@ -528,7 +528,7 @@ def apply_rule(rule: Rule, clause: str) -> list[Finding]:
         if rule.needs_slot:
             return []
         slot = value = None
-    valid_from = stated_date(clause) if rule.dated else None
+    valid_from = stated_date(clause) if rule.dated and _FUTURE_HINT.search(clause) is None else None
     kind = rule.dated_kind if rule.dated_kind is not None and values.get("when") else rule.kind
     attributes = {group: values[group].strip() for group in rule.attributes if values.get(group)}
     about = _about(values)
@@ -560,7 +560,7 @@ accountant actor actress administrator analyst architect artist assistant attorn
 banker barber barista bartender biologist builder butcher carer caregiver carpenter cashier ceo chef
 chemist cleaner clerk coach consultant contractor cook counsellor counselor courier dentist designer
 developer dietitian director doctor driver economist editor electrician engineer entrepreneur
-executive farmer firefighter florist founder freelancer gardener hairdresser historian illustrator
+executive farmer firefighter florist founder freelancer gardener hairdresser historian hygienist illustrator
 intern interpreter janitor journalist judge lawyer lecturer librarian mathematician mechanic midwife
 musician nanny nurse nutritionist officer optician painter paralegal paramedic pastor pharmacist
 photographer physician physicist physiotherapist pilot plumber policeman policewoman priest producer
@@ -595,21 +595,25 @@ SENTIMENTS: dict[str, str] = {
     "hate": NEGATIVE, "dislike": NEGATIVE, "detest": NEGATIVE, "loathe": NEGATIVE,
 }
 # fmt: on
+# fmt: off
 ASPECTS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
     (aspect, re.compile(rf"^{ADV}(?:{regex})$", re.IGNORECASE), key)
     for aspect, regex, key in (
-        (
-            "residence",
-            r"(?:lives|has lived|has been living|is living|moved|relocated) (?:in|to) (?P<v>.+)",
-            "place",
-        ),
+        ("residence", r"(?:lives|has lived|has been living|is living|is based|moved|relocated) (?:in|to)"
+                      r" (?P<v>.+)", "place"),
         ("employer", r"(?:works|has worked|is working) (?:at|for) (?P<v>.+)", "org"),
         ("job_title", r"(?:is|works as|is working as) (?P<v>(?:a|an) .+)", "occupation"),
+        ("diet", rf"is (?:a )?(?P<v>{DIETS})", "diet"),
         ("age", rf"(?:is|turned) (?P<v>\d{{1,3}}|{NUMBER_WORDS})(?: years old)?(?: .*)?", "age"),
     )
 )
+# fmt: on
 """What a fact about a named relative is about: ``relation:<relation>:<Name>:<aspect>``."""
 
+_FUTURE_HINT = re.compile(
+    r"\b(?:will|'ll|going to|gonna|next|soon|upcoming|starting|planning)\b", re.IGNORECASE
+)
+"""A date in a clause with these is when something will happen, not when a fact became true."""
 _ARTICLE = re.compile(r"^(?:(?:a|an|the|their|User's)\s+)+", re.IGNORECASE)
 _PLACE_END = re.compile(
     rf"(?:,| (?:with|near|for|since|because|until|from|now|on)\b| {PAST}$"
@@ -618,6 +622,7 @@ _PLACE_END = re.compile(
 )
 _ORG_END = re.compile(rf"(?:,| (?:in|as|since|for|with|because|until|on|now)\b| {PAST}$).*$", re.IGNORECASE)
 _OCCUPATION_END = re.compile(r"(?:,| (?:at|in|for|with|since|from|who|and|but|on)\b).*$", re.IGNORECASE)
+_ASIDE = re.compile(r"(?:,| at all\b| especially\b).*$", re.IGNORECASE)
 _PREFERRED_OVER = re.compile(r" (?:to|over|rather than|than|more than) .*$", re.IGNORECASE)
 
 
@@ -646,7 +651,12 @@ def thing(phrase: str, verb: str = "") -> str | None:
     """A preference's object as slots write it: lower-cased, no leading article (``beatles``)."""
     if verb == "prefer" and not phrase.lower().startswith("to "):
         phrase = _PREFERRED_OVER.sub("", phrase)
-    return _ARTICLE.sub("", tidy(phrase)).casefold() or None
+    return _ARTICLE.sub("", tidy(_ASIDE.sub("", phrase))).casefold() or None
+
+
+def as_written(phrase: str) -> str | None:
+    """A value as written, without a trailing aside: "bacalhau com natas, ironically" -> the dish."""
+    return tidy(_ASIDE.sub("", phrase)) or None
 
 
 def relation_key(relation: str, adj: str = "") -> str:
@@ -669,6 +679,7 @@ def slot_keys(values: dict[str, str]) -> dict[str, str]:
         else None,
         "month_day": month_day(stated_date(values.get("when", ""))),
         "what_key": values.get("what", "").lower().replace("favorite", "favourite") or None,
+        "favourite": as_written(values.get("obj", "")),
     }
     relation, name = values.get("relation", ""), values.get("name", "")
     if relation in SINGULAR_RELATIVES and name:
@@ -678,6 +689,7 @@ def slot_keys(values: dict[str, str]) -> dict[str, str]:
     for aspect, pattern, kind in ASPECTS:
         if (found := pattern.match(values.get("predicate", ""))) is not None:
             says = {"place": place, "org": organisation, "occupation": occupation}.get(kind, tidy)(found["v"])
+            says = says.lower() if says is not None and kind == "diet" else says
             derived |= {"aspect": aspect, "aspect_value": says}
             break
     return {key: value for key, value in derived.items() if value}
