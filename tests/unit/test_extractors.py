@@ -52,6 +52,22 @@ async def test_a_realistic_episode_gives_exactly_its_facts() -> None:
     assert all(c.candidate_id == c.content_hash[:16] for c in candidates)
 
 
+async def test_the_episodes_candidates_carry_their_slots_and_stated_dates() -> None:
+    candidates = await RuleBasedExtractor().extract(EPISODE)
+
+    assert [(c.slot, c.value, c.valid_from) for c in candidates if c.slot or c.valid_from] == [
+        ("name", "Ana Costa", None),
+        ("job_title", "nurse", None),
+        ("residence", "Lisbon", "--05"),
+        ("relation:sister:Ana:job_title", "nurse", None),
+        ("birthday", "--03-03", None),
+        (None, None, "1990"),
+        ("favourite:food", "pizza", None),
+        ("preference:flying", "negative", None),
+    ]
+    assert {c.polarity for c in candidates} == {"holds"}
+
+
 async def test_the_same_text_gives_identical_candidates() -> None:
     first = await RuleBasedExtractor().extract(EPISODE)
     second = await RuleBasedExtractor().extract(EPISODE)
