@@ -42,7 +42,7 @@ class Rule:
     attributes: tuple[str, ...] = ()  # named groups copied into the candidate's attributes
     constants: tuple[tuple[str, str], ...] = ()  # fixed attributes
     owner: str = "their"  # how "my" in a captured phrase is written: "their", or "User's" (others' facts)
-    slot: str | None = None  # slot template over groups and SLOT_KEYS; a key it lacks: no slot
+    slot: str | None = None  # slot template over groups and slot_keys(); a key it lacks: no slot
     value: str | None = None  # value template, filled like the slot
     polarity: Polarity = "holds"
     dated: bool = True  # valid_from is a date stated in the clause (False: plans, recurring dates)
@@ -523,11 +523,9 @@ def apply_rule(rule: Rule, clause: str) -> list[Finding]:
     if "verb" in values:
         values["verbs"] = third_person(values["verb"])
     keys = values | slot_keys(values)
-    slot, value = fill(rule.slot, keys), fill(rule.value, keys)
-    if slot is None or (rule.value is not None and value is None):
-        if rule.needs_slot:
-            return []
-        slot = value = None
+    slot, value = slot_and_value(rule.slot, rule.value, keys)
+    if slot is None and rule.needs_slot:
+        return []
     valid_from = stated_date(clause) if rule.dated and _FUTURE_HINT.search(clause) is None else None
     kind = rule.dated_kind if rule.dated_kind is not None and values.get("when") else rule.kind
     attributes = {group: values[group].strip() for group in rule.attributes if values.get(group)}
@@ -539,9 +537,7 @@ def apply_rule(rule: Rule, clause: str) -> list[Finding]:
         )
     ]  # fmt: skip
     for also in rule.also:
-        also_slot, also_value = fill(also.slot, keys), fill(also.value, keys)
-        if also_slot is None or (also.value is not None and also_value is None):
-            also_slot = also_value = None
+        also_slot, also_value = slot_and_value(also.slot, also.value, keys)
         text = tidy(also.template.format_map(values))
         found.append(Finding(text, also.kind, {}, also_slot, also_value, also.polarity, valid_from))
     return found
@@ -693,6 +689,16 @@ def slot_keys(values: dict[str, str]) -> dict[str, str]:
             derived |= {"aspect": aspect, "aspect_value": says}
             break
     return {key: value for key, value in derived.items() if value}
+
+
+def slot_and_value(
+    slot: str | None, value: str | None, keys: dict[str, str]
+) -> tuple[str | None, str | None]:
+    """Both templates filled, or ``(None, None)`` when either names a key ``keys`` lacks."""
+    filled_slot, filled_value = fill(slot, keys), fill(value, keys)
+    if filled_slot is None or (value is not None and filled_value is None):
+        return None, None
+    return filled_slot, filled_value
 
 
 def fill(template: str | None, keys: dict[str, str]) -> str | None:
