@@ -11,6 +11,7 @@ from memsaga.cli.common import EXIT_CODES_HELP, ExitCode, fail
 from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
 from memsaga.cli.dlq import register_dlq_commands
+from memsaga.cli.eval import register_eval_commands
 from memsaga.cli.mcp import register_mcp_commands
 from memsaga.cli.projections import register_projection_commands
 from memsaga.cli.read_models import register_read_model_commands
@@ -45,6 +46,7 @@ register_read_model_commands(app)
 register_search_commands(app)
 register_mcp_commands(app)
 register_bench_commands(app)
+register_eval_commands(app)
 
 _ROLES = {"worker": "worker", "relay": "relay", "project": "projector", "mcp": "mcp"}
 
