@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from memsaga.cli.common import JsonFlag, console, fail
+from memsaga.cli.common import ExitCode, JsonFlag, console, fail
 from memsaga.extraction_eval import FIXTURE_PATH, EvalResult, FixtureInvalid, Memory, evaluate, load_fixture
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure memsaga's parts on fixtures (offline).")
@@ -68,7 +68,7 @@ def eval_extract_command(
     try:
         result = evaluate(load_fixture(fixture), source=str(fixture))
     except FixtureInvalid as exc:
-        raise fail(str(exc), error="FixtureInvalid") from None
+        raise fail(str(exc), error="FixtureInvalid", code=ExitCode.USAGE) from None
     if as_json:
         typer.echo(json.dumps(result.model_dump(mode="json")))
         return

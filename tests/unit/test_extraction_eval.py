@@ -128,9 +128,9 @@ def test_bad_fixtures_are_one_line_errors(
     monkeypatch.setattr(sys, "argv", ["memsaga", "eval", "extract", "--json"])  # how errors know --json
     as_json = CliRunner().invoke(app, ["eval", "extract", "--fixture", str(path), "--json"], env=env)
 
-    assert isinstance(result.exception, SystemExit) and result.exit_code == 1  # typer.Exit, not a crash
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 2  # usage, not a crash
     assert "Traceback" not in result.output and message in result.output
-    assert as_json.exit_code == 1
+    assert as_json.exit_code == 2
     assert json.loads(as_json.stdout)["error"] == "FixtureInvalid"
 
 
