@@ -183,8 +183,8 @@ async def _waiting(
                 else:
                     say = f"{workflow_id}: step {status.step}"
                 spinner.update(say)
-                if not errors.is_terminal and status.waiting_for_review and say != said:
-                    errors.print(say, highlight=False, soft_wrap=True)  # no spinner in a log: say it once
+                if not errors.is_terminal and say != said:
+                    errors.print(say, highlight=False, soft_wrap=True)  # no spinner in a log: each change once
                 said = say
             await asyncio.wait([outcome], timeout=1.0)
     return await outcome
