@@ -184,7 +184,7 @@ async def _waiting(
                     say = f"{workflow_id}: step {status.step}"
                 spinner.update(say)
                 if not errors.is_terminal and say != said:
-                    errors.print(say, highlight=False, soft_wrap=True)  # no spinner in a log: each change once
+                    errors.print(say, highlight=False, soft_wrap=True)  # a log has no spinner: once each
                 said = say
             await asyncio.wait([outcome], timeout=1.0)
     return await outcome
