@@ -26,6 +26,8 @@ from activities.memory_extraction_io import (
     EmbedResult,
     ExtractInput,
     ExtractResult,
+    ReconcileInput,
+    ReconcileResult,
     RecordCompensationFailedInput,
     RecordEpisodeInput,
     RequestReviewInput,
@@ -44,6 +46,7 @@ from sagas.memory_extraction.domain import (
     DEDUP,
     EMBED,
     EXTRACT,
+    RECONCILE,
     RECORD,
     REVIEW,
     STORE,
@@ -58,13 +61,17 @@ from sagas.memory_extraction.events import (
     CandidatesDeduplicated,
     CandidatesEmbedded,
     CandidatesExtracted,
+    CandidatesReconciled,
     CompensationFailed,
     EmbeddingRef,
     EpisodeRecorded,
     ExtractionCompensated,
     ExtractionCompleted,
     ExtractionRequested,
+    MemoryInvalidated,
+    MemoryReinstated,
     MemoryRetracted,
+    MemorySuperseded,
     ReviewApproved,
     ReviewRejected,
     ReviewRequested,
@@ -72,6 +79,8 @@ from sagas.memory_extraction.events import (
     memory_stream,
 )
 from sagas.memory_extraction.extractors import Extractor
+from sagas.memory_extraction.lifecycle import memory_state
+from sagas.memory_extraction.reconcile import reconcile
 
 ExtractorFactory = Callable[[ExtractionOptions], Extractor]
 """Builds the extractor a request's options name (``memsaga.bootstrap`` binds it to the settings)."""
@@ -103,6 +112,7 @@ class MemoryExtractionActivities:
             self.extract_candidates,
             self.embed_candidates,
             self.deduplicate_candidates,
+            self.reconcile_candidates,
             self.request_review,
             self.decide_review,
             self.store_memories,
@@ -201,6 +211,33 @@ class MemoryExtractionActivities:
             duplicates=len(state.candidates) - len(state.kept),
         )
 
+    @activity_defn("memory_extraction.reconcile_candidates")
+    async def reconcile_candidates(self, input: ReconcileInput) -> ReconcileResult:
+        """``CandidatesReconciled``: the kept candidates against the current memories of their slots."""
+        state = await self._episode(input.episode_id)
+        if CandidatesReconciled.event_type not in state.event_types:
+            kept = [c for c in state.candidates if c.candidate_id in set(state.kept)]
+            slots = [c.slot for c in kept if c.slot is not None]
+            current = await self.index.current_by_slot(input.envelope.user_id, slots)
+            plan = domain.plan_memories(input.envelope.workflow_id, [c.candidate_id for c in kept])
+            decision = reconcile(kept, current, {p.candidate_id: p.memory_id for p in plan})
+            event = saga_event(
+                input.envelope, event_key(RECONCILE), decision, causation_id=input.causation_id
+            )
+            state = await self._append_step(input, event)
+        decided = state.reconciled
+        assert decided is not None
+        return ReconcileResult(
+            event_id=_step_event_id(input, RECONCILE),
+            version=state.version,
+            position=state.position,
+            kept=decided.kept,
+            duplicates=len(decided.duplicates),
+            ending=sorted({i.candidate_id for i in decided.invalidations} - set(decided.kept)),
+            superseded=len(decided.supersessions),
+            invalidated=len(decided.invalidations),
+        )
+
     @activity_defn("memory_extraction.request_review")
     async def request_review(self, input: RequestReviewInput) -> Appended:
         """``ReviewRequested``: the saga now waits for a human."""
@@ -227,14 +264,21 @@ class MemoryExtractionActivities:
 
     @activity_defn("memory_extraction.store_memories")
     async def store_memories(self, input: StoreMemoriesInput) -> StoreResult:
-        """One ``MemoryCreated`` per planned memory, each in its own new stream ``memory-<id>``."""
+        """One ``MemoryCreated`` per planned memory, each in its own new stream ``memory-<id>``;
+        then ``MemorySuperseded`` / ``MemoryInvalidated`` in the streams of the memories that
+        reconciliation ended (only for approved candidates, and only while still current)."""
         state = await self._episode(input.episode_id)
         for planned in input.memories:
             payload = domain.memory_created(state, planned, input.envelope.user_id)
             key = event_key(STORE, planned.candidate_id)
             event = saga_event(input.envelope, key, payload, causation_id=input.causation_id)
             await self.store.append(memory_stream(planned.memory_id), [event], expected_version=NO_STREAM)
-        return StoreResult(memory_ids=[p.memory_id for p in input.memories])
+        result = StoreResult(memory_ids=[p.memory_id for p in input.memories])
+        for ending in domain.endings(state, input.memories, input.approved, input.envelope.user_id):
+            if await self._end_memory(input, ending):
+                ended = result.superseded if isinstance(ending, MemorySuperseded) else result.invalidated
+                ended.append(ending.memory_id)
+        return result
 
     @activity_defn("memory_extraction.complete_extraction")
     async def complete_extraction(self, input: CompleteInput) -> Appended:
@@ -251,8 +295,11 @@ class MemoryExtractionActivities:
 
     @activity_defn("memory_extraction.retract_memories", compensation=True)
     async def retract_memories(self, input: RetractMemoriesInput) -> RetractResult:
-        """Compensation: ``MemoryRetracted`` for every planned memory that was created (others: no-op)."""
+        """Compensation: ``MemoryReinstated`` for every memory the store step ended, then
+        ``MemoryRetracted`` for every planned memory that was created (others: no-op)."""
         result = RetractResult()
+        if input.episode_id is not None:
+            await self._reinstate(input, result)
         for planned in input.memories:
             stream = memory_stream(planned.memory_id)
             events = await self.store.read_stream(stream)
@@ -283,6 +330,7 @@ class MemoryExtractionActivities:
             failed_step=input.failed_step,
             retracted_memory_ids=input.retracted_memory_ids,
             compensates_event_ids=[state.requested_event_id, *input.retracted_event_ids],
+            reinstated_memory_ids=input.reinstated_memory_ids,
         )
         event = saga_event(input.envelope, event_key(COMPENSATE), payload, causation_id=input.causation_id)
         await self.store.append(episode_stream(input.episode_id), [event], expected_version=ANY)
@@ -298,6 +346,57 @@ class MemoryExtractionActivities:
         return Appended(
             event_id=str(event.event_id), version=result.last_version, position=result.positions[-1]
         )
+
+    async def _end_memory(
+        self, input: StoreMemoriesInput, ending: MemorySuperseded | MemoryInvalidated
+    ) -> bool:
+        """Append ``ending`` to its memory's stream unless it is there already or the memory is
+        no longer current (another saga or the user changed it since reconciliation)."""
+        stream = memory_stream(ending.memory_id)
+        events = await self.store.read_stream(stream)
+        event = saga_event(
+            input.envelope, domain.ending_key(ending.memory_id), ending, causation_id=input.causation_id
+        )
+        if any(e.event_id == event.event_id for e in events):
+            return True
+        current = memory_state(events)
+        if current is None or not current.is_current:
+            return False
+        if current.valid_from is not None and ending.valid_to < current.valid_from:
+            event = saga_event(
+                input.envelope,
+                domain.ending_key(ending.memory_id),
+                ending.model_copy(update={"valid_to": current.valid_from}),
+                causation_id=input.causation_id,
+            )
+        await self.store.append(stream, [event], expected_version=len(events))
+        return True
+
+    async def _reinstate(self, input: RetractMemoriesInput, result: RetractResult) -> None:
+        """``MemoryReinstated`` for each memory this saga's store step ended (found by event id)."""
+        state = await self._episode(input.episode_id or "")
+        decided = state.reconciled
+        if decided is None:
+            return
+        ended = [s.memory_id for s in decided.supersessions] + [i.memory_id for i in decided.invalidations]
+        for memory_id in dict.fromkeys(ended):
+            stream = memory_stream(memory_id)
+            events = await self.store.read_stream(stream)
+            ending_id = domain.derived_id(input.envelope.workflow_id, domain.ending_key(memory_id))
+            if all(e.event_id != ending_id for e in events):
+                continue  # the store step never ended it
+            payload = MemoryReinstated(
+                memory_id=memory_id,
+                user_id=input.envelope.user_id,
+                compensates_event_id=str(ending_id),
+                reason=input.reason,
+            )
+            key = event_key(COMPENSATE, f"reinstate:{memory_id}")
+            reinstated = saga_event(input.envelope, key, payload, causation_id=input.causation_id)
+            if all(e.event_id != reinstated.event_id for e in events):
+                await self.store.append(stream, [reinstated], expected_version=len(events))
+            result.reinstated_memory_ids.append(memory_id)
+            result.reinstated_event_ids.append(str(ending_id))
 
     async def _episode(self, episode_id: str) -> EpisodeState:
         return domain.episode_state(await self.store.read_stream(episode_stream(episode_id)))

@@ -49,6 +49,10 @@ class DeduplicateInput(StepInput):
     """Step 4: drop candidates the user already has a live memory for."""
 
 
+class ReconcileInput(StepInput):
+    """Step 5: compare the kept candidates with the user's current memories of the same slots."""
+
+
 class RequestReviewInput(StepInput):
     """Step 5a: a human must approve these candidates."""
 
@@ -67,9 +71,12 @@ class DecideReviewInput(StepInput):
 
 
 class StoreMemoriesInput(StepInput):
-    """Step 6: one ``MemoryCreated`` per planned memory, each in its own stream."""
+    """Step 7: one ``MemoryCreated`` per planned memory, each in its own stream; then the
+    supersessions and invalidations reconciliation decided, for the approved candidates."""
 
     memories: list[PlannedMemory]
+    approved: list[str] | None = None
+    """Candidate ids a reviewer let through (``None``: every candidate, no review was needed)."""
 
 
 class CompleteInput(StepInput):
@@ -81,9 +88,11 @@ class CompleteInput(StepInput):
 
 
 class RetractMemoriesInput(BaseModel):
-    """Compensation of step 6: retract every planned memory that was created."""
+    """Compensation of the store step: reinstate every memory it ended, retract every memory it created."""
 
     envelope: Envelope
+    episode_id: str | None = None
+    """Where the reconcile decision is (``None`` in histories recorded before reconciliation)."""
     memories: list[PlannedMemory]
     reason: str
     causation_id: str
@@ -99,6 +108,7 @@ class CompensateExtractionInput(BaseModel):
     retracted_memory_ids: list[str]
     retracted_event_ids: list[str]
     causation_id: str
+    reinstated_memory_ids: list[str] = Field(default_factory=list)
 
 
 class RecordCompensationFailedInput(BaseModel):
@@ -140,17 +150,34 @@ class DeduplicateResult(Appended):
     duplicates: int
 
 
+class ReconcileResult(Appended):
+    """What reconciliation decided: candidates kept, duplicates, and the memories to end."""
+
+    kept: list[str]
+    """Candidates that become memories."""
+    duplicates: int
+    ending: list[str]
+    """Candidates that end a memory without becoming one (they are reviewed like the kept ones)."""
+    superseded: int
+    invalidated: int
+
+
 class StoreResult(BaseModel):
-    """The memories created (ids in plan order)."""
+    """The memories created (ids in plan order) and those ended."""
 
     memory_ids: list[str]
+    superseded: list[str] = Field(default_factory=list)
+    invalidated: list[str] = Field(default_factory=list)
 
 
 class RetractResult(BaseModel):
-    """The memories this compensation retracted, and the ``MemoryCreated`` events it undid."""
+    """What this compensation undid: memories retracted (and their ``MemoryCreated``), memories
+    reinstated (and the ``MemorySuperseded`` / ``MemoryInvalidated`` it undid)."""
 
     retracted_memory_ids: list[str] = Field(default_factory=list)
     retracted_event_ids: list[str] = Field(default_factory=list)
+    reinstated_memory_ids: list[str] = Field(default_factory=list)
+    reinstated_event_ids: list[str] = Field(default_factory=list)
 
 
 class CompensateResult(BaseModel):

@@ -196,6 +196,15 @@ STEPS: dict[type[EventPayload], _Step] = {
         lambda e: {"duplicates": len(payload_of(e, ev.CandidatesDeduplicated).skipped)},
         lambda e: f"{len(e.payload['kept'])} kept, {len(e.payload['skipped'])} duplicate",
     ),
+    ev.CandidatesReconciled: _Step(
+        "embedded",
+        5,
+        _none,
+        lambda e: (
+            f"{len(e.payload['kept'])} kept, {len(e.payload['duplicates'])} same fact,"
+            f" {len(e.payload['supersessions'])} superseding, {len(e.payload['invalidations'])} ending"
+        ),
+    ),
     ev.ReviewRequested: _Step(
         "reviewing",
         6,
@@ -208,8 +217,20 @@ STEPS: dict[type[EventPayload], _Step] = {
     ev.MemoryRetracted: _Step(
         None, 0, _none, lambda e: f"memory {e.payload['memory_id']}: {e.payload['reason']}"
     ),
+    ev.MemorySuperseded: _Step(
+        None, 0, _none, lambda e: f"memory {e.payload['memory_id']} superseded by {e.payload['successor_id']}"
+    ),
+    ev.MemoryInvalidated: _Step(
+        None, 0, _none, lambda e: f"memory {e.payload['memory_id']} ended: {e.payload['statement']}"
+    ),
+    ev.MemoryReinstated: _Step(
+        None, 0, _none, lambda e: f"memory {e.payload['memory_id']} reinstated: {e.payload['reason']}"
+    ),
     ev.ExtractionCompleted: _Step(
-        "completed", 10, _none, lambda e: _plural(e.payload["memories_created"], "memory") + " created"
+        "completed",
+        10,
+        _none,
+        lambda e: _plural(e.payload["memories_created"], "memory") + " created",
     ),
     ev.ExtractionCompensated: _Step("compensated", 11, _compensated, lambda e: e.payload["reason"]),
     ev.CompensationFailed: _Step(

@@ -30,6 +30,8 @@ with workflow.unsafe.imports_passed_through():
         EmbedInput,
         ExtractInput,
         ExtractResult,
+        ReconcileInput,
+        ReconcileResult,
         RecordCompensationFailedInput,
         RecordEpisodeInput,
         RequestReviewInput,
@@ -49,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         DEDUP,
         EMBED,
         EXTRACT,
+        RECONCILE,
         RECORD,
         REVIEW,
         STORE,
@@ -144,8 +147,18 @@ class MemoryExtraction:
         await self._step(EMBED, self._embed)
         deduped = await self._step(DEDUP, self._dedup)
         self._status.duplicates = deduped.duplicates
-        kept = [c for c in extracted.candidates if c.candidate_id in set(deduped.kept)]
-        under_review, reasons = review_needed(kept, requested=options.review)
+        kept_ids, ending_ids = deduped.kept, []
+        # Sagas started before reconciliation existed replay without it (saved histories).
+        if workflow.patched(RECONCILE):
+            reconciled = await self._step(RECONCILE, self._reconcile)
+            self._status.duplicates += reconciled.duplicates
+            self._status.superseding, self._status.invalidating = (
+                reconciled.superseded,
+                reconciled.invalidated,
+            )
+            kept_ids, ending_ids = reconciled.kept, reconciled.ending
+        changing = [c for c in extracted.candidates if c.candidate_id in {*kept_ids, *ending_ids}]
+        under_review, reasons = review_needed(changing, requested=options.review)
         if under_review:
             approved, reason = await self._step(REVIEW, lambda: self._review(under_review, reasons))
             if not approved:
@@ -153,7 +166,7 @@ class MemoryExtraction:
                 self._status.outcome, self._status.reason = "rejected", reason
                 self._status.step = "compensated"
                 return self._result("rejected", reason)
-        planned = plan_memories(self._workflow_id, deduped.kept)
+        planned = plan_memories(self._workflow_id, kept_ids)
         self._saga.add_compensation(Compensation(STORE, Acts.retract_memories, self._retract_input(planned)))
         await self._step(STORE, lambda: self._store(planned))
         self._status.memory_ids = [p.memory_id for p in planned]
@@ -189,6 +202,11 @@ class MemoryExtraction:
     async def _dedup(self) -> DeduplicateResult:
         return self._advance(
             await self._call(Acts.deduplicate_candidates, DeduplicateInput(**self._step_fields()))
+        )
+
+    async def _reconcile(self) -> ReconcileResult:
+        return self._advance(
+            await self._call(Acts.reconcile_candidates, ReconcileInput(**self._step_fields()))
         )
 
     async def _review(self, candidate_ids: list[str], reasons: list[str]) -> tuple[bool, str]:
@@ -243,6 +261,7 @@ class MemoryExtraction:
         def build(context: CompensationContext) -> RetractMemoriesInput:
             return RetractMemoriesInput(
                 envelope=self._envelope(),
+                episode_id=self._status.episode_id,
                 memories=planned,
                 reason=context.reason,
                 causation_id=self._last_event_id,
@@ -259,7 +278,8 @@ class MemoryExtraction:
             reason=context.reason,
             failed_step=context.failed_step,
             retracted_memory_ids=retracted.retracted_memory_ids,
-            retracted_event_ids=retracted.retracted_event_ids,
+            retracted_event_ids=[*retracted.reinstated_event_ids, *retracted.retracted_event_ids],
+            reinstated_memory_ids=retracted.reinstated_memory_ids,
             causation_id=self._last_event_id,
         )
 

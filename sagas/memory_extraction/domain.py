@@ -19,12 +19,15 @@ from sagas.memory_extraction.events import (
     CandidatesDeduplicated,
     CandidatesEmbedded,
     CandidatesExtracted,
+    CandidatesReconciled,
     DuplicateSkipped,
     EmbeddingRef,
     EpisodeRecorded,
     ExtractionRequested,
     MemoryCreated,
+    MemoryInvalidated,
     MemoryKind,
+    MemorySuperseded,
     Polarity,
 )
 from sagas.memory_extraction.text import SENSITIVE_KINDS
@@ -36,18 +39,19 @@ SAGA_NAMESPACE = uuid.UUID("6f1c2a52-3d0e-5b7a-9c41-8e2d7f0b9a13")
 INLINE_TEXT_LIMIT = 16 * 1024
 """Episodes longer than this (UTF-8 bytes) live in the blob store; events and Temporal carry the hash."""
 
-RECORD, EXTRACT, EMBED, DEDUP, REVIEW, STORE, COMPLETE, COMPENSATE = (
+RECORD, EXTRACT, EMBED, DEDUP, RECONCILE, REVIEW, STORE, COMPLETE, COMPENSATE = (
     "record",
     "extract",
     "embed",
     "dedup",
+    "reconcile",
     "review",
     "store",
     "complete",
     "compensate",
 )
-STEPS = (RECORD, EXTRACT, EMBED, DEDUP, REVIEW, STORE, COMPLETE)
-"""The saga's steps in order (``review`` only when needed)."""
+STEPS = (RECORD, EXTRACT, EMBED, DEDUP, RECONCILE, REVIEW, STORE, COMPLETE)
+"""The saga's steps in order (``review`` only when needed; ``reconcile`` in sagas started since it exists)."""
 
 
 class InvalidExtractionRequest(ValueError):
@@ -137,6 +141,10 @@ class ExtractionStatus(BaseModel):
     outcome: Outcome = "running"
     candidates: int = 0
     duplicates: int = 0
+    superseding: int = 0
+    """Current memories reconciliation decided to supersede (when the saga stores)."""
+    invalidating: int = 0
+    """Current memories reconciliation decided to invalidate."""
     memories_created: int = 0
     memory_ids: list[str] = Field(default_factory=list)
     waiting_for_review: bool = False
@@ -294,6 +302,7 @@ class EpisodeState(BaseModel):
     embeddings: dict[str, EmbeddingRef] = Field(default_factory=dict)
     embedder: str | None = None
     kept: list[str] = Field(default_factory=list)
+    reconciled: CandidatesReconciled | None = None
     event_types: list[str] = Field(default_factory=list)
     version: int = 0
     position: int = 0
@@ -326,6 +335,8 @@ def evolve(state: EpisodeState, event: RecordedEvent) -> EpisodeState:
             update["embedder"] = embedded.embedder
         case CandidatesDeduplicated.event_type:
             update["kept"] = CandidatesDeduplicated.model_validate(event.payload).kept
+        case CandidatesReconciled.event_type:
+            update["reconciled"] = CandidatesReconciled.model_validate(event.payload)
     return state.model_copy(update=update)
 
 
@@ -364,6 +375,61 @@ def memory_created(state: EpisodeState, planned: PlannedMemory, user_id: str) ->
         polarity=candidate.polarity,
         valid_from=valid_from_of(candidate, state),
     )
+
+
+def ending_key(memory_id: str) -> str:
+    """The saga event key of the ``MemorySuperseded`` / ``MemoryInvalidated`` that ends ``memory_id``."""
+    return event_key(STORE, f"end:{memory_id}")
+
+
+def endings(
+    state: EpisodeState, planned: Sequence[PlannedMemory], approved: Sequence[str] | None, user_id: str
+) -> list[MemorySuperseded | MemoryInvalidated]:
+    """The events that end memories, as reconciliation decided, for what the store step creates.
+
+    A supersession applies when its successor is among ``planned``; an invalidation when its
+    candidate is approved (``approved`` is None when no review was needed). ``valid_to`` is
+    the world time of the candidate that ends the memory.
+    """
+    decided = state.reconciled
+    if decided is None:
+        return []
+    created = {p.memory_id for p in planned}
+    allowed = None if approved is None else set(approved)
+    by_id = {c.candidate_id: c for c in state.candidates}
+    episode_id = state.episode_id or ""
+    result: list[MemorySuperseded | MemoryInvalidated] = []
+    for supersession in decided.supersessions:
+        if supersession.successor_id in created:
+            result.append(
+                MemorySuperseded(
+                    memory_id=supersession.memory_id,
+                    user_id=user_id,
+                    successor_id=supersession.successor_id,
+                    valid_to=_world_time(by_id[supersession.candidate_id], state),
+                    episode_id=episode_id,
+                )
+            )
+    for invalidation in decided.invalidations:
+        if allowed is None or invalidation.candidate_id in allowed:
+            candidate = by_id[invalidation.candidate_id]
+            result.append(
+                MemoryInvalidated(
+                    memory_id=invalidation.memory_id,
+                    user_id=user_id,
+                    valid_to=_world_time(candidate, state),
+                    episode_id=episode_id,
+                    statement=candidate.text,
+                )
+            )
+    return result
+
+
+def _world_time(candidate: Candidate, state: EpisodeState) -> datetime:
+    resolved = valid_from_of(candidate, state)
+    if resolved is None:
+        raise ValueError(f"episode {state.episode_id} has no recorded time")
+    return resolved
 
 
 def valid_from_of(candidate: Candidate, state: EpisodeState) -> datetime | None:

@@ -129,6 +129,55 @@ class CandidatesDeduplicated(EventPayload):
     skipped: list[DuplicateSkipped]
 
 
+class SlotMemory(BaseModel):
+    """A current memory of the user that reconciliation compared candidates with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_id: str
+    slot: str
+    value: str | None
+    polarity: Polarity
+    text: str
+
+
+class Supersession(BaseModel):
+    """A candidate replaces a current memory of the same slot with another value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_id: str
+    """The memory that stops being current."""
+    candidate_id: str
+    successor_id: str
+    """The memory the candidate becomes."""
+
+
+class Invalidation(BaseModel):
+    """A candidate says a current memory no longer holds ("I don't live in Lisbon anymore")."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_id: str
+    candidate_id: str
+
+
+class CandidatesReconciled(EventPayload):
+    """How the new candidates meet the user's current memories of the same slots.
+
+    ``considered`` are the memories the decision read (so a replay can check it decides the
+    same); ``kept`` the candidates that become memories; ``duplicates`` those that restate a
+    current memory; ``supersessions`` and ``invalidations`` what the store step will end.
+    """
+
+    event_type = "CandidatesReconciled"
+    considered: list[SlotMemory]
+    kept: list[str]
+    duplicates: list[DuplicateSkipped]
+    supersessions: list[Supersession]
+    invalidations: list[Invalidation]
+
+
 class ReviewRequested(EventPayload):
     """The saga waits for a human: sensitive candidates, or the request asked for it."""
 
@@ -320,6 +369,8 @@ class ExtractionCompensated(EventPayload):
     failed_step: str | None
     retracted_memory_ids: list[str]
     compensates_event_ids: list[str]
+    reinstated_memory_ids: list[str] = Field(default_factory=list)
+    """Memories the saga had superseded or invalidated, current again."""
 
 
 class CompensationFailed(EventPayload):
@@ -336,6 +387,7 @@ ALL_EVENTS: tuple[type[EventPayload], ...] = (
     CandidatesExtracted,
     CandidatesEmbedded,
     CandidatesDeduplicated,
+    CandidatesReconciled,
     ReviewRequested,
     ReviewApproved,
     ReviewRejected,

@@ -22,6 +22,7 @@ STEPS = (
     "extract_candidates",
     "embed_candidates",
     "deduplicate_candidates",
+    "reconcile_candidates",
     "store_memories",
 )
 
@@ -44,14 +45,15 @@ def memory() -> dict[str, Any]:
 
 
 # The saga's spec, as a causation tree: each episode event caused by the one before it; the
-# memories and the completion caused by the dedup decision (EPISODE holds three plain facts).
+# memories and the completion caused by the reconcile decision (EPISODE holds three plain facts).
 COMPLETED = node("ExtractionRequested", "episode", 1,
     node("EpisodeRecorded", "episode", 2,
         node("CandidatesExtracted", "episode", 3,
             node("CandidatesEmbedded", "episode", 4,
                 node("CandidatesDeduplicated", "episode", 5,
-                    memory(), memory(), memory(),
-                    node("ExtractionCompleted", "episode", 6))))))  # fmt: skip
+                    node("CandidatesReconciled", "episode", 6,
+                        memory(), memory(), memory(),
+                        node("ExtractionCompleted", "episode", 7)))))))  # fmt: skip
 
 # The embedder fails for good: nothing was stored, so the compensation has nothing to retract
 # and records why, under the last fact it undoes.
@@ -123,7 +125,7 @@ async def test_one_extraction_is_one_trace_from_client_to_read_model(
     appends = [s for s in spans if s.name == "eventstore.append"]
     publishes = [s for s in spans if s.name.startswith("publish ")]
     applies = [s for s in spans if s.name == "memories apply MemoryCreated"]
-    assert len(appends) >= 6 and len(publishes) == 9 and len(applies) == 3
+    assert len(appends) >= 7 and len(publishes) == 10 and len(applies) == 3
     # Every projection update hangs under publish -> append -> the activity -> the client's start.
     for apply in applies:
         chain = ancestors(apply, by_id)
@@ -138,7 +140,7 @@ async def test_trace_json_of_a_completed_run_is_the_expected_tree(stack: Stack) 
     assert result is not None
     document = (await load_trace(stack.settings, handle.correlation_id, None)).document
     assert document["format"] == "memsaga.trace/v1" and document["correlation_id"] == handle.correlation_id
-    assert document["events"] == 9
+    assert document["events"] == 10
     (root,) = document["roots"]
     assert shape(root) == COMPLETED
     nodes = walk(root)

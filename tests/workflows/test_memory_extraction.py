@@ -49,6 +49,7 @@ PIPELINE = [
     "CandidatesExtracted",
     "CandidatesEmbedded",
     "CandidatesDeduplicated",
+    "CandidatesReconciled",
 ]
 EPISODE_MEMORIES = {"User lives in Lisbon", "User's sister Ana is a nurse", "User loves hiking"}
 
@@ -167,7 +168,7 @@ async def test_sensitive_candidates_wait_for_approval(saga_env: SagaEnv) -> None
 
     assert result.outcome == "completed" and len(result.memory_ids) == 2
     events = await saga_env.events(handle)
-    assert types(events)[5:8] == ["ReviewRequested", "ReviewApproved", "MemoryCreated"]
+    assert types(events)[6:9] == ["ReviewRequested", "ReviewApproved", "MemoryCreated"]
     assert only(events, "ReviewApproved").payload["reviewer"] == "ana"
     sensitive = {e.payload["text"]: e.payload["sensitive"] for e in of_type(events, "MemoryCreated")}
     assert sensitive == {"User is allergic to peanuts": True, "User works as a baker": False}

@@ -104,7 +104,7 @@ async def test_kill_9_between_two_steps_finishes_with_the_events_of_an_undisturb
     assert disturbed_result.outcome == "completed" and len(disturbed_result.memory_ids) == 2
     after_crash = await env.events(disturbed)
     keys = [e.metadata["saga_event"] for e in after_crash]
-    assert len(keys) == len(set(keys)) == 10  # none twice
+    assert len(keys) == len(set(keys)) == 11  # none twice
     assert normalised(after_crash, disturbed.workflow_id) == normalised(
         await env.events(undisturbed), undisturbed.workflow_id
     )
