@@ -22,7 +22,7 @@ event and these tables (no clock): ``created_at`` is the creation's ``occurred_a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict
@@ -244,6 +244,25 @@ _AS_OF = f"""SELECT {_COLUMNS}, s.status, s.state_valid_to AS valid_to, s.supers
       AND m.recorded_at <= $4 AND s.status = ANY($2::text[])
       AND {_VALID_AT.format(end="s.state_valid_to")}
     ORDER BY m.created_at, m.memory_id"""
+
+
+def parse_moment(text: str, *, option: str) -> datetime:
+    """An ISO 8601 time with a zone (``Z`` accepted), or a date (``2024-06-01``: midnight UTC).
+
+    :raises InvalidMemoryQuery: not ISO, or a time of day without a zone.
+    """
+    cleaned = text.strip()
+    try:
+        if len(cleaned) == 10:  # YYYY-MM-DD: a calendar day, taken in UTC
+            return datetime.combine(date.fromisoformat(cleaned), time(), tzinfo=UTC)
+        parsed = datetime.fromisoformat(cleaned.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidMemoryQuery(
+            f"{option} {text!r} is not an ISO time: use e.g. 2026-05-01T00:00:00Z or 2026-05-01"
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidMemoryQuery(f"{option} {text!r} has no time zone: add one, e.g. {cleaned}Z")
+    return parsed
 
 
 def _aware(name: str, moment: datetime | None) -> None:
