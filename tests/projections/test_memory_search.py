@@ -17,6 +17,7 @@ from adapters.wordllama_embedder import WordLlamaEmbedder
 from eventstore import NO_STREAM, NewEvent, PostgresBlobStore, PostgresEventStore, RecordedEvent
 from memsaga.bootstrap import build_registry
 from memsaga.devstack import DatabaseFactory
+from memsaga.search import InvalidSearch, search_memories
 from projections import (
     MEMORIES,
     MEMORY_SEARCH,
@@ -382,3 +383,23 @@ async def test_lifecycle_events_in_any_order_end_as_the_stream_in_order(
         assert await pool.fetch("SELECT * FROM memsaga_read.memory_words ORDER BY memory_id") == words, (
             attempt
         )
+
+
+async def test_search_memories_takes_valid_at_through_to_the_read_model(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = world
+    await lisbon_then_berlin(store, pool, "ana")
+    await rebuild(pool, store, MEMORY_SEARCH)
+    june = datetime(2024, 6, 1, tzinfo=UTC)
+
+    def run(**kwargs: Any) -> Any:
+        return search_memories(
+            pool, store, EMBEDDER, "Lisbon Berlin", user_id="ana", mode=SearchMode.KEYWORD, **kwargs
+        )
+
+    assert [(h.text, h.status) for h in (await run()).hits] == [("User lives in Berlin", "current")]
+    then = (await run(valid_at=june)).hits
+    assert [(h.text, h.status, h.valid_to) for h in then] == [("User lives in Lisbon", "superseded", MOVED)]
+    with pytest.raises(InvalidSearch, match="valid_at needs a time zone"):
+        await run(valid_at=june.replace(tzinfo=None))
