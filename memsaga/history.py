@@ -22,6 +22,7 @@ from sagas.memory_extraction.events import (
     EpisodeRecorded,
     ExtractionRequested,
     MemoryCreated,
+    MemoryReinstated,
     MemorySuperseded,
     ReviewApproved,
     ReviewRejected,
@@ -72,6 +73,8 @@ class Supersession(BaseModel):
     event_id: str
     valid_to: datetime
     recorded_at: datetime
+    undone: bool = False
+    """A ``MemoryReinstated`` of that memory undid it (a compensated saga): it holds again."""
 
 
 class HistoryEntry(BaseModel):
@@ -175,13 +178,25 @@ async def _supersedes(store: EventStore, memory_id: str, user_id: str) -> list[S
     found = await store.find_events(
         MemorySuperseded.event_type, payload_field="successor_id", values=[memory_id], user_id=user_id
     )
-    return [
-        Supersession(
-            memory_id=p.memory_id, event_id=str(e.event_id), valid_to=p.valid_to, recorded_at=e.recorded_at
+    supersessions = []
+    for event in found:
+        p = MemorySuperseded.model_validate(event.payload)
+        later = await store.read_stream(memory_stream(p.memory_id), from_version=event.version + 1)
+        undone = any(
+            e.event_type == MemoryReinstated.event_type
+            and e.payload.get("compensates_event_id") == str(event.event_id)
+            for e in later
         )
-        for e in found
-        for p in [MemorySuperseded.model_validate(e.payload)]
-    ]
+        supersessions.append(
+            Supersession(
+                memory_id=p.memory_id,
+                event_id=str(event.event_id),
+                valid_to=p.valid_to,
+                recorded_at=event.recorded_at,
+                undone=undone,
+            )
+        )
+    return supersessions
 
 
 _SAYS = ("text", "kind", "slot", "value", "polarity", "valid_from", "valid_to", "successor_id", "statement",
@@ -285,7 +300,8 @@ def history_lines(history: MemoryHistory) -> Sequence[str]:
         lines.append(f"{entry.version}. {entry.event_type}  recorded {entry.recorded_at.isoformat()}")
         lines.append(f"   {entry.summary}")
         if entry.supersedes:
-            lines.append("   superseded " + ", ".join(s.memory_id for s in entry.supersedes))
+            names = [s.memory_id + (" (undone since)" if s.undone else "") for s in entry.supersedes]
+            lines.append("   superseded " + ", ".join(names))
         if entry.episode is not None:
             ep = entry.episode
             text = f"“{ep.excerpt}”" if ep.excerpt is not None else f"(text: {ep.text})"

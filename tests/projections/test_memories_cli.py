@@ -295,3 +295,39 @@ async def test_bad_input_is_one_clear_error(story: Story, tmp_path: Path) -> Non
     assert "is not an ISO time" in garbled
     retracted = await cli(story, tmp_path, "memories", "--user", "u-1", "--status", "retracted", code=1)
     assert "leave every read model" in retracted
+
+
+async def test_a_compensated_saga_leaves_the_memories_as_before(story: Story, tmp_path: Path) -> None:
+    """The Berlin saga is rejected after its store step: it reinstates Lisbon and retracts Berlin."""
+    user = "u-rejected"
+    lisbon, berlin, between, _, _ = await write_story(story.store, story.pool, user)
+    superseded = [
+        e
+        for e in await story.store.read_stream(ev.memory_stream(lisbon))
+        if e.event_type == "MemorySuperseded"
+    ]
+    [created_event] = await story.store.read_stream(ev.memory_stream(berlin), limit=1)
+    workflow = f"extract-berlin-{user}"
+    await memory_event(story.store, lisbon, ev.MemoryReinstated(
+        memory_id=lisbon, user_id=user, compensates_event_id=str(superseded[0].event_id), reason="rejected",
+    ), user=user, workflow_id=workflow, at=BERLIN_SAID)  # fmt: skip
+    await memory_event(story.store, berlin, ev.MemoryRetracted(
+        memory_id=berlin, user_id=user, compensates_event_id=str(created_event.event_id), reason="rejected",
+    ), user=user, workflow_id=workflow, at=BERLIN_SAID)  # fmt: skip
+    await rebuild(story.pool, story.store, MEMORIES)
+    before = await query_memories(story.pool, user, as_of=between, statuses=["current", "superseded"])
+
+    now = await cli(story, tmp_path, "memories", "--user", user, "--all", "--json")
+    assert [(m["memory_id"], m["status"], m["valid_to"]) for m in now] == [(lisbon, "current", None)]
+    assert [
+        (m.memory_id, m.status)
+        for m in await query_memories(story.pool, user, statuses=["current", "superseded"])
+    ] == [(m.memory_id, m.status) for m in before]
+    history = await cli(story, tmp_path, "history", berlin, "--json")
+    assert history["status"] == "retracted"
+    assert [(s["memory_id"], s["undone"]) for s in history["supersedes"]] == [(lisbon, True)]
+    reinstated = (await cli(story, tmp_path, "history", lisbon, "--json"))["events"][-1]
+    assert (reinstated["event_type"], reinstated["compensates"]) == (
+        "MemoryReinstated",
+        "MemorySuperseded (version 2)",
+    )
