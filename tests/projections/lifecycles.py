@@ -113,7 +113,7 @@ def expected_listing(
     (memory id, status, valid_to, superseded_by) of the memories not retracted now, created by
     ``as_of``, in one of ``statuses`` then, and valid at ``valid_at``.
     """
-    found = set()
+    found: set[tuple[str, str, datetime | None, str | None]] = set()
     for memory_id, events in streams.items():
         now = memory_state(events)
         if now is None or now.status == "retracted":

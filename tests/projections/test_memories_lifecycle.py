@@ -21,7 +21,7 @@ from memsaga.bootstrap import build_registry
 from memsaga.devstack import DatabaseFactory
 from projections import MEMORIES, ensure_built
 from projections.base import Tables
-from projections.memories import InvalidMemoryQuery, query_memories
+from projections.memories import InvalidMemoryQuery, ReadModelOutdated, query_memories
 from projections.memory_lifecycle import fold, step_of
 from sagas.memory_extraction.lifecycle import memory_state
 from tests.projections.lifecycles import (
@@ -201,3 +201,16 @@ async def test_times_without_a_zone_and_retracted_status_are_refused(
         await query_memories(pool, "u", statuses=["retracted"])
     with pytest.raises(InvalidMemoryQuery, match="unknown status gone"):
         await query_memories(pool, "u", statuses=["gone"])
+
+
+async def test_a_read_model_of_version_1_asks_for_a_rebuild(fresh_database: DatabaseFactory) -> None:
+    dsn = await migrated_database(fresh_database)
+    conn = await asyncpg.connect(dsn)
+    try:  # the columns version 1 had that matter here: no status
+        await conn.execute(
+            "CREATE TABLE memsaga_read.memories (memory_id text, user_id text, retracted boolean)"
+        )
+        with pytest.raises(ReadModelOutdated, match="project rebuild memories"):
+            await query_memories(conn, "u")  # type: ignore[arg-type]
+    finally:
+        await conn.close()
