@@ -25,13 +25,13 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from eventstore import RecordedEvent
 from eventstore.postgres import Connection
 from projections.base import Projection, Tables, payload_of
 from projections.errors import ProjectionNotInitialized, ProjectionsError
-from projections.memory_lifecycle import LIFECYCLE_TYPES, Folded, apply_steps, lifecycle_ddl
+from projections.memory_lifecycle import LIFECYCLE_TYPES, created_row, lifecycle_ddl, refold, states_update
 from sagas.memory_extraction.events import MemoryCreated, Polarity
 from sagas.memory_extraction.lifecycle import STATUSES, MemoryStatus
 
@@ -82,8 +82,21 @@ _CREATED = """INSERT INTO {memories} AS m (memory_id, user_id, text, kind, conte
         recorded_at = EXCLUDED.recorded_at, valid_from = EXCLUDED.valid_from,
         version = greatest(m.version, EXCLUDED.version)"""
 
-# The fold of every lifecycle row present is the best knowledge there is: it overwrites.
-_STATE = """INSERT INTO {memories} AS m (memory_id, user_id, version, status, valid_to, superseded_by,
+# A creation and its lifecycle row, in one statement (creations are most events).
+_CREATED_AND_ROW = (
+    "WITH created AS ("
+    + _CREATED
+    + ") "
+    + created_row(
+        "{memory_lifecycle}", memory_id="$1", version="$13", user_id="$2", event_id="$15",
+        recorded_at="$17", occurred_at="$16",
+    )
+)  # fmt: skip
+
+# The fold of every lifecycle row present is the best knowledge there is: it overwrites; the
+# lifecycle rows get the state after each of them in the same statement.
+_STATE = """WITH states AS ({states})
+    INSERT INTO {memories} AS m (memory_id, user_id, version, status, valid_to, superseded_by,
         ended_by_event_id, retracted_at, retraction_reason, retracted_by)
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::timestamptz[],
         $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[])
@@ -119,26 +132,31 @@ def _created_args(event: RecordedEvent) -> tuple[object, ...]:
     )
 
 
-async def _write_states(conn: Connection, tables: Tables, folded: Sequence[Folded]) -> None:
-    if not folded:
+async def _refold(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
+    """Add the events' lifecycle rows, fold each touched memory again and write its state and the
+    state after each of its rows: two round trips."""
+    found = await refold(conn, tables["memory_lifecycle"], events)
+    if not found.folded:
         return
     columns = zip(
         *(
             (f.memory_id, f.user_id, f.version, s.status, s.valid_to, s.superseded_by, s.ended_by_event_id,
              s.retracted_at, s.retraction_reason, s.retracted_by)
-            for f in folded
+            for f in found.folded
             for s in [f.standing]
         ),
         strict=True,
     )  # fmt: skip
-    await conn.execute(_STATE.format(memories=tables["memories"]), *(list(c) for c in columns))
+    sql = _STATE.format(memories=tables["memories"], states=states_update(tables["memory_lifecycle"], 11))
+    await conn.execute(sql, *(list(c) for c in columns), *found.row_states)
 
 
 async def on_memories_created(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
-    """Fill each memory's creation fields and its lifecycle row (two statements for a run of
-    creations at stream version 1; creations change no state)."""
-    await conn.executemany(_CREATED.format(memories=tables["memories"]), [_created_args(e) for e in events])
-    await _write_states(conn, tables, await apply_steps(conn, tables["memory_lifecycle"], events))
+    """Fill each memory's creation fields and its lifecycle row: one statement for a run of
+    creations at stream version 1 (creations change no state)."""
+    await conn.executemany(_CREATED_AND_ROW.format(**tables), [_created_args(e) for e in events])
+    if late := [e for e in events if e.version != 1]:  # not written by the saga; folded to be safe
+        await _refold(conn, tables, late)
 
 
 async def on_memory_created(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
@@ -149,7 +167,7 @@ async def on_memory_created(conn: Connection, tables: Tables, event: RecordedEve
 async def on_lifecycle_events(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
     """Superseded, invalidated, reinstated or retracted: add the rows, fold each touched memory
     again and write its state (a tombstone row when its creation has not arrived yet)."""
-    await _write_states(conn, tables, await apply_steps(conn, tables["memory_lifecycle"], events))
+    await _refold(conn, tables, events)
 
 
 async def on_lifecycle_event(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
@@ -218,6 +236,8 @@ class Memory(BaseModel):
     sensitive: bool
 
 
+_MEMORIES = TypeAdapter(list[Memory])
+
 LISTED_STATUSES: tuple[MemoryStatus, ...] = tuple(s for s in STATUSES if s != "retracted")
 """What a query can ask for: a retracted memory leaves every read model."""
 
@@ -233,14 +253,12 @@ _NOW = f"""SELECT {_COLUMNS}, m.status, m.valid_to, m.superseded_by
       AND {_VALID_AT.format(end="m.valid_to")}
     ORDER BY m.created_at, m.memory_id"""
 
-# The last row of each memory recorded by $4 holds its state then (a memory without one was not
-# created yet); the memory must not be retracted now.
+# The lifecycle row of each memory whose state held at $4 (recorded by then, and not followed by
+# another row recorded by then) has its state then; the memory must not be retracted now.
 _AS_OF = f"""SELECT {_COLUMNS}, s.status, s.state_valid_to AS valid_to, s.superseded_by
-    FROM (SELECT DISTINCT ON (memory_id) memory_id, status, state_valid_to, superseded_by
-          FROM {{memory_lifecycle}} WHERE user_id = $1 AND recorded_at <= $4
-          ORDER BY memory_id, version DESC) AS s
-    JOIN {{memories}} m USING (memory_id)
-    WHERE m.user_id = $1 AND m.status <> 'retracted' AND m.created_event_id IS NOT NULL
+    FROM {{memory_lifecycle}} s JOIN {{memories}} m USING (memory_id)
+    WHERE s.user_id = $1 AND s.recorded_at <= $4 AND (s.recorded_until IS NULL OR s.recorded_until > $4)
+      AND m.user_id = $1 AND m.status <> 'retracted' AND m.created_event_id IS NOT NULL
       AND m.recorded_at <= $4 AND s.status = ANY($2::text[])
       AND {_VALID_AT.format(end="s.state_valid_to")}
     ORDER BY m.created_at, m.memory_id"""
@@ -263,6 +281,12 @@ def parse_moment(text: str, *, option: str) -> datetime:
     if parsed.tzinfo is None:
         raise InvalidMemoryQuery(f"{option} {text!r} has no time zone: add one, e.g. {cleaned}Z")
     return parsed
+
+
+def memories_sql(*, as_of: bool) -> str:
+    """The statement of :func:`query_memories` on the views (for ``EXPLAIN``): parameters user,
+    statuses, valid-at, and with ``as_of`` the moment."""
+    return (_AS_OF if as_of else _NOW).format(**MEMORIES.views())
 
 
 def _aware(name: str, moment: datetime | None) -> None:
@@ -314,17 +338,16 @@ async def query_memories(
     _aware("as_of", as_of)
     _aware("valid_at", valid_at)
     wanted = list(statuses_for(statuses, valid_at=valid_at))
-    views = MEMORIES.views()
     try:
         if as_of is None:
-            rows = await pool.fetch(_NOW.format(**views), user_id, wanted, valid_at)
+            rows = await pool.fetch(memories_sql(as_of=False), user_id, wanted, valid_at)
         else:
-            rows = await pool.fetch(_AS_OF.format(**views), user_id, wanted, valid_at, as_of)
+            rows = await pool.fetch(memories_sql(as_of=True), user_id, wanted, valid_at, as_of)
     except asyncpg.UndefinedTableError:
         raise ProjectionNotInitialized(MEMORIES.name) from None
     except asyncpg.UndefinedColumnError:
         raise ReadModelOutdated(MEMORIES.name) from None
-    return [Memory(**dict(r)) for r in rows]
+    return _MEMORIES.validate_python([dict(r) for r in rows])  # (pydantic's core: faster than construct)
 
 
 async def list_memories(pool: asyncpg.Pool, user_id: str) -> list[Memory]:

@@ -10,7 +10,8 @@ by then (system time, ``as_of``), read with one index range per user.
 
 ``MemoryCreated`` changes no state (status, validity, successor): a late creation at stream
 version 1 leaves every other row's state as it was, so creations, the bulk of the events,
-skip the fold.
+skip the fold. Each row also keeps when its state stopped holding in system time (the next
+row's ``recorded_at``), so "the state at T" is one range condition, with no sort.
 """
 
 from __future__ import annotations
@@ -52,16 +53,18 @@ CREATE TABLE {{{table}}} (
     compensates_event_id  text,
     reason                text,
     actor                 text,
-    -- the memory's state after this event (the fold of its rows up to this version)
+    -- the memory's state after this event (the fold of its rows up to this version), which
+    -- held in system time from recorded_at until the next row's recorded_at (NULL: still holds)
     status                text        NOT NULL,
     state_valid_to        timestamptz,
     superseded_by         text,
     ended_by_event_id     text,
+    recorded_until        timestamptz,
     PRIMARY KEY (memory_id, version)
 );
--- Point in time: a user's rows up to a moment, the last per memory.
-CREATE INDEX ON {{{table}}} (user_id, memory_id, version DESC)
-    INCLUDE (recorded_at, status, state_valid_to, superseded_by);
+-- Point in time: the rows of a user whose state held at a moment (recorded_at <= T < recorded_until).
+CREATE INDEX ON {{{table}}} (user_id, recorded_at)
+    INCLUDE (recorded_until, memory_id, status, state_valid_to, superseded_by);
 """
 
 
@@ -167,20 +170,51 @@ def step_of(event: RecordedEvent) -> Step:
     return Step(memory_id=ids[0], user_id=ids[1], **base, **extra)  # type: ignore[arg-type]
 
 
-_INSERT = """INSERT INTO {t} (memory_id, version, user_id, event_id, event_type, recorded_at,
-        occurred_at, valid_to, successor_id, compensates_event_id, reason, actor, status)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'current')
-    ON CONFLICT (memory_id, version) DO NOTHING"""
+_STEP_COLUMNS = """memory_id, version, user_id, event_id::text AS event_id, event_type, valid_to,
+        successor_id, compensates_event_id, reason, actor, occurred_at, recorded_at"""
 
-_ROWS = """SELECT memory_id, version, user_id, event_id::text AS event_id, event_type, valid_to,
-        successor_id, compensates_event_id, reason, actor, occurred_at
-    FROM {t} WHERE memory_id = ANY($1::text[])
+# One round trip: insert the rows (a repeat inserts nothing), and read every row of the touched
+# memories: those there before (the statement's snapshot) and those just inserted.
+_INSERT_AND_READ = f"""WITH new AS (
+        INSERT INTO {{t}} (memory_id, version, user_id, event_id, event_type, recorded_at, occurred_at,
+            valid_to, successor_id, compensates_event_id, reason, actor, status)
+        SELECT u.*, 'current' FROM unnest($1::text[], $2::bigint[], $3::text[], $4::uuid[], $5::text[],
+            $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
+            $12::text[]) AS u
+        ON CONFLICT (memory_id, version) DO NOTHING
+        RETURNING {_STEP_COLUMNS})
+    SELECT {_STEP_COLUMNS} FROM {{t}} WHERE memory_id = ANY($13::text[])
+    UNION ALL SELECT * FROM new
     ORDER BY memory_id, version"""
 
-_STATES = """UPDATE {t} AS l SET status = u.status, state_valid_to = u.valid_to,
-        superseded_by = u.superseded_by, ended_by_event_id = u.ended_by
-    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
-        AS u(memory_id, version, status, valid_to, superseded_by, ended_by)
+
+def created_row(
+    t: str, *, memory_id: str = "$1", version: str = "$2", user_id: str = "$3", event_id: str = "$4",
+    recorded_at: str = "$5", occurred_at: str = "$6",
+) -> str:  # fmt: skip
+    """The ``INSERT`` of a ``MemoryCreated``'s row at stream version 1 into lifecycle table ``t``
+    (parameters named by position, so that a caller can share its own).
+
+    It needs no fold: its state is "current" (the fold of itself) and it changes no later row's
+    state; it holds until the next row recorded, if one arrived first.
+    """
+    return f"""INSERT INTO {t} (memory_id, version, user_id, event_id, event_type, recorded_at,
+        occurred_at, status, recorded_until)
+    VALUES ({memory_id}, {version}, {user_id}, {event_id}, 'MemoryCreated', {recorded_at}, {occurred_at},
+        'current', (SELECT min(l.recorded_at) FROM {t} l
+                    WHERE l.memory_id = {memory_id} AND l.version > {version}))
+    ON CONFLICT (memory_id, version) DO NOTHING"""
+
+
+def states_update(t: str, first: int) -> str:
+    """An ``UPDATE`` of lifecycle table ``t`` setting each row's state from the arrays
+    ``$first``..``$first+6`` of :attr:`Refold.row_states` (for a ``WITH`` of a caller's statement)."""
+    p = [f"${first + i}" for i in range(7)]
+    return f"""UPDATE {t} AS l SET status = u.status, state_valid_to = u.valid_to,
+        superseded_by = u.superseded_by, ended_by_event_id = u.ended_by, recorded_until = u.until
+    FROM unnest({p[0]}::text[], {p[1]}::bigint[], {p[2]}::text[], {p[3]}::timestamptz[], {p[4]}::text[],
+        {p[5]}::text[], {p[6]}::timestamptz[]) AS u(memory_id, version, status, valid_to, superseded_by,
+        ended_by, until)
     WHERE l.memory_id = u.memory_id AND l.version = u.version"""
 
 
@@ -194,37 +228,42 @@ class Folded:
     standing: Standing
 
 
-async def apply_steps(conn: Connection, table: str, events: Sequence[RecordedEvent]) -> list[Folded]:
-    """Insert the events' rows into lifecycle ``table`` (repeats are no-ops), fold again every
-    memory they touch that has events other than its creation, and return those memories' states.
+@dataclass(frozen=True)
+class Refold:
+    """What :func:`refold` found: each touched memory's state, and the state after each of its
+    rows (seven columns, for :func:`states_update`)."""
 
-    A ``MemoryCreated`` at stream version 1 needs no fold: its state ("current") is the fold of
-    itself, and it changes no later row's state. Rows keep the fold of the rows present, so the
-    state is final once every event of the memory has arrived, in whatever order.
+    folded: list[Folded]
+    row_states: list[list[object]]
+
+
+async def refold(conn: Connection, table: str, events: Sequence[RecordedEvent]) -> Refold:
+    """Insert the events' rows into lifecycle ``table`` and fold again every memory they touch
+    (one round trip); the caller writes the result (:func:`states_update` and its main table).
+
+    Rows keep the fold of the rows present, so the state is final once every event of the
+    memory has arrived, in whatever order.
     """
-    steps = [step_of(e) for e in events]
-    await conn.executemany(
-        _INSERT.format(t=table),
-        [
-            (s.memory_id, s.version, s.user_id, e.event_id, s.event_type, e.recorded_at,
-             s.occurred_at, s.valid_to, s.successor_id, s.compensates_event_id, s.reason, s.actor)
-            for s, e in zip(steps, events, strict=True)
-        ],
+    steps = {(s.memory_id, s.version): (s, e) for e in events for s in [step_of(e)]}  # repeats: once
+    columns = zip(
+        *(
+            (s.memory_id, s.version, s.user_id, e.event_id, s.event_type, e.recorded_at, s.occurred_at,
+             s.valid_to, s.successor_id, s.compensates_event_id, s.reason, s.actor)
+            for s, e in steps.values()
+        ),
+        strict=True,
     )  # fmt: skip
-    created = MemoryCreated.event_type
-    touched = sorted({s.memory_id for s in steps if s.event_type != created or s.version != 1})
-    if not touched:
-        return []
-    rows = await conn.fetch(_ROWS.format(t=table), touched)
+    touched = sorted({memory_id for memory_id, _ in steps})
+    rows = await conn.fetch(_INSERT_AND_READ.format(t=table), *(list(c) for c in columns), touched)
     states: list[tuple[object, ...]] = []
     folded: list[Folded] = []
     for memory_id, group in groupby(rows, key=lambda r: r["memory_id"]):
-        memory_steps = [Step(**dict(r)) for r in group]
+        records = list(group)
+        memory_steps = [Step(**{k: v for k, v in r.items() if k != "recorded_at"}) for r in records]
         after = fold(memory_steps)
-        for step, standing in zip(memory_steps, after, strict=True):
+        untils = [r["recorded_at"] for r in records[1:]] + [None]
+        for step, standing, until in zip(memory_steps, after, untils, strict=True):
             states.append((memory_id, step.version, standing.status, standing.valid_to,
-                           standing.superseded_by, standing.ended_by_event_id))  # fmt: skip
+                           standing.superseded_by, standing.ended_by_event_id, until))  # fmt: skip
         folded.append(Folded(memory_id, memory_steps[-1].user_id, memory_steps[-1].version, after[-1]))
-    if states:
-        await conn.execute(_STATES.format(t=table), *(list(column) for column in zip(*states, strict=True)))
-    return folded
+    return Refold(folded, [list(c) for c in zip(*states, strict=True)] if states else [[] for _ in range(7)])

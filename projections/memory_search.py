@@ -32,7 +32,7 @@ from eventstore import PostgresBlobStore, RecordedEvent
 from eventstore.postgres import Connection
 from projections.base import Projection, Tables, payload_of
 from projections.errors import ProjectionNotInitialized, ProjectionsError
-from projections.memory_lifecycle import LIFECYCLE_TYPES, Folded, apply_steps, lifecycle_ddl
+from projections.memory_lifecycle import LIFECYCLE_TYPES, created_row, lifecycle_ddl, refold, states_update
 from sagas.memory_extraction.embedders import bytes_to_vector
 from sagas.memory_extraction.events import MemoryCreated
 
@@ -97,6 +97,17 @@ _CREATED = """INSERT INTO {memory_search} AS m (memory_id, user_id, text, kind, 
         valid_from = EXCLUDED.valid_from, version = greatest(m.version, EXCLUDED.version)
     WHERE m.status <> 'retracted'"""
 
+# A creation and its lifecycle row, in one statement.
+_CREATED_AND_ROW = (
+    "WITH created AS ("
+    + _CREATED
+    + ") "
+    + created_row(
+        "{memory_search_lifecycle}", memory_id="$1", version="$13", user_id="$2", event_id="$14",
+        recorded_at="$15", occurred_at="$11",
+    )
+)  # fmt: skip
+
 # The words of memories created and not retracted (a tombstone keeps a late creation out):
 # those listed in $1, or every one when $1 is NULL.
 _WORDS = f"""INSERT INTO {{memory_words}} AS w (memory_id, user_id, kind, status, valid_from, valid_to, tsv)
@@ -109,8 +120,10 @@ _WORDS = f"""INSERT INTO {{memory_words}} AS w (memory_id, user_id, kind, status
 
 _FORGET_WORDS = "DELETE FROM {memory_words} WHERE memory_id = ANY($1::text[])"
 
-# The fold of the memory's lifecycle rows is its state; a retraction clears text and vector.
-_STATE = """INSERT INTO {memory_search} AS m (memory_id, user_id, version, status, valid_to)
+# The fold of the memory's lifecycle rows is its state (the rows get theirs in the same
+# statement); a retraction clears text and vector.
+_STATE = """WITH states AS ({states})
+    INSERT INTO {memory_search} AS m (memory_id, user_id, version, status, valid_to)
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::timestamptz[])
     ON CONFLICT (memory_id) DO UPDATE SET
         version = greatest(m.version, EXCLUDED.version), status = EXCLUDED.status,
@@ -167,6 +180,8 @@ def _created_args(event: RecordedEvent, p: MemoryCreated, vectors: dict[str, str
         event.occurred_at,
         p.valid_from or event.occurred_at,
         event.version,
+        event.event_id,
+        event.recorded_at,
     )
 
 
@@ -175,8 +190,9 @@ async def on_memories_created(conn: Connection, tables: Tables, events: Sequence
     payloads = [payload_of(e, MemoryCreated) for e in events]
     vectors = await _vectors(conn, payloads)
     rows = [_created_args(e, p, vectors) for e, p in zip(events, payloads, strict=True)]
-    await conn.executemany(_CREATED.format(memory_search=tables["memory_search"]), rows)
-    await _write_states(conn, tables, await apply_steps(conn, tables["memory_search_lifecycle"], events))
+    await conn.executemany(_CREATED_AND_ROW.format(**tables), rows)
+    if late := [e for e in events if e.version != 1]:  # not written by the saga; folded to be safe
+        await _refold(conn, tables, late)
     await conn.execute(_WORDS.format(**tables), [p.memory_id for p in payloads])
 
 
@@ -190,18 +206,22 @@ async def on_memory_created(conn: Connection, tables: Tables, event: RecordedEve
     await on_memories_created(conn, tables, [event])
 
 
-async def _write_states(conn: Connection, tables: Tables, folded: Sequence[Folded]) -> None:
-    """Each folded memory's status and ``valid_to`` (a tombstone row when it is not created yet);
-    the words follow: kept (with the new state) unless retracted."""
-    if not folded:
+async def _refold(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
+    """Fold each memory the events touch again and write its status and ``valid_to`` (a tombstone
+    row when it is not created yet); the words follow: kept (with the new state) unless retracted."""
+    found = await refold(conn, tables["memory_search_lifecycle"], events)
+    if not found.folded:
         return
     columns = zip(
-        *((f.memory_id, f.user_id, f.version, f.standing.status, f.standing.valid_to) for f in folded),
+        *((f.memory_id, f.user_id, f.version, f.standing.status, f.standing.valid_to) for f in found.folded),
         strict=True,
     )
-    await conn.execute(_STATE.format(memory_search=tables["memory_search"]), *(list(c) for c in columns))
-    gone = [f.memory_id for f in folded if f.standing.status == "retracted"]
-    kept = [f.memory_id for f in folded if f.standing.status != "retracted"]
+    sql = _STATE.format(
+        memory_search=tables["memory_search"], states=states_update(tables["memory_search_lifecycle"], 6)
+    )
+    await conn.execute(sql, *(list(c) for c in columns), *found.row_states)
+    gone = [f.memory_id for f in found.folded if f.standing.status == "retracted"]
+    kept = [f.memory_id for f in found.folded if f.standing.status != "retracted"]
     if gone:
         await conn.execute(_FORGET_WORDS.format(**tables), gone)
     if kept:
@@ -211,7 +231,7 @@ async def _write_states(conn: Connection, tables: Tables, folded: Sequence[Folde
 async def on_lifecycle_events(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
     """Superseded, invalidated, reinstated or retracted: fold each touched memory again and write
     its state; a retracted memory's text, vector and words go."""
-    await _write_states(conn, tables, await apply_steps(conn, tables["memory_search_lifecycle"], events))
+    await _refold(conn, tables, events)
 
 
 async def on_lifecycle_event(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
