@@ -35,6 +35,7 @@ from projections.errors import ProjectionNotInitialized, ProjectionsError
 from projections.memory_lifecycle import LIFECYCLE_TYPES, created_row, lifecycle_ddl, refold, states_update
 from sagas.memory_extraction.embedders import bytes_to_vector
 from sagas.memory_extraction.events import MemoryCreated
+from sagas.memory_extraction.lifecycle import MemoryStatus
 
 INDEXED_SPACES: tuple[tuple[str, int], ...] = (("wordllama:l2_supercat_256", 256), ("hashing-v1", 256))
 """Vector spaces (embedder name, dimension) with an HNSW index; others are searched exactly."""
@@ -306,7 +307,8 @@ class SearchHit(BaseModel):
     workflow_id: str | None
     embedder: str | None
     workflow_url: str | None = None
-    status: str = "current"
+    status: MemoryStatus = "current"
+    """``current``, or for a search ``valid_at`` a moment, ``superseded`` / ``invalidated`` too."""
 
 
 # Every parameter, typed once (rankings left out of a mode would leave some untyped):
