@@ -38,7 +38,7 @@ from activities.memory_extraction_io import (
     StoreResult,
 )
 from activities.memory_index import MemoryIndex
-from eventstore import ANY, NO_STREAM, BlobStore, EventStore, NewEvent, sha256_hex
+from eventstore import ANY, NO_STREAM, BlobStore, EventStore, NewEvent, WrongExpectedVersion, sha256_hex
 from sagas.memory_extraction import domain
 from sagas.memory_extraction.domain import (
     COMPENSATE,
@@ -250,15 +250,21 @@ class MemoryExtractionActivities:
 
     @activity_defn("memory_extraction.decide_review")
     async def decide_review(self, input: DecideReviewInput) -> Appended:
-        """``ReviewApproved`` or ``ReviewRejected`` (``timed_out`` when nobody decided in time)."""
+        """``ReviewApproved`` / ``ReviewRejected`` of some or all candidates (``timed_out``: nobody did)."""
         payload: ReviewApproved | ReviewRejected
         if input.approved:
-            payload = ReviewApproved(reviewer=input.reviewer, note=input.note)
+            payload = ReviewApproved(
+                reviewer=input.reviewer, note=input.note, candidate_ids=input.candidate_ids
+            )
         else:
             payload = ReviewRejected(
-                reviewer=input.reviewer, reason=input.note or "rejected", timed_out=input.timed_out
+                reviewer=input.reviewer,
+                reason=input.note or "rejected",
+                timed_out=input.timed_out,
+                candidate_ids=input.candidate_ids,
             )
-        event = saga_event(input.envelope, event_key(REVIEW, 1), payload, causation_id=input.causation_id)
+        key = event_key(REVIEW, input.index)
+        event = saga_event(input.envelope, key, payload, causation_id=input.causation_id)
         state = await self._append_step(input, event)
         return Appended(event_id=str(event.event_id), version=state.version, position=state.position)
 
@@ -351,26 +357,31 @@ class MemoryExtractionActivities:
         self, input: StoreMemoriesInput, ending: MemorySuperseded | MemoryInvalidated
     ) -> bool:
         """Append ``ending`` to its memory's stream unless it is there already or the memory is
-        no longer current (another saga or the user changed it since reconciliation)."""
+        no longer current (another saga or the user changed it since reconciliation); a change
+        racing this append is read and decided again."""
         stream = memory_stream(ending.memory_id)
-        events = await self.store.read_stream(stream)
-        event = saga_event(
-            input.envelope, domain.ending_key(ending.memory_id), ending, causation_id=input.causation_id
-        )
-        if any(e.event_id == event.event_id for e in events):
+        key = domain.ending_key(ending.memory_id)
+        for attempt in range(3):
+            events = await self.store.read_stream(stream)
+            event = saga_event(input.envelope, key, ending, causation_id=input.causation_id)
+            if any(e.event_id == event.event_id for e in events):
+                return True
+            current = memory_state(events)
+            if current is None or not current.is_current:
+                return False
+            if current.valid_from is not None and ending.valid_to < current.valid_from:
+                clamped = ending.model_copy(
+                    update={"valid_to": current.valid_from}
+                )  # never ends before it began
+                event = saga_event(input.envelope, key, clamped, causation_id=input.causation_id)
+            try:
+                await self.store.append(stream, [event], expected_version=len(events))
+            except WrongExpectedVersion:
+                if attempt == 2:
+                    raise
+                continue
             return True
-        current = memory_state(events)
-        if current is None or not current.is_current:
-            return False
-        if current.valid_from is not None and ending.valid_to < current.valid_from:
-            event = saga_event(
-                input.envelope,
-                domain.ending_key(ending.memory_id),
-                ending.model_copy(update={"valid_to": current.valid_from}),
-                causation_id=input.causation_id,
-            )
-        await self.store.append(stream, [event], expected_version=len(events))
-        return True
+        return False
 
     async def _reinstate(self, input: RetractMemoriesInput, result: RetractResult) -> None:
         """``MemoryReinstated`` for each memory this saga's store step ended (found by event id)."""

@@ -68,6 +68,10 @@ class DecideReviewInput(StepInput):
     reviewer: str | None = None
     note: str | None = None
     timed_out: bool = False
+    index: int = 1
+    """Which decision of the review this is (1 for the first): its event is ``review:<index>``."""
+    candidate_ids: list[str] | None = None
+    """The candidates it decides (``None``: every candidate under review)."""
 
 
 class StoreMemoriesInput(StepInput):

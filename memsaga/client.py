@@ -26,11 +26,12 @@ because the saga's event ids derive from its workflow id).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Literal
 
 import asyncpg
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -41,11 +42,15 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from eventstore import BlobStore
+from eventstore import BlobStore, EventStore
 from memsaga.bootstrap import build_stores, create_pool
+from memsaga.errors import MemsagaError
 from memsaga.history import MemoryHistory as MemoryHistory
 from memsaga.history import UnknownMemory as UnknownMemory
 from memsaga.history import memory_history as memory_history
+from memsaga.retraction import MemoryNotFound as MemoryNotFound
+from memsaga.retraction import Retraction as Retraction
+from memsaga.retraction import retract_memory as retract_memory
 from memsaga.search import InvalidSearch as InvalidSearch
 from memsaga.search import NotYetApplied as NotYetApplied
 from memsaga.search import Recall as Recall
@@ -68,6 +73,7 @@ from sagas.memory_extraction.domain import (
     ReviewDecision,
     request_problems,
 )
+from sagas.memory_extraction.events import CandidatesExtracted, episode_stream
 from workflows.memory_extraction import CORRELATION_ID, USER_ID, MemoryExtraction
 
 WORKFLOW_ID_PREFIX = "extract-"
@@ -241,23 +247,66 @@ async def extraction_outcome(client: Client, workflow_id: str) -> ExtractionResu
 
 
 async def approve_extraction(
-    client: Client, workflow_id: str, *, reviewer: str | None = None, note: str | None = None
+    client: Client,
+    workflow_id: str,
+    *,
+    reviewer: str | None = None,
+    note: str | None = None,
+    candidate_ids: Sequence[str] | None = None,
 ) -> None:
-    """Approve the candidates the saga waits on (signal ``approve``)."""
-    await _handle(client, workflow_id).signal(
-        MemoryExtraction.approve, ReviewDecision(reviewer=reviewer, note=note)
-    )
+    """Approve the candidates the saga waits on (signal ``approve``): those of ``candidate_ids``,
+    or every one still undecided."""
+    decision = ReviewDecision(reviewer=reviewer, note=note, candidate_ids=_ids(candidate_ids))
+    await _handle(client, workflow_id).signal(MemoryExtraction.approve, decision)
 
 
 async def reject_extraction(
-    client: Client, workflow_id: str, *, reviewer: str | None = None, reason: str | None = None
+    client: Client,
+    workflow_id: str,
+    *,
+    reviewer: str | None = None,
+    reason: str | None = None,
+    candidate_ids: Sequence[str] | None = None,
 ) -> None:
-    """Reject the candidates: the saga compensates (signal ``reject``)."""
-    await _handle(client, workflow_id).signal(
-        MemoryExtraction.reject, ReviewDecision(reviewer=reviewer, note=reason)
-    )
+    """Reject candidates (signal ``reject``): those of ``candidate_ids`` are not stored; without
+    them the whole saga is rejected and compensates."""
+    decision = ReviewDecision(reviewer=reviewer, note=reason, candidate_ids=_ids(candidate_ids))
+    await _handle(client, workflow_id).signal(MemoryExtraction.reject, decision)
+
+
+def _ids(candidate_ids: Sequence[str] | None) -> list[str] | None:
+    return list(dict.fromkeys(candidate_ids)) if candidate_ids else None
+
+
+async def candidate_texts(store: EventStore, episode_id: str) -> dict[str, str]:
+    """``{candidate id: text}`` of an episode's candidates (what a reviewer reads), from the event store."""
+    for event in await store.read_stream(episode_stream(episode_id)):
+        if event.event_type == CandidatesExtracted.event_type:
+            return {
+                c.candidate_id: c.text for c in CandidatesExtracted.model_validate(event.payload).candidates
+            }
+    return {}
+
+
+class SagaFinished(MemsagaError):
+    """The saga has ended: it can no longer be cancelled (its memories can be retracted one by one)."""
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        self.workflow_id = workflow_id
+        self.status = status
+        super().__init__(
+            f"saga {workflow_id} is finished ({status}) and cannot be cancelled; to remove one of"
+            f" its memories: `memsaga retract MEMORY_ID --reason …` (ids: `memsaga status {workflow_id}`)"
+        )
 
 
 async def cancel_extraction(client: Client, workflow_id: str, *, reason: str = "cancelled by user") -> None:
-    """Cancel the saga: it compensates, then ends Cancelled."""
-    await _handle(client, workflow_id).cancel(reason=reason)
+    """Cancel the saga: it compensates, then ends Cancelled.
+
+    :raises SagaFinished: the saga has already ended.
+    """
+    handle = _handle(client, workflow_id)
+    description = await handle.describe()
+    if description.status is not None and description.status != WorkflowExecutionStatus.RUNNING:
+        raise SagaFinished(workflow_id, description.status.name.lower())
+    await handle.cancel(reason=reason)

@@ -7,6 +7,10 @@ class MemsagaError(Exception):
     """Base class of memsaga's application errors."""
 
 
+class NotFound(MemsagaError):
+    """What a command names (a memory, a saga, a trace) does not exist; the message says how to find it."""
+
+
 class ServiceNotConfigured(MemsagaError):
     """A service URL is neither in the environment nor in a running local stack."""
 
@@ -32,3 +36,11 @@ class InvalidSettings(MemsagaError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid settings: " + "; ".join(problems))
+
+
+class TemporalUnreachable(MemsagaError):
+    """The Temporal frontend does not answer."""
+
+    def __init__(self, address: str, cause: Exception) -> None:
+        self.address = address
+        super().__init__(f"cannot connect to Temporal at {address}: {cause} (is `memsaga dev up` running?)")

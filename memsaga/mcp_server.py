@@ -31,7 +31,7 @@ from memsaga.client import (
     start_extraction_of_text,
     workflow_id_for,
 )
-from memsaga.errors import MemsagaError
+from memsaga.errors import MemsagaError, TemporalUnreachable
 from memsaga.search import MAX_K, Recall, SearchResult
 from memsaga.settings import Settings
 from projections import ProjectionsError
@@ -55,13 +55,6 @@ UserIdArg = Annotated[
 
 class WrongUser(MemsagaError):
     """A call's user is missing, or is not the one the server was started for."""
-
-
-class TemporalUnreachable(MemsagaError):
-    """The Temporal frontend does not answer."""
-
-    def __init__(self, address: str, cause: Exception) -> None:
-        super().__init__(f"cannot connect to Temporal at {address}: {cause} (is `memsaga dev up` running?)")
 
 
 @dataclass

@@ -10,10 +10,12 @@ import asyncpg
 
 from eventstore import RecordedEvent
 from memsaga.bootstrap import build_stores, create_pool
-from memsaga.errors import MemsagaError
+from memsaga.errors import NotFound
 from memsaga.settings import Settings
 from memsaga.trace import TraceNode, build_tree, trace_json
 from projections.tracking import projections_that_applied
+from sagas.memory_extraction.domain import episode_id_for
+from sagas.memory_extraction.events import episode_stream
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ async def load_trace(
 ) -> LoadedTrace:
     """The ``memsaga.trace/v1`` document for a correlation id or an event's descendants.
 
-    :raises MemsagaError: nothing matches.
+    :raises NotFound: nothing matches.
     """
     pool = await create_pool(settings, max_size=2)
     try:
@@ -49,21 +51,29 @@ async def trace_on(
 ) -> LoadedTrace:
     """:func:`load_trace` on a pool the caller already has (for callers that poll).
 
-    :raises MemsagaError: nothing matches.
+    ``correlation_id`` may also be a saga's workflow id (``extract-…``), whatever correlation id
+    it was started with: its episode stream (whose id derives from the workflow id) names it.
+
+    :raises NotFound: nothing matches.
     """
     store, _ = build_stores(pool, settings)
     if event_id is not None:
         events = await store.read_causation(event_id)
         if not events:
-            raise MemsagaError(f"no event {event_id} in the event store")
+            raise NotFound(f"no event {event_id} in the event store")
         correlation_id = events[0].correlation_id
     else:
         assert correlation_id is not None
         events = await store.read_correlation(correlation_id)
         if not events:
-            raise MemsagaError(
-                f"no events with correlation id {correlation_id!r}: check the id "
-                "(`memsaga extract` prints it), or wait for the saga's first step"
+            episode = await store.read_stream(episode_stream(episode_id_for(correlation_id)), limit=1)
+            if episode:
+                correlation_id = episode[0].correlation_id
+                events = await store.read_correlation(correlation_id)
+        if not events:
+            raise NotFound(
+                f"no events with correlation id or workflow id {correlation_id!r}: check the id "
+                "(`memsaga extract` prints both), or wait for the saga's first step"
             )
     roots = build_tree(events, await applied_by(pool, events))
     document = trace_json(

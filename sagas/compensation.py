@@ -119,7 +119,9 @@ def describe_failure(error: BaseException) -> str:
     parts = [str(error) or type(error).__name__]
     cause = getattr(error, "cause", None) or error.__cause__
     while cause is not None:
-        parts.append(str(cause) or type(cause).__name__)
+        part = str(cause) or type(cause).__name__
+        if not any(part in earlier for earlier in parts):  # wrappers repeat their cause's message
+            parts.append(part)
         cause = getattr(cause, "cause", None) or cause.__cause__
     return ": ".join(parts)
 

@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         RECORD,
         REVIEW,
         STORE,
+        CandidateSummary,
         Envelope,
         ExtractionRequest,
         ExtractionResult,
@@ -62,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         InvalidExtractionRequest,
         PlannedMemory,
         ReviewDecision,
+        ReviewItem,
         episode_id_for,
         plan_memories,
         request_problems,
@@ -96,7 +98,8 @@ class MemoryExtraction:
             episode_id=episode_id_for(info.workflow_id),
             step="starting",
         )
-        self._decision: tuple[bool, ReviewDecision] | None = None
+        self._decisions: list[tuple[bool, ReviewDecision]] = []
+        self._changing: list[str] = []
         self._last_event_id = info.workflow_id  # the request itself causes the first event
         self._version = 0
         self._last_position: int | None = None
@@ -123,15 +126,13 @@ class MemoryExtraction:
 
     @workflow.signal
     def approve(self, decision: ReviewDecision | None = None) -> None:
-        """A reviewer approves the candidates under review (the first decision wins)."""
-        if self._decision is None:
-            self._decision = (True, decision or ReviewDecision())
+        """A reviewer approves the candidates it names (none named: every one still undecided)."""
+        self._decisions.append((True, decision or ReviewDecision()))
 
     @workflow.signal
     def reject(self, decision: ReviewDecision | None = None) -> None:
-        """A reviewer rejects the candidates: the saga compensates (the first decision wins)."""
-        if self._decision is None:
-            self._decision = (False, decision or ReviewDecision())
+        """A reviewer rejects the candidates it names; naming none, the saga compensates."""
+        self._decisions.append((False, decision or ReviewDecision()))
 
     @workflow.query
     def status(self) -> ExtractionStatus:
@@ -158,17 +159,22 @@ class MemoryExtraction:
             )
             kept_ids, ending_ids = reconciled.kept, reconciled.ending
         changing = [c for c in extracted.candidates if c.candidate_id in {*kept_ids, *ending_ids}]
+        self._changing = [c.candidate_id for c in changing]
         under_review, reasons = review_needed(changing, requested=options.review)
+        approved: list[str] | None = None
         if under_review:
-            approved, reason = await self._step(REVIEW, lambda: self._review(under_review, reasons))
-            if not approved:
-                await self._saga.compensate(reason, REVIEW)
-                self._status.outcome, self._status.reason = "rejected", reason
+            reviewed = [c for c in changing if c.candidate_id in set(under_review)]
+            rejected, rejection = await self._step(REVIEW, lambda: self._review(reviewed, reasons))
+            if rejection is not None:
+                await self._saga.compensate(rejection, REVIEW)
+                self._status.outcome, self._status.reason = "rejected", rejection
                 self._status.step = "compensated"
-                return self._result("rejected", reason)
+                return self._result("rejected", rejection)
+            kept_ids = [c for c in kept_ids if c not in rejected]
+            approved = [c.candidate_id for c in changing if c.candidate_id not in rejected]
         planned = plan_memories(self._workflow_id, kept_ids)
         self._saga.add_compensation(Compensation(STORE, Acts.retract_memories, self._retract_input(planned)))
-        await self._step(STORE, lambda: self._store(planned))
+        await self._step(STORE, lambda: self._store(planned, approved))
         self._status.memory_ids = [p.memory_id for p in planned]
         self._status.memories_created = len(planned)
         await self._step(COMPLETE, self._complete)
@@ -209,38 +215,89 @@ class MemoryExtraction:
             await self._call(Acts.reconcile_candidates, ReconcileInput(**self._step_fields()))
         )
 
-    async def _review(self, candidate_ids: list[str], reasons: list[str]) -> tuple[bool, str]:
-        """Ask for a review and wait for a signal or the timeout; ``(approved, reason)``."""
+    async def _review(
+        self, candidates: list[CandidateSummary], reasons: list[str]
+    ) -> tuple[list[str], str | None]:
+        """Ask for a review, then record each decision until every candidate under review has one.
+
+        A decision names candidates (``approve/reject --only``) or, naming none, covers all
+        still undecided. Returns ``(rejected candidate ids, why the saga is rejected or None)``:
+        the saga is rejected by a rejection naming no candidate, by the timeout, or when the
+        rejections leave nothing to store.
+        """
         timeout = self._request.options.review_timeout_seconds
+        ids = [c.candidate_id for c in candidates]
         arg = RequestReviewInput(
-            **self._step_fields(), candidate_ids=candidate_ids, reasons=reasons, timeout_seconds=timeout
+            **self._step_fields(), candidate_ids=ids, reasons=reasons, timeout_seconds=timeout
         )
         self._advance(await self._call(Acts.request_review, arg))
+        requested = self._request.options.review
+        self._status.review = [ReviewItem.of(c, requested=requested) for c in candidates]
         self._status.waiting_for_review, self._status.review_reasons = True, reasons
+        deadline = workflow.now() + timedelta(seconds=timeout)
+        undecided, rejected, rejection, decisions = list(ids), [], None, 0
         try:
-            await workflow.wait_condition(
-                lambda: self._decision is not None, timeout=timeout, timeout_summary="review"
-            )
-            assert self._decision is not None
-            (approved, decision), timed_out = self._decision, False
-        except TimeoutError:
-            approved, timed_out = False, True
-            decision = ReviewDecision(note=f"no review decision within {timeout:g} s")
+            while undecided:
+                remaining = (deadline - workflow.now()).total_seconds()
+                try:
+                    if remaining <= 0:
+                        raise TimeoutError
+                    await workflow.wait_condition(
+                        lambda: bool(self._decisions), timeout=remaining, timeout_summary="review"
+                    )
+                except TimeoutError:
+                    timed_out = ReviewDecision(note=f"no review decision within {timeout:g} s")
+                    rejection = _review_reason(False, True, timed_out)
+                    decisions += 1
+                    await self._decide(decisions, undecided, ids, False, timed_out, rejection, True)
+                    rejected += undecided
+                    break
+                approve, decision = self._decisions.pop(0)
+                named = decision.candidate_ids
+                chosen = [c for c in undecided if named is None or c in named]
+                if not chosen:
+                    continue  # names nothing still undecided: nothing to record
+                reason = _review_reason(approve, False, decision)
+                decisions += 1
+                await self._decide(decisions, chosen, ids, approve, decision, reason, False)
+                undecided = [c for c in undecided if c not in chosen]
+                if not approve:
+                    rejected += chosen
+                    if named is None:
+                        rejection = reason
+                        break
         finally:
             self._status.waiting_for_review = False
-        reason = _review_reason(approved, timed_out, decision)
+        if rejection is None and rejected and not set(self._changing) - set(rejected):
+            rejection = f"every candidate was rejected ({len(rejected)})"
+        return rejected, rejection
+
+    async def _decide(
+        self,
+        index: int,
+        chosen: list[str],
+        all_ids: list[str],
+        approved: bool,
+        decision: ReviewDecision,
+        reason: str,
+        timed_out: bool,
+    ) -> None:
         decided = DecideReviewInput(
             **self._step_fields(),
             approved=approved,
             reviewer=decision.reviewer,
             note=decision.note if approved else reason,
             timed_out=timed_out,
+            index=index,
+            candidate_ids=None if chosen == all_ids else chosen,
         )
         self._advance(await self._call(Acts.decide_review, decided))
-        return approved, reason
+        for item in self._status.review:
+            if item.candidate_id in chosen:
+                item.decision = "approved" if approved else "rejected"
 
-    async def _store(self, planned: list[PlannedMemory]) -> None:
-        arg = StoreMemoriesInput(**self._step_fields(), memories=planned)
+    async def _store(self, planned: list[PlannedMemory], approved: list[str] | None) -> None:
+        arg = StoreMemoriesInput(**self._step_fields(), memories=planned, approved=approved)
         await self._call(Acts.store_memories, arg)
 
     async def _complete(self) -> Appended:

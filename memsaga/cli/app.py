@@ -7,15 +7,17 @@ import sys
 import typer
 
 from memsaga.cli.bench import register_bench_commands
-from memsaga.cli.common import fail
+from memsaga.cli.common import EXIT_CODES_HELP, ExitCode, fail
 from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
 from memsaga.cli.dlq import register_dlq_commands
+from memsaga.cli.eval import register_eval_commands
 from memsaga.cli.history import register_history_commands
 from memsaga.cli.mcp import register_mcp_commands
 from memsaga.cli.projections import register_projection_commands
 from memsaga.cli.read_models import register_read_model_commands
 from memsaga.cli.relay import register_relay_commands
+from memsaga.cli.retract import register_retract_commands
 from memsaga.cli.saga import register_saga_commands
 from memsaga.cli.search import register_search_commands
 from memsaga.cli.store import register_store_commands
@@ -27,6 +29,7 @@ from memsaga.telemetry import setup_tracing
 app = typer.Typer(
     name="memsaga",
     help="Event-sourced long-term memory for AI agents.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -35,6 +38,7 @@ register_dev_commands(app)
 register_store_commands(app)
 register_demo_commands(app)
 register_saga_commands(app)
+register_retract_commands(app)
 register_trace_commands(app)
 register_relay_commands(app)
 register_projection_commands(app)
@@ -44,6 +48,7 @@ register_history_commands(app)
 register_search_commands(app)
 register_mcp_commands(app)
 register_bench_commands(app)
+register_eval_commands(app)
 
 _ROLES = {"worker": "worker", "relay": "relay", "project": "projector", "mcp": "mcp"}
 
@@ -55,7 +60,9 @@ def _start(ctx: typer.Context) -> None:
         try:
             load_settings()  # once, before any command: a bad variable is named, not a traceback
         except InvalidSettings as exc:
-            raise fail(f"{exc} (fix or unset the variable)", error="InvalidSettings") from None
+            raise fail(
+                f"{exc} (fix or unset the variable)", error="InvalidSettings", code=ExitCode.CONFIG
+            ) from None
     setup_tracing(_ROLES.get(ctx.invoked_subcommand or "", "client"))
 
 

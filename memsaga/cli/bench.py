@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from memsaga.cli.common import JsonFlag, fail
+from memsaga.cli.common import ExitCode, JsonFlag, fail, fail_with
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 
@@ -48,12 +48,12 @@ def bench_command(
     try:
         from bench.cli import BenchOptions, UnknownBenchmark, run_bench
     except ModuleNotFoundError as exc:
-        raise fail(missing_benchmarks(exc)) from None
+        raise fail(missing_benchmarks(exc), error="BenchmarksMissing", code=ExitCode.CONFIG) from None
     options = BenchOptions(quick=quick, only=only, events=events, rounds=rounds, out=out, as_json=as_json)
     try:
         code = run_bench(options, Settings())
     except (UnknownBenchmark, MemsagaError) as exc:
-        raise fail(str(exc)) from exc
+        raise fail_with(exc) from exc
     if code:
         raise typer.Exit(code=code)
 

@@ -6,6 +6,7 @@ Command modules import this one and never each other (``tests/unit/test_layers.p
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import json
 import logging
@@ -18,13 +19,36 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import asyncpg
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.table import Table
 from rich.text import Text
 
-from memsaga.errors import MemsagaError
+from adapters.errors import AdapterNotConfigured, EndpointUnavailable, UnknownAdapter
+from eventstore import BlobNotFound, EventStoreError, InvalidQuery, MigrationError
+from memsaga.devstack.errors import BinaryNotFound, ServiceUnreachable, StackConflict
+from memsaga.errors import (
+    DatabaseUnreachable,
+    InvalidSettings,
+    MemsagaError,
+    NotFound,
+    ServiceNotConfigured,
+    TemporalUnreachable,
+)
+from memsaga.retraction import InvalidRetraction
+from memsaga.search import InvalidSearch
 from memsaga.telemetry import shutdown_tracing
 from projections import ProjectionsError
+from projections.errors import (
+    ExtensionMissing,
+    NatsUnavailable,
+    ParkedEventNotFound,
+    ProjectionCodeMismatch,
+    ProjectionNotInitialized,
+    UnknownProjection,
+)
+from sagas.memory_extraction.domain import InvalidExtractionRequest
 from sagas.memory_extraction.ports import AdapterError
 
 T = TypeVar("T")
@@ -36,23 +60,113 @@ errors = Console(stderr=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for tools instead of a table.")]
 
 
+class ExitCode(enum.IntEnum):
+    """What a command's exit status means (the same for every command; ``memsaga --help`` lists it)."""
+
+    OK = 0
+    ERROR = 1
+    """The command could not do what was asked (a saga failed, a refusal, a timeout)."""
+    USAGE = 2
+    """Bad arguments or input; nothing was done."""
+    CONFIG = 3
+    """A setting is missing or invalid, or the schema or a read model is not set up."""
+    UNAVAILABLE = 4
+    """A service (PostgreSQL, NATS, Temporal, an adapter's endpoint) cannot be reached."""
+    NOT_FOUND = 5
+    """What the command names does not exist."""
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 the command could not do what was asked; 2 bad arguments or input;"
+    " 3 configuration (a setting, the schema, a read model); 4 a service cannot be reached;"
+    " 5 not found. With --json an error is one JSON object on stdout: error, message, hint."
+)
+
+HINTS: dict[ExitCode, str | None] = {
+    ExitCode.ERROR: None,
+    ExitCode.USAGE: "see `memsaga COMMAND --help`",
+    ExitCode.CONFIG: (
+        "see Configuration in README.md (MEMSAGA_* variables); `memsaga migrate` applies the schema"
+    ),
+    ExitCode.UNAVAILABLE: (
+        "start the local stack with `memsaga dev up`, or point MEMSAGA_DATABASE_URL, MEMSAGA_NATS_URL"
+        " and MEMSAGA_TEMPORAL_ADDRESS at running services"
+    ),
+    ExitCode.NOT_FOUND: (
+        "check the id: `memsaga memories --user USER` and `memsaga extractions` list what exists"
+    ),
+}
+"""The ``hint`` of a JSON error, by kind (the message itself says the specific fix)."""
+
+# First match wins: the most specific classes first.
+_KINDS: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
+    (
+        (
+            InvalidSettings,
+            ServiceNotConfigured,
+            UnknownAdapter,
+            AdapterNotConfigured,
+            ProjectionNotInitialized,
+            ProjectionCodeMismatch,
+            ExtensionMissing,
+            MigrationError,
+            BinaryNotFound,
+            StackConflict,
+            asyncpg.UndefinedTableError,
+        ),
+        ExitCode.CONFIG,
+    ),
+    (
+        (
+            DatabaseUnreachable,
+            TemporalUnreachable,
+            NatsUnavailable,
+            ServiceUnreachable,
+            EndpointUnavailable,
+            OSError,
+        ),
+        ExitCode.UNAVAILABLE,
+    ),
+    ((NotFound, ParkedEventNotFound, UnknownProjection, BlobNotFound, LookupError), ExitCode.NOT_FOUND),
+    ((InvalidSearch, InvalidExtractionRequest, InvalidRetraction, InvalidQuery, ValueError), ExitCode.USAGE),
+)
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """The kind of an error we name (inside exception groups, the first named one's)."""
+    exc = _innermost(exc)
+    return next((code for classes, code in _KINDS if isinstance(exc, classes)), ExitCode.ERROR)
+
+
 def json_mode() -> bool:
     """Whether the command line asks for JSON (``--json``): then errors are JSON too."""
     return "--json" in sys.argv[1:]
 
 
-def fail(message: str, *, error: str = "error") -> typer.Exit:
-    """Print an error the user can act on and return the exit to raise.
+def fail(
+    message: str, *, error: str = "error", code: ExitCode = ExitCode.ERROR, hint: str | None = None
+) -> typer.Exit:
+    """Print an error the user can act on and return the exit (status ``code``) to raise.
 
     The message is plain text (``memsaga[bench]`` stays as written) and is not re-wrapped,
     so that DSNs and commands in it stay whole. With ``--json`` it is one JSON object on
-    stdout instead: ``{"error": <kind, e.g. the exception's class>, "message": <text>}``.
+    stdout instead: ``{"error": <kind, e.g. the exception's class>, "message": <text>,
+    "hint": <what to look at, or null>, "exit_code": <code>}``.
     """
+    hint = hint if hint is not None else HINTS[code]
     if json_mode():
-        typer.echo(json.dumps({"error": error, "message": message}))
+        typer.echo(json.dumps({"error": error, "message": message, "hint": hint, "exit_code": int(code)}))
     else:
         errors.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
-    return typer.Exit(code=1)
+    return typer.Exit(code=int(code))
+
+
+def fail_with(exc: BaseException, message: str | None = None) -> typer.Exit:
+    """:func:`fail` for an error we name: its message (or ``message``), class and kind."""
+    inner = _innermost(exc)
+    return fail(
+        message or known_error(exc) or str(inner), error=type(inner).__name__, code=exit_code_for(exc)
+    )
 
 
 def _innermost(exc: BaseException) -> BaseException:
@@ -67,7 +181,7 @@ def known_error(exc: BaseException) -> str | None:
         return next((m for e in exc.exceptions if (m := known_error(e)) is not None), None)
     if isinstance(exc, asyncpg.UndefinedTableError):
         return f"{exc}: apply the schema first with `memsaga migrate`"
-    if isinstance(exc, MemsagaError | ProjectionsError | AdapterError | ValueError):
+    if isinstance(exc, MemsagaError | ProjectionsError | AdapterError | EventStoreError | ValueError):
         return str(exc)
     return None
 
@@ -77,9 +191,9 @@ def run_command(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(main())
     except Exception as exc:
-        if (message := known_error(exc)) is None:
+        if known_error(exc) is None:
             raise
-        raise fail(message, error=type(_innermost(exc)).__name__) from None
+        raise fail_with(exc) from None
 
 
 def exits_at_once(command: Callable[P, None]) -> Callable[P, None]:
@@ -103,6 +217,27 @@ def exits_at_once(command: Callable[P, None]) -> Callable[P, None]:
         os._exit(code)
 
     return run
+
+
+def keep_whole(table: Table, *headers: str, width: int | None = None) -> Table:
+    """Keep the columns ``headers`` of ``table`` (its rows added) whole: ids a user must copy.
+
+    When they fit in ``width`` (default: the terminal's) with a little room for the others, they
+    are never wrapped or cut and the other columns wrap; on a narrower terminal they fold over
+    lines rather than lose characters (``--json`` has every id whole).
+    """
+    ids = [c for c in table.columns if c.header in headers]
+    widest = {id(c): max((cell_len(str(cell)) for cell in c.cells), default=0) for c in ids}
+    others = len(table.columns) - len(ids)
+    needed = sum(widest.values()) + 3 * len(table.columns) + 1 + 8 * others
+    fits = needed <= (width if width is not None else console.width)
+    for column in table.columns:
+        if column in ids:
+            column.no_wrap, column.overflow = fits, "fold"
+            column.min_width = max(widest[id(column)], cell_len(str(column.header))) if fits else None
+        elif fits and column.ratio is None:
+            column.ratio = 1  # the others share what the ids leave
+    return table
 
 
 def log_to_stderr() -> None:

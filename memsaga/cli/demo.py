@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from memsaga.cli.common import JsonFlag, console, errors, fail
+from memsaga.cli.common import JsonFlag, console, errors, fail_with
 from memsaga.demo import DemoReport, run_demo
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
@@ -67,7 +67,7 @@ def demo_command(
     try:
         report = asyncio.run(run_demo(Settings(), keep=keep, say=say))
     except MemsagaError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     if as_json:
         typer.echo(json.dumps(report.as_json(), indent=2, default=str))
     else:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from memsaga.bootstrap import services
-from memsaga.cli.common import JsonFlag, console, run_command
+from memsaga.cli.common import JsonFlag, console, keep_whole, run_command
 from memsaga.settings import Settings
 from projections import PROJECTIONS, ParkedEvent, drop_parked, list_parked, retry_parked
 
@@ -50,7 +50,7 @@ def dlq_list_command(
             status,
             p.error_line,
         )
-    console.print(table)
+    console.print(keep_whole(table, "event id"))
 
 
 @dlq_app.command("retry")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from memsaga.cli.common import exits_at_once, fail, known_error, log_to_stderr
+from memsaga.cli.common import exits_at_once, fail_with, known_error, log_to_stderr
 from memsaga.mcp_server import DEFAULT_WAIT_SECONDS, build_server, open_services
 from memsaga.settings import Settings
 
@@ -52,7 +52,7 @@ def mcp_command(
     except Exception as exc:
         if (message := known_error(exc)) is None:
             raise
-        raise fail(message) from None
+        raise fail_with(exc, message) from None
 
 
 async def _reachable(settings: Settings) -> None:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from memsaga.bootstrap import services
 from memsaga.cli.common import JsonFlag, console, run_command
+from memsaga.errors import NotFound
 from memsaga.settings import Settings
 from projections import Extraction, get_extraction, list_extractions
 from projections.memories import LISTED_STATUSES, Memory, parse_moment, query_memories, statuses_for
@@ -89,7 +90,7 @@ def extractions_command(
                 return await list_extractions(svc.pool, status=status, limit=limit)
             found = await get_extraction(svc.pool, correlation_id)
             if found is None:
-                raise ValueError(f"no extraction with correlation id {correlation_id!r} in the read model")
+                raise NotFound(f"no extraction with correlation id {correlation_id!r} in the read model")
             return [found]
 
     extractions = run_command(main)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from memsaga.bootstrap import optional_nats, relay_config, services
-from memsaga.cli.common import JsonFlag, console, log_to_stderr, run_command, signal_stop
+from memsaga.cli.common import ExitCode, JsonFlag, console, log_to_stderr, run_command, signal_stop
 from memsaga.settings import Settings
 from projections import Relay
 from projections.status import RelayStatus, StreamStatus, relay_status, stream_status
@@ -75,6 +75,7 @@ def stats_command(as_json: JsonFlag = False) -> None:
             "error": problem,
         }
         typer.echo(json.dumps(payload))
+        _unavailable_if(problem)
         return
     table = Table("", "value", show_header=False)
     if stream is not None:
@@ -94,6 +95,13 @@ def stats_command(as_json: JsonFlag = False) -> None:
     table.add_row("relay lag", f"{relay.lag.events:,} events, {relay.lag.seconds:.1f}s")
     table.add_row("relay updated", str(relay.updated_at or "never ran"))
     console.print(table)
+    _unavailable_if(problem)
+
+
+def _unavailable_if(problem: str | None) -> None:
+    """What could be shown was; NATS could not be reached: exit like any unavailable service."""
+    if problem is not None:
+        raise typer.Exit(code=int(ExitCode.UNAVAILABLE))
 
 
 def register_relay_commands(app: typer.Typer) -> None:

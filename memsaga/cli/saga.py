@@ -11,15 +11,26 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from memsaga.bootstrap import check_adapters
-from memsaga.cli.common import JsonFlag, console, errors, exits_at_once, fail, signal_stop
+from memsaga.bootstrap import build_stores, check_adapters, create_pool
+from memsaga.cli.common import (
+    ExitCode,
+    JsonFlag,
+    console,
+    errors,
+    exits_at_once,
+    fail,
+    fail_with,
+    signal_stop,
+)
 from memsaga.client import (
     ExtractionFailed,
     approve_extraction,
     cancel_extraction,
+    candidate_texts,
     connect,
     extraction_options,
     extraction_outcome,
@@ -30,7 +41,13 @@ from memsaga.client import (
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from memsaga.worker import run_worker
-from sagas.memory_extraction.domain import ExtractionRequest, ExtractionResult, InvalidExtractionRequest
+from sagas.memory_extraction.domain import (
+    ExtractionRequest,
+    ExtractionResult,
+    ExtractionStatus,
+    InvalidExtractionRequest,
+    request_problems,
+)
 from sagas.memory_extraction.ports import AdapterError
 
 T = TypeVar("T")
@@ -38,6 +55,10 @@ T = TypeVar("T")
 WorkflowIdArg = Annotated[str, typer.Argument(help="The saga's workflow id (extract-…).")]
 ReviewerOption = Annotated[
     str | None, typer.Option("--reviewer", help="Who decides (recorded in the event).")
+]
+OnlyOption = Annotated[
+    list[str] | None,
+    typer.Option("--only", help="Decide only this candidate (repeat for more; ids from `memsaga status`)."),
 ]
 
 
@@ -51,11 +72,13 @@ def _run(make: Callable[[Settings, Client], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (MemsagaError, InvalidExtractionRequest, AdapterError) as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     except RPCError as exc:
-        raise fail(f"Temporal refused: {exc}") from None
+        code = ExitCode.NOT_FOUND if exc.status == RPCStatusCode.NOT_FOUND else ExitCode.ERROR
+        raise fail(f"Temporal refused: {exc}", error="RPCError", code=code) from None
     except RuntimeError as exc:  # temporalio's "failed client connect"
-        raise fail(f"{exc}: is Temporal running? start it with `memsaga dev up`") from None
+        message = f"{exc}: is Temporal running? start it with `memsaga dev up`"
+        raise fail(message, error="TemporalUnreachable", code=ExitCode.UNAVAILABLE) from None
 
 
 def worker_command() -> None:
@@ -74,9 +97,10 @@ def worker_command() -> None:
     try:
         asyncio.run(main())
     except (MemsagaError, AdapterError) as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     except RuntimeError as exc:
-        raise fail(f"{exc}: are Temporal and PostgreSQL running? (`memsaga dev up`)") from None
+        message = f"{exc}: are Temporal and PostgreSQL running? (`memsaga dev up`)"
+        raise fail(message, error="ServiceUnreachable", code=ExitCode.UNAVAILABLE) from None
     print("memsaga worker stopped")
 
 
@@ -100,22 +124,29 @@ def extract_command(
     """Start a memory-extraction saga (twice with the same --id: still one saga)."""
     episode = _episode_text(text, file)
 
+    settings = Settings()
     try:  # before connecting or recording anything: a misconfigured saga would only fail
-        check_adapters(Settings())
+        check_adapters(settings)
     except AdapterError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
+    request = ExtractionRequest(
+        user_id=user,
+        text=episode,
+        source=source,
+        correlation_id=correlation_id,
+        options=extraction_options(settings, review=review),
+    )
+    problems = request_problems(request)
+    if problems:  # bad input is refused here, not by a saga that would record it and fail
+        raise fail("; ".join(problems), error="InvalidExtractionRequest", code=ExitCode.USAGE)
 
     async def start(settings: Settings, client: Client) -> dict[str, Any]:
-        options = extraction_options(settings, review=review)
-        request = ExtractionRequest(
-            user_id=user, text=episode, source=source, correlation_id=correlation_id, options=options
-        )
         handle = await start_extraction_of_text(client, request, settings=settings, workflow_id=key)
         shown: dict[str, Any] = handle.model_dump()
         if not as_json:
             _print_fields(shown)  # the ids first: `approve`, `status` and `trace` need them
         if wait:
-            outcome = await _waiting(client, handle.workflow_id, quiet=as_json)
+            outcome = await _waiting(client, settings, handle.workflow_id, quiet=as_json)
             shown["result"] = outcome.model_dump()
         return shown
 
@@ -128,22 +159,26 @@ def extract_command(
         raise typer.Exit(code=1)
 
 
-async def _waiting(client: Client, workflow_id: str, *, quiet: bool) -> ExtractionResult | ExtractionFailed:
+async def _waiting(
+    client: Client, settings: Settings, workflow_id: str, *, quiet: bool
+) -> ExtractionResult | ExtractionFailed:
     """The saga's outcome; meanwhile (unless ``quiet``) a spinner says which step it is at and,
     when it waits for a human, how to answer."""
     outcome = asyncio.ensure_future(extraction_outcome(client, workflow_id))
     if quiet:
         return await outcome
-    said = ""
+    said, shown = "", False
     with errors.status(f"waiting for {workflow_id}") as spinner:
         while not outcome.done():
             with contextlib.suppress(RPCError, RuntimeError):  # no worker polls yet: keep waiting
                 status = await extraction_status(client, workflow_id)
                 if status.waiting_for_review:
-                    reasons = "; ".join(status.review_reasons) or "a review was asked for"
+                    if not shown:  # what the reviewer decides on, once
+                        _print_review(errors, status, await _texts(settings, status))
+                        shown = True
                     say = (
-                        f"waiting for a review ({reasons}): `memsaga approve {workflow_id}` or"
-                        f" `memsaga reject {workflow_id}`"
+                        f"waiting for a review: `memsaga approve {workflow_id}` or"
+                        f" `memsaga reject {workflow_id}` (add --only ID to decide one candidate)"
                     )
                 else:
                     say = f"{workflow_id}: step {status.step}"
@@ -155,51 +190,125 @@ async def _waiting(client: Client, workflow_id: str, *, quiet: bool) -> Extracti
     return await outcome
 
 
+async def _texts(settings: Settings, status: ExtractionStatus) -> dict[str, str]:
+    """The texts of the saga's candidates, from the event store; empty when it cannot be read."""
+    try:
+        pool = await create_pool(settings, min_size=1, max_size=1)
+    except MemsagaError:
+        return {}
+    try:
+        store, _ = build_stores(pool, settings)
+        return await candidate_texts(store, status.episode_id)
+    finally:
+        await pool.close()
+
+
+def _print_review(out: Console, status: ExtractionStatus, texts: dict[str, str]) -> None:
+    """One line per candidate under review, never wrapped (ids and texts stay whole to copy)."""
+    out.print(f"candidates under review ({len(status.review)}):", highlight=False)
+    for item in status.review:
+        slot = f" slot {item.slot}" + (" (ended)" if item.polarity == "ended" else "") if item.slot else ""
+        text = texts.get(item.candidate_id, "(text in the event store)")
+        out.print(
+            f"  {item.candidate_id}  {item.decision:<8}  {item.kind}{slot}  {item.reason}: {text}",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
 def _episode_text(text: str | None, file: Path | None) -> str:
     if (text is None) == (file is None):
-        raise fail("give exactly one of --text or --file")
+        raise fail("give exactly one of --text or --file", code=ExitCode.USAGE)
     if file is None:
         assert text is not None
         return text
     try:
         return sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise fail(f"cannot read {file}: no such file", code=ExitCode.NOT_FOUND) from None
     except OSError as exc:
-        raise fail(f"cannot read {file}: {exc}") from None
+        raise fail(f"cannot read {file}: {exc}", code=ExitCode.USAGE) from None
+    except UnicodeDecodeError as exc:
+        raise fail(
+            f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start}): convert it first,"
+            f" e.g. `iconv -f latin1 -t utf-8 {file}`",
+            code=ExitCode.USAGE,
+        ) from None
 
 
 def status_command(workflow_id: WorkflowIdArg, as_json: JsonFlag = False) -> None:
-    """Show the saga's step, counts and whether it waits for a review."""
+    """Show the saga's step, counts and, when it waits for a review, each candidate under review."""
 
-    async def query(settings: Settings, client: Client) -> dict[str, Any]:
-        return (await extraction_status(client, workflow_id)).model_dump()
+    async def query(settings: Settings, client: Client) -> tuple[ExtractionStatus, dict[str, str]]:
+        status = await extraction_status(client, workflow_id)
+        return status, (await _texts(settings, status) if status.review else {})
 
-    status = _run(query)
+    status, texts = _run(query)
     if as_json:
-        typer.echo(json.dumps(status, indent=2))
-    else:
-        _print_fields(status)
+        shown = status.model_dump()
+        for item in shown["review"]:
+            item["text"] = texts.get(item["candidate_id"])
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    _print_fields(status.model_dump(exclude={"review"}))
+    if status.review:
+        _print_review(console, status, texts)
+        if status.waiting_for_review:
+            console.print(
+                f"decide with `memsaga approve {workflow_id} [--only ID …]`"
+                f" or `memsaga reject {workflow_id} [--only ID …]`",
+                soft_wrap=True,
+                highlight=False,
+            )
 
 
 def approve_command(
     workflow_id: WorkflowIdArg,
     reviewer: ReviewerOption = None,
     note: Annotated[str | None, typer.Option("--note", help="Why it is fine.")] = None,
+    only: OnlyOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Approve the candidates a saga waits on: it stores them."""
-    _run(lambda _, client: approve_extraction(client, workflow_id, reviewer=reviewer, note=note))
-    _done("approve", workflow_id, as_json)
+    """Approve the candidates a saga waits on (all, or those of --only): it stores them."""
+
+    async def send(settings: Settings, client: Client) -> None:
+        await _check_only(client, workflow_id, only)
+        await approve_extraction(client, workflow_id, reviewer=reviewer, note=note, candidate_ids=only)
+
+    _run(send)
+    _done("approve", workflow_id, as_json, only)
 
 
 def reject_command(
     workflow_id: WorkflowIdArg,
     reviewer: ReviewerOption = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why not (recorded in the event).")] = None,
+    only: OnlyOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Reject the candidates a saga waits on: it compensates."""
-    _run(lambda _, client: reject_extraction(client, workflow_id, reviewer=reviewer, reason=reason))
-    _done("reject", workflow_id, as_json)
+    """Reject candidates a saga waits on: with --only they are not stored; without, the saga compensates."""
+
+    async def send(settings: Settings, client: Client) -> None:
+        await _check_only(client, workflow_id, only)
+        await reject_extraction(client, workflow_id, reviewer=reviewer, reason=reason, candidate_ids=only)
+
+    _run(send)
+    _done("reject", workflow_id, as_json, only)
+
+
+async def _check_only(client: Client, workflow_id: str, only: list[str] | None) -> None:
+    """Refuse ids that are not candidates under review (a typo would otherwise decide nothing)."""
+    if not only:
+        return
+    status = await extraction_status(client, workflow_id)
+    known = {item.candidate_id for item in status.review}
+    unknown = [c for c in only if c not in known]
+    if unknown:
+        listed = ", ".join(sorted(known)) or "none (the saga waits for no review)"
+        raise fail(
+            f"not a candidate under review: {', '.join(unknown)}; candidates under review: {listed}",
+            code=ExitCode.NOT_FOUND,
+        )
 
 
 def cancel_command(
@@ -214,11 +323,12 @@ def cancel_command(
     _done("cancel", workflow_id, as_json)
 
 
-def _done(action: str, workflow_id: str, as_json: bool) -> None:
+def _done(action: str, workflow_id: str, as_json: bool, only: list[str] | None = None) -> None:
     if as_json:
-        typer.echo(json.dumps({"workflow_id": workflow_id, "sent": action}))
+        typer.echo(json.dumps({"workflow_id": workflow_id, "sent": action, "candidate_ids": only or None}))
     else:
-        console.print(f"sent [bold]{action}[/] to {workflow_id}")
+        which = f" for {', '.join(only)}" if only else ""
+        console.print(f"sent [bold]{action}[/]{which} to {workflow_id}")
 
 
 def _print_fields(fields: dict[str, Any]) -> None:

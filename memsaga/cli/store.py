@@ -11,7 +11,7 @@ from rich.table import Table
 from eventstore import MigrationError, migrate
 from eventstore.migrate import applied_migrations
 from memsaga.bootstrap import MIGRATION_SOURCES, connect_database
-from memsaga.cli.common import JsonFlag, console, fail
+from memsaga.cli.common import JsonFlag, console, fail_with
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 
@@ -29,7 +29,7 @@ def migrate_command(as_json: JsonFlag = False) -> None:
     try:
         applied = asyncio.run(run())
     except (MemsagaError, MigrationError) as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     if as_json:
         typer.echo(json.dumps({"applied": applied}))
     elif applied:
@@ -53,7 +53,7 @@ def migrations_command(as_json: JsonFlag = False) -> None:
     try:
         rows = asyncio.run(run())
     except MemsagaError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     if as_json:
         typer.echo(json.dumps(rows))
         return

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from memsaga.cli.common import JsonFlag, console, fail, run_command
+from memsaga.cli.common import ExitCode, JsonFlag, console, fail, run_command
 from memsaga.settings import Settings
 from memsaga.trace import render_tree
 from memsaga.trace_loader import load_trace
@@ -21,11 +21,11 @@ def trace_command(
 ) -> None:
     """Show a causation chain as a tree: each event under the event that caused it."""
     if (correlation_id is None) == (event is None):
-        raise fail("give a CORRELATION_ID or --event EVENT_ID (exactly one)")
+        raise fail("give a CORRELATION_ID or --event EVENT_ID (exactly one)", code=ExitCode.USAGE)
     try:
         event_id = uuid.UUID(event) if event is not None else None
     except ValueError:
-        raise fail(f"--event takes an event id (a UUID), not {event!r}") from None
+        raise fail(f"--event takes an event id (a UUID), not {event!r}", code=ExitCode.USAGE) from None
     loaded = run_command(lambda: load_trace(Settings(), correlation_id, event_id))
     if as_json:
         typer.echo(json.dumps(loaded.document, indent=2))

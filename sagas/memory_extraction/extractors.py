@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol, get_args
 
-from sagas.memory_extraction.events import Candidate, MemoryKind
+from sagas.memory_extraction.events import Candidate, MemoryKind, Polarity
 from sagas.memory_extraction.ports import Heartbeat
-from sagas.memory_extraction.rules import match_clause
+from sagas.memory_extraction.rules import about_someone, match_clause
 from sagas.memory_extraction.text import (
     Finding,
     candidate_id_for,
@@ -31,7 +31,15 @@ KINDS: frozenset[str] = frozenset(get_args(MemoryKind))
 
 
 def make_candidate(
-    text: str, kind: MemoryKind, attributes: dict[str, str] | None = None, flagged_by: str | None = None
+    text: str,
+    kind: MemoryKind,
+    attributes: dict[str, str] | None = None,
+    flagged_by: str | None = None,
+    *,
+    slot: str | None = None,
+    value: str | None = None,
+    polarity: Polarity = "holds",
+    valid_from: str | None = None,
 ) -> Candidate:
     """A candidate with its content hash, id and sensitivity (ours, else ``flagged_by``'s)."""
     digest = content_hash(text)
@@ -44,6 +52,10 @@ def make_candidate(
         sensitive=reason is not None,
         sensitivity_reason=reason,
         attributes=attributes or {},
+        slot=slot,
+        value=value,
+        polarity=polarity,
+        valid_from=valid_from,
     )
 
 
@@ -67,13 +79,25 @@ class Extractor(Protocol):
 
 
 def find_memories(text: str) -> list[Finding]:
-    """Every fact the rule table finds in ``text``, in order (repeats included)."""
+    """Every fact the rule table finds in ``text``, in order (repeats included).
+
+    A clause no rule reads may be about a relative named earlier in the episode ("My brother
+    Tom is a doctor. He lives in Porto."): it is read again with the relative written out.
+    """
     findings: list[Finding] = []
+    people: list[tuple[str, str]] = []  # named relatives, in order of first mention
     for sentence in user_sentences(text):
-        if is_statement(sentence):
-            found = (match_clause(clause) for clause in clauses(sentence) if is_assertion(clause))
-            findings.extend(finding for finding in found if finding is not None)
-            findings.extend(find_identifiers(sentence))
+        if not is_statement(sentence):
+            continue
+        for clause in clauses(sentence):
+            if not is_assertion(clause):
+                continue
+            found = match_clause(clause)
+            if not found and (about := about_someone(clause, people)) is not None:
+                found = match_clause(about)
+            people.extend(f.about for f in found if f.about is not None and f.about not in people)
+            findings.extend(found)
+        findings.extend(find_identifiers(sentence))
     return findings
 
 
@@ -86,4 +110,21 @@ class RuleBasedExtractor:
         """Candidates for the facts in ``text``: same text, same candidates, ids and order."""
         if heartbeat is not None:
             heartbeat()
-        return unique([make_candidate(f.text, f.kind, f.attributes) for f in find_memories(text)])
+        return rule_candidates(text)
+
+
+def rule_candidates(text: str) -> list[Candidate]:
+    """What :class:`RuleBasedExtractor` finds in ``text``, synchronously."""
+    return unique([_candidate(finding) for finding in find_memories(text)])
+
+
+def _candidate(finding: Finding) -> Candidate:
+    return make_candidate(
+        finding.text,
+        finding.kind,
+        finding.attributes,
+        slot=finding.slot,
+        value=finding.value,
+        polarity=finding.polarity,
+        valid_from=finding.valid_from,
+    )

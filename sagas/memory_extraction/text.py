@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from sagas.memory_extraction.events import MemoryKind
+from sagas.memory_extraction.events import MemoryKind, Polarity
 
 _SPACES = re.compile(r"\s+")
 _TRAILING_PUNCTUATION = re.compile(r"[\s.!?,;:…]+$")
@@ -106,7 +106,9 @@ _CLAUSE_TAIL = re.compile(
 )
 
 
-_FILLER_END = re.compile(r",?\s+(?:too|as well|honestly|haha|lol|though|btw|by the way)\W*$", re.IGNORECASE)
+_FILLER_END = re.compile(
+    r",?\s+(?:too|as well|honestly|haha|lol|though|btw|by the way|now)\W*$", re.IGNORECASE
+)
 
 
 def is_statement(sentence: str) -> bool:
@@ -135,11 +137,21 @@ def clauses(sentence: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Finding:
-    """A memory found in text: third-person ``text``, its kind and its attributes."""
+    """A memory found in text: third-person ``text``, its kind, attributes, slot and stated date.
+
+    ``slot``, ``value``, ``polarity`` and ``valid_from`` are the candidate's (see
+    :class:`~sagas.memory_extraction.events.Candidate`); ``about`` is the named relative it is
+    about, as ``(relation, name)``, so a later "she" or "Ana" can be resolved to them.
+    """
 
     text: str
     kind: MemoryKind
     attributes: dict[str, str] = field(default_factory=dict)
+    slot: str | None = None
+    value: str | None = None
+    polarity: Polarity = "holds"
+    valid_from: str | None = None
+    about: tuple[str, str] | None = None
 
 
 def _luhn(value: str, _sentence: str) -> bool:

@@ -119,7 +119,7 @@ def test_value_and_strict_ratio_targets() -> None:
 
 def test_cli_rejects_an_unknown_benchmark(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "--only", "nope", "--out", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # usage
     assert "no benchmark named 'nope'" in result.output
 
 

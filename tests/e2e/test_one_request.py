@@ -3,14 +3,17 @@ tree `memsaga trace --json` shows for it (completed and compensated)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import WorkflowFailureError
 
 from memsaga.client import ExtractionHandle, extraction_result, start_extraction
+from memsaga.errors import NotFound
 from memsaga.trace_loader import load_trace
 from projections import list_memories
 from sagas.memory_extraction.domain import ExtractionRequest, ExtractionResult
@@ -154,6 +157,18 @@ async def test_trace_json_of_a_completed_run_is_the_expected_tree(stack: Stack) 
         "User loves hiking",
         "User's sister Ana is a nurse",
     ]
+
+
+async def test_a_trace_is_found_by_workflow_id_whatever_the_correlation_id(stack: Stack) -> None:
+    custom = request(EPISODE).model_copy(update={"correlation_id": f"chat-{uuid.uuid4().hex[:8]}"})
+    handle, result, _ = await run(stack, custom)
+    assert result is not None and handle.correlation_id != handle.workflow_id
+
+    by_workflow = (await load_trace(stack.settings, handle.workflow_id, None)).document
+
+    assert by_workflow["correlation_id"] == handle.correlation_id and by_workflow["events"] == 10
+    with pytest.raises(NotFound, match="correlation id or workflow id"):
+        await load_trace(stack.settings, "extract-never-started", None)
 
 
 async def test_trace_json_of_a_compensated_run_is_the_expected_tree(stack: Stack) -> None:

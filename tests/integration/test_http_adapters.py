@@ -31,7 +31,15 @@ from memsaga.settings import Settings
 
 MEMORIES = [
     {"text": "User is allergic to peanuts", "kind": "health", "sensitive": True},
-    {"text": "User loves hiking", "kind": "preference", "sensitive": False},
+    {
+        "text": "User loves hiking",
+        "kind": "preference",
+        "sensitive": False,
+        "slot": "preference:hiking",
+        "value": "positive",
+        "polarity": "holds",
+        "valid_from": None,
+    },
 ]
 
 
@@ -126,9 +134,9 @@ def embedder(base_url: str, dimension: int = 4, batch_size: int = 64) -> HttpEmb
 async def test_the_extractor_sends_the_episode_and_parses_the_memories(fake: FakeOpenAI) -> None:
     candidates = await extractor(fake.base_url).extract("I'm allergic to peanuts. I love hiking.")
 
-    assert [(c.text, c.kind, c.sensitive) for c in candidates] == [
-        ("User is allergic to peanuts", "health", True),
-        ("User loves hiking", "preference", False),
+    assert [(c.text, c.kind, c.sensitive, c.slot, c.value) for c in candidates] == [
+        ("User is allergic to peanuts", "health", True, None, None),
+        ("User loves hiking", "preference", False, "preference:hiking", "positive"),
     ]
     [request] = fake.requests
     assert request.path == "/v1/chat/completions"

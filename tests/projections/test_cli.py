@@ -76,7 +76,7 @@ async def test_relay_project_and_queries_from_the_command_line(
         one = await cli(environ, "extractions", "--correlation-id", "corr-61-0", "--json")
         assert one["timeline"][0]["event_type"] == "ExtractionRequested"
         assert "ExtractionRequested" in await cli(environ, "extractions", "--correlation-id", "corr-61-0")
-        await cli(environ, "extractions", "--correlation-id", "nope", code=1)
+        await cli(environ, "extractions", "--correlation-id", "nope", code=5)  # not found
 
         statuses = {s["name"]: s for s in await cli(environ, "projections", "--json")}
         assert statuses["memories"]["applied"] == history.count(MEMORIES.event_types)
@@ -92,7 +92,7 @@ async def test_relay_project_and_queries_from_the_command_line(
         assert (rebuilt["version"], rebuilt["previous_version"]) == (2, 1)
         assert await cli(environ, "memories", "--user", user, "--json") == mine
         assert await cli(environ, "dlq", "list", "--json") == []
-        await cli(environ, "project", "rebuild", "nope", code=1)
+        await cli(environ, "project", "rebuild", "nope", code=5)
     finally:
         for proc in (relay, runners):
             proc.send_signal(signal.SIGTERM)

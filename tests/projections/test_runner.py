@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import nats.errors
 import pytest
 
 from projections import (
@@ -41,6 +44,33 @@ async def counter_state(env: Env) -> tuple[int, int, int]:
     row = await env.pool.fetchrow(f"SELECT count(*), count(DISTINCT event_id) FROM {views['counter_seen']}")
     assert row is not None
     return int(n), int(row[0]), int(row[1])
+
+
+async def test_an_idle_runner_is_quiet(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """nats-py reports an empty fetch as its TimeoutError or, racing its deadline, as the builtin
+    one (an OSError): both mean "nothing yet", never a warning."""
+    runner = env.runner(COUNTER, fetch_timeout=0.05)
+    stop = asyncio.Event()
+    empty = [nats.errors.TimeoutError(), TimeoutError()] * 4
+
+    class IdleSubscription:
+        async def fetch(self, batch: int, timeout: float) -> list[object]:
+            if not empty:
+                stop.set()
+                raise nats.errors.TimeoutError
+            raise empty.pop()
+
+        async def unsubscribe(self) -> None:
+            return None
+
+    async def bind() -> IdleSubscription:
+        return IdleSubscription()
+
+    runner.start = bind  # type: ignore[method-assign,assignment]
+    with caplog.at_level(logging.INFO, logger="projections"):
+        await asyncio.wait_for(runner.run(stop), 10)
+
+    assert empty == [] and [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def runner_mid_batch(env: Env) -> bool:

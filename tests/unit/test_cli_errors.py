@@ -1,4 +1,4 @@
-"""The CLI's error boundary: a message the user can act on and exit code 1, never a traceback."""
+"""The CLI's error boundary: a message the user can act on and an exit code per kind, never a traceback."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import socket
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+from rich.table import Table
 from typer.testing import CliRunner
 
 from memsaga.cli import app
-from memsaga.cli.common import fail
+from memsaga.cli.common import fail, keep_whole
 
 
 def closed_port() -> int:
@@ -29,7 +31,7 @@ def test_an_unreachable_database_is_a_message(args: list[str], tmp_path: Path) -
     result = CliRunner().invoke(app, args, env=env)
 
     assert isinstance(result.exception, SystemExit), result.exception  # typer.Exit, not a crash
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # a service cannot be reached
     assert f"cannot connect to PostgreSQL at {dsn}" in result.output and "memsaga dev up" in result.output
 
 
@@ -38,3 +40,21 @@ def test_an_error_message_is_printed_as_written(capsys: pytest.CaptureFixture[st
 
     assert exit_.exit_code == 1
     assert "error: install it: pip install 'memsaga[bench]'" in capsys.readouterr().err
+
+
+def test_a_table_keeps_ids_whole_however_long_the_other_columns() -> None:
+    table = Table("memory", "text", "correlation id")
+    memory_id, correlation_id = (
+        "3f2a9c1e-8b7d-5e4f-a1c2-9d8e7f6a5b4c",
+        "extract-chat-2026-12-03-0001-of-user-ana",
+    )
+    table.add_row(memory_id, "User moved from Lisbon to Berlin in May 2024 " * 3, correlation_id)
+    wide, narrow = Console(width=100, record=True), Console(width=50, record=True)
+    wide.print(keep_whole(table, "memory", "correlation id", width=100))
+    narrow.print(keep_whole(table, "memory", "correlation id", width=50))
+
+    shown = wide.export_text()
+    assert memory_id in shown and correlation_id in shown  # each whole, on one line: the text wrapped
+    assert max(map(len, shown.splitlines())) <= 100
+    first_column = [line.split("│")[1].strip() for line in narrow.export_text().splitlines() if "│" in line]
+    assert "".join(first_column) == memory_id  # too narrow: folded over lines, nothing lost

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from adapters import AdapterNotConfigured, UnknownAdapter, build_extractor
-from adapters.http_extractor import ExtractorResponseInvalid, HttpExtractor, parse_memories
+from adapters.http_extractor import (
+    MEMORY_SCHEMA,
+    SYSTEM_PROMPT,
+    ExtractorResponseInvalid,
+    HttpExtractor,
+    parse_memories,
+)
 from memsaga.bootstrap import adapter_config
 from memsaga.settings import Settings
 from sagas.memory_extraction.extractors import RuleBasedExtractor
@@ -50,6 +58,22 @@ async def test_a_realistic_episode_gives_exactly_its_facts() -> None:
     assert candidates[4].sensitivity_reason == "health"
     assert all(c.content_hash == content_hash(c.text) for c in candidates)
     assert all(c.candidate_id == c.content_hash[:16] for c in candidates)
+
+
+async def test_the_episodes_candidates_carry_their_slots_and_stated_dates() -> None:
+    candidates = await RuleBasedExtractor().extract(EPISODE)
+
+    assert [(c.slot, c.value, c.valid_from) for c in candidates if c.slot or c.valid_from] == [
+        ("name", "Ana Costa", None),
+        ("job_title", "nurse", None),
+        ("residence", "Lisbon", "--05"),
+        ("relation:sister:Ana:job_title", "nurse", None),
+        ("birthday", "--03-03", None),
+        (None, None, "1990"),
+        ("favourite:food", "pizza", None),
+        ("preference:flying", "negative", None),
+    ]
+    assert {c.polarity for c in candidates} == {"holds"}
 
 
 async def test_the_same_text_gives_identical_candidates() -> None:
@@ -184,6 +208,58 @@ def test_our_sensitivity_rules_apply_even_when_the_model_says_otherwise() -> Non
     )
 
     assert candidate.sensitive and candidate.sensitivity_reason == "health"
+
+
+def test_slots_polarity_and_stated_dates_are_parsed() -> None:
+    reply = (
+        '[{"text": "User moved to Berlin in May 2024", "kind": "date", "slot": "residence",'
+        ' "value": "Berlin", "polarity": "holds", "valid_from": "2024-05"},'
+        ' {"text": "User no longer lives in Lisbon", "kind": "fact", "slot": "residence", "value": "Lisbon",'
+        ' "polarity": "Ended", "valid_from": "--05"}]'
+    )
+
+    candidates = parse_memories(reply)
+
+    assert [(c.slot, c.value, c.polarity, c.valid_from) for c in candidates] == [
+        ("residence", "Berlin", "holds", "2024-05"),
+        ("residence", "Lisbon", "ended", "--05"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "slot", "value", "polarity", "valid_from"),
+    [
+        ({}, None, None, "holds", None),  # an older model's reply: defaults
+        ({"slot": None, "value": None, "polarity": None, "valid_from": None}, None, None, "holds", None),
+        ({"slot": "age", "value": 34}, "age", "34", "holds", None),
+        ({"slot": " ", "value": "positive"}, None, None, "holds", None),  # a value needs a slot
+        ({"slot": "diet", "value": "vegan", "polarity": "no longer"}, "diet", "vegan", "holds", None),
+        ({"slot": "residence", "valid_from": "May 2024"}, "residence", None, "holds", None),
+        ({"slot": "residence", "valid_from": "2024-02-30"}, "residence", None, "holds", None),
+        ({"slot": "residence", "valid_from": 2024}, "residence", None, "holds", "2024"),
+        ({"slot": ["residence"], "value": {"x": 1}, "polarity": 3}, None, None, "holds", None),
+    ],
+)
+def test_bad_slot_fields_become_defaults_never_errors(
+    fields: dict[str, object], slot: str | None, value: str | None, polarity: str, valid_from: str | None
+) -> None:
+    [candidate] = parse_memories(json.dumps([{"text": "User lives in Berlin", "kind": "fact", **fields}]))
+
+    assert (candidate.slot, candidate.value, candidate.polarity, candidate.valid_from) == (
+        slot, value, polarity, valid_from,
+    )  # fmt: skip
+
+
+def test_the_prompt_asks_for_slots_with_the_rules_conventions() -> None:
+    for words in (
+        "slot",
+        "polarity",
+        "valid_from",
+        "preference:<object",
+        "relation:<relation>:<Name>:<aspect>",
+    ):
+        assert words in SYSTEM_PROMPT
+    assert set(MEMORY_SCHEMA["items"]["required"]) >= {"slot", "value", "polarity", "valid_from"}
 
 
 def test_an_empty_list_means_nothing_to_remember() -> None:

@@ -61,5 +61,5 @@ def test_the_command_says_what_is_wrong_without_a_traceback(args: list[str], mes
         timeout=60,
         env={"MEMSAGA_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none", "PATH": "/usr/bin:/bin"},
     )
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr  # usage: nothing was searched
     assert message in done.stderr and "Traceback" not in done.stderr

@@ -21,6 +21,7 @@ from activities.memory_index import StoreMemoryIndex
 from eventstore import RecordedEvent
 from memsaga.bootstrap import build_activities
 from memsaga.client import (
+    SagaFinished,
     approve_extraction,
     cancel_extraction,
     extraction_result,
@@ -175,6 +176,58 @@ async def test_sensitive_candidates_wait_for_approval(saga_env: SagaEnv) -> None
     assert_one_tree(events, handle.workflow_id)
 
 
+async def test_each_candidate_is_decided_on_its_own_and_only_the_approved_are_stored(
+    saga_env: SagaEnv,
+) -> None:
+    handle = await saga_env.start(request(review=True))
+    status = await saga_env.wait_status(handle.workflow_id, lambda s: s.waiting_for_review)
+    items = {item.candidate_id: item for item in status.review}
+    assert len(items) == 3 and {i.decision for i in items.values()} == {"pending"}
+    assert {i.reason for i in items.values()} == {"review requested by the client"}
+    first, second, third = list(items)
+
+    await reject_extraction(saga_env.client, handle.workflow_id, reviewer="bo", candidate_ids=[first])
+    status = await saga_env.wait_status(
+        handle.workflow_id, lambda s: any(i.decision == "rejected" for i in s.review)
+    )
+    assert status.waiting_for_review  # the others are still undecided
+    await approve_extraction(saga_env.client, handle.workflow_id, reviewer="ana", candidate_ids=[second])
+    await approve_extraction(saga_env.client, handle.workflow_id, reviewer="cy")  # the rest: just third
+    result = await extraction_result(saga_env.client, handle.workflow_id)
+
+    assert result.outcome == "completed" and len(result.memory_ids) == 2
+    events = await saga_env.events(handle)
+    decisions = [
+        (e.event_type, e.payload["reviewer"], e.payload["candidate_ids"])
+        for e in events
+        if e.event_type.startswith("ReviewA") or e.event_type == "ReviewRejected"
+    ]
+    assert decisions == [
+        ("ReviewRejected", "bo", [first]),
+        ("ReviewApproved", "ana", [second]),
+        ("ReviewApproved", "cy", [third]),
+    ]
+    created = only(await saga_env.events(handle), "ExtractionCompleted").payload["memory_ids"]
+    texts = {e.payload["text"] for e in of_type(events, "MemoryCreated")}
+    assert len(created) == 2 and len(texts) == 2 and texts < EPISODE_MEMORIES
+    final = await extraction_status(saga_env.client, handle.workflow_id)
+    assert [i.decision for i in final.review] == ["rejected", "approved", "approved"]
+
+
+async def test_rejecting_every_candidate_one_by_one_rejects_the_saga(saga_env: SagaEnv) -> None:
+    handle = await saga_env.start(request(SENSITIVE_EPISODE, review=True))
+    status = await saga_env.wait_status(handle.workflow_id, lambda s: s.waiting_for_review)
+    ids = [item.candidate_id for item in status.review]
+
+    for candidate_id in ids:
+        await reject_extraction(saga_env.client, handle.workflow_id, candidate_ids=[candidate_id])
+    result = await extraction_result(saga_env.client, handle.workflow_id)
+
+    assert result.outcome == "rejected" and result.memory_ids == []
+    assert "every candidate was rejected" in (result.reason or "")
+    assert "ExtractionCompensated" in types(await saga_env.events(handle))
+
+
 async def test_reject_compensates(saga_env: SagaEnv) -> None:
     handle = await saga_env.start(request(SENSITIVE_EPISODE))
     await saga_env.wait_status(handle.workflow_id, lambda s: s.waiting_for_review)
@@ -260,6 +313,18 @@ async def test_cancel_during_an_activity_compensates(saga_env: SagaEnv) -> None:
     assert types(events) == ["ExtractionRequested", "EpisodeRecorded", "ExtractionCompensated"]
     payload = only(events, "ExtractionCompensated").payload
     assert (payload["reason"], payload["failed_step"]) == ("cancelled: cancelled by user", "extract")
+
+
+async def test_cancelling_a_finished_saga_says_it_is_finished_and_points_to_retract(
+    saga_env: SagaEnv,
+) -> None:
+    handle = await saga_env.start(request())
+    await extraction_result(saga_env.client, handle.workflow_id)
+
+    with pytest.raises(SagaFinished, match="memsaga retract MEMORY_ID") as caught:
+        await cancel_extraction(saga_env.client, handle.workflow_id)
+    assert caught.value.status == "completed"
+    assert "ExtractionCompensated" not in types(await saga_env.events(handle))
 
 
 # --- permanent failures -------------------------------------------------------------------------

@@ -180,10 +180,14 @@ async def test_extract_wait_prints_the_ids_first_and_says_how_to_answer_a_review
         )
         assert proc.stdout is not None and proc.stderr is not None
         first = await asyncio.wait_for(proc.stdout.readline(), 60)  # before the saga ends
-        hint = await asyncio.wait_for(proc.stderr.readline(), 60)
+        said = ""
+        while "waiting for a review" not in said:  # the candidates first, then how to answer
+            said += (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
         await approve_extraction(saga_env.client, f"extract-{key}", reviewer="ana")
         rest, _ = await asyncio.wait_for(proc.communicate(), 60)
 
     assert first.decode().split() == ["workflow_id", f"extract-{key}"]
-    assert "waiting for a review" in hint.decode() and f"memsaga approve extract-{key}" in hint.decode()
+    assert "candidates under review (1)" in said and "User is allergic to peanuts" in said
+    assert "health" in said
+    assert f"memsaga approve extract-{key}" in said and "--only" in said
     assert proc.returncode == 0 and "completed" in rest.decode() and "last_position" in rest.decode()
