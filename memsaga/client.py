@@ -46,7 +46,6 @@ from eventstore import BlobStore, EventStore
 from memsaga.bootstrap import build_stores, create_pool
 from memsaga.errors import MemsagaError
 from memsaga.history import MemoryHistory as MemoryHistory
-from memsaga.history import UnknownMemory as UnknownMemory
 from memsaga.history import memory_history as memory_history
 from memsaga.retraction import MemoryNotFound as MemoryNotFound
 from memsaga.retraction import Retraction as Retraction

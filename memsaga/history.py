@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from eventstore import BlobNotFound, BlobStore, EventStore, RecordedEvent
-from memsaga.errors import MemsagaError
+from memsaga.retraction import MemoryNotFound
 from memsaga.trace import workflow_url
 from sagas.memory_extraction.events import (
     EpisodeRecorded,
@@ -33,16 +33,6 @@ from sagas.memory_extraction.lifecycle import MemoryStatus, memory_state
 
 HISTORY_FORMAT = "memsaga.history/v1"
 EXCERPT_CHARS = 200
-
-
-class UnknownMemory(MemsagaError):
-    """No memory has this id in the event store."""
-
-    def __init__(self, memory_id: str) -> None:
-        self.memory_id = memory_id
-        super().__init__(
-            f"no memory {memory_id!r} in the event store: `memsaga memories --user U --all` lists ids"
-        )
 
 
 class Episode(BaseModel):
@@ -233,12 +223,12 @@ async def memory_history(
     ``blobs`` reads episode texts stored by hash; ``temporal_ui`` (the UI's base URL) adds a
     link to each event's saga.
 
-    :raises UnknownMemory: the store holds no event of that memory.
+    :raises MemoryNotFound: the store holds no event of that memory.
     """
     events = await store.read_stream(memory_stream(memory_id))
     state = memory_state(events)
     if state is None:
-        raise UnknownMemory(memory_id)
+        raise MemoryNotFound(memory_id)
     episodes: dict[str, Episode] = {}
     for episode_id in dict.fromkeys(
         str(e.payload["episode_id"]) for e in events if e.payload.get("episode_id")

@@ -191,18 +191,20 @@ MEMORIES = Projection.declare(
 # --- Queries ------------------------------------------------------------------------------------
 
 
-class InvalidMemoryQuery(ProjectionsError):
-    """A memories query that cannot be run as asked; the message says what to change."""
+class InvalidMemoryQuery(ProjectionsError, ValueError):
+    """A memories query that cannot be run as asked (bad input); the message says what to change."""
 
 
-class ReadModelOutdated(ProjectionsError):
-    """The active read model was built by older code that lacks what the query needs."""
+class ReadModelOutdated(ProjectionNotInitialized):
+    """The active read model was built by older code that lacks what the query needs: the
+    version this code reads is not built yet."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(
+        ProjectionsError.__init__(
+            self,
             f"the active {name!r} read model was built by an older version of its code:"
-            f" run `memsaga project rebuild {name}` (blue-green; the old one serves meanwhile)"
+            f" run `memsaga project rebuild {name}` (blue-green; the old one serves meanwhile)",
         )
 
 

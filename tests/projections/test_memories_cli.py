@@ -278,8 +278,8 @@ async def test_a_retracted_memory_leaves_the_listings_and_history_says_why(
 
 
 async def test_bad_input_is_one_clear_error(story: Story, tmp_path: Path) -> None:
-    unknown = await cli(story, tmp_path, "history", "no-such-memory", code=1)
-    assert "no memory 'no-such-memory' in the event store" in unknown
+    unknown = await cli(story, tmp_path, "history", "no-such-memory", code=5)  # not found
+    assert "no memory 'no-such-memory'" in unknown
     # With --json the error is JSON on stdout (json_mode reads the real argv: a process of its own).
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "memsaga", "history", "no-such-memory", "--json",
@@ -287,13 +287,13 @@ async def test_bad_input_is_one_clear_error(story: Story, tmp_path: Path) -> Non
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()
-    assert proc.returncode == 1 and b"Traceback" not in err
-    assert json.loads(out)["error"] == "UnknownMemory"
-    naive = await cli(story, tmp_path, "memories", "--user", "u-1", "--valid-at", "2024-06-01T00:00", code=1)
+    assert proc.returncode == 5 and b"Traceback" not in err
+    assert (json.loads(out)["error"], json.loads(out)["exit_code"]) == ("MemoryNotFound", 5)
+    naive = await cli(story, tmp_path, "memories", "--user", "u-1", "--valid-at", "2024-06-01T00:00", code=2)
     assert "has no time zone" in naive
-    garbled = await cli(story, tmp_path, "memories", "--user", "u-1", "--as-of", "yesterday", code=1)
+    garbled = await cli(story, tmp_path, "memories", "--user", "u-1", "--as-of", "yesterday", code=2)
     assert "is not an ISO time" in garbled
-    retracted = await cli(story, tmp_path, "memories", "--user", "u-1", "--status", "retracted", code=1)
+    retracted = await cli(story, tmp_path, "memories", "--user", "u-1", "--status", "retracted", code=2)
     assert "leave every read model" in retracted
 
 
