@@ -263,7 +263,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
             figures.append(
                 Figure.compare(
                     f"point_in_time.{kind}.p{pct}",
-                    benchmark="point_in_time",
+                    benchmark="point-in-time",
                     title=f"{kind.replace('_', ' ')} query p{pct}: read model vs a fold of the events",
                     unit="ms",
                     higher_is_better=False,
