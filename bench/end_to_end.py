@@ -158,7 +158,8 @@ async def memsaga_latencies(ctx: BenchContext, dsn: str, store: PostgresEventSto
 async def plain_latencies(ctx: BenchContext, dsn: str, pool: asyncpg.Pool) -> list[float]:
     """Latencies (ms) through plain INSERT → NOTIFY → LISTEN → INSERT … SELECT."""
     await pool.execute(_PLAIN_DDL)
-    await pool.execute(MEMORIES.ddl.replace("{memories}", "plain.memories"))
+    ddl = MEMORIES.ddl.replace("{memories}", "plain.memories")
+    await pool.execute(ddl.replace("{memory_lifecycle}", "plain.memory_lifecycle"))
     await pool.execute(_VISIBLE_TRIGGER.replace("bench_visible", "plain_visible").format(
         table="plain.memories", channel="plain_visible"))  # fmt: skip
     seen = Visibility()

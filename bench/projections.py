@@ -59,7 +59,8 @@ def _row(
 async def _plain_table(pool: asyncpg.Pool, name: str) -> str:
     table = f"bench_read.{name}"
     await pool.execute("CREATE SCHEMA IF NOT EXISTS bench_read")
-    await pool.execute(MEMORIES.ddl.replace("{memories}", table))
+    ddl = MEMORIES.ddl.replace("{memories}", table).replace("{memory_lifecycle}", f"{table}_lifecycle")
+    await pool.execute(ddl)
     return table
 
 

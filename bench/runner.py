@@ -6,7 +6,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
-from bench import appends, end_to_end, projections, recall, relay, replay, sagas
+from bench import appends, end_to_end, point_in_time, projections, recall, relay, replay, sagas
 from bench.context import BenchContext, Sizes
 from bench.harness import NoProgress, Progress
 from bench.results_model import BenchResults, Figure
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "end_to_end": end_to_end.run,
     "sagas": sagas.run,
     "recall": recall.run,
+    "point-in-time": point_in_time.run,
 }
 """Every benchmark, in the order a full run takes them (store-only ones first)."""
 

@@ -15,6 +15,8 @@ Example::
     print(await extraction_result(client, handle.workflow_id))
 
 Recall (search) is :class:`memsaga.search.Recall`, importable from here too; see docs/search.md.
+A user's memories at a point in time (``query_memories(pool, user, as_of=..., valid_at=...)``)
+and one memory's history (``memory_history(store, memory_id)``) too; see docs/memories.md.
 
 Starting twice with the same workflow id never starts a second saga: a running saga is
 reused (``USE_EXISTING``), and a closed one is not run again (``REJECT_DUPLICATE``,
@@ -43,6 +45,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from eventstore import BlobStore, EventStore
 from memsaga.bootstrap import build_stores, create_pool
 from memsaga.errors import MemsagaError
+from memsaga.history import MemoryHistory as MemoryHistory
+from memsaga.history import memory_history as memory_history
 from memsaga.retraction import MemoryNotFound as MemoryNotFound
 from memsaga.retraction import Retraction as Retraction
 from memsaga.retraction import retract_memory as retract_memory
@@ -53,6 +57,10 @@ from memsaga.search import SearchHit as SearchHit
 from memsaga.search import SearchResult as SearchResult
 from memsaga.settings import Settings
 from memsaga.trace import workflow_url as workflow_url
+from projections.memories import InvalidMemoryQuery as InvalidMemoryQuery
+from projections.memories import Memory as Memory
+from projections.memories import list_memories as list_memories
+from projections.memories import query_memories as query_memories
 from sagas.compensation import describe_failure
 from sagas.memory_extraction.domain import (
     INLINE_TEXT_LIMIT,

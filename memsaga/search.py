@@ -120,7 +120,9 @@ async def search_memories(
 ) -> SearchResult:
     """The ``k`` memories of ``user_id`` that best answer ``query``, best first.
 
-    ``query_vector`` replaces embedding the query (it must be in ``embedder``'s space).
+    Current memories only, or with ``valid_at`` those true in the world then (superseded and
+    invalidated ones too; retracted ones never). ``query_vector`` replaces embedding the query
+    (it must be in ``embedder``'s space).
     ``temporal_ui`` (the UI's base URL) adds a link to each hit's saga.
 
     :raises InvalidSearch: bad input (nothing is searched).

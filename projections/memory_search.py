@@ -1,8 +1,13 @@
-"""The ``memory_search`` read model: each user's current memories, searchable by meaning and by words.
+"""The ``memory_search`` read model: each user's memories, searchable by meaning and by words.
 
-One row per memory id, disorder-safe by the memory stream's version like ``memories``:
-``MemoryCreated`` fills the row whenever it arrives; ``MemoryRetracted`` clears the text and
-the vector and leaves a tombstone (so a late ``MemoryCreated`` cannot bring the memory back).
+One row per memory id, with its lifecycle status and world-time validity, disorder-safe like
+``memories``: ``MemoryCreated`` fills the row whenever it arrives (never its state); the
+state (current, superseded, invalidated, retracted, ``valid_to``) is the fold of the memory's
+lifecycle rows present (:mod:`projections.memory_lifecycle`, a narrow table of its own), so any
+delivery order ends as the stream in order. Superseded and invalidated memories stay, for
+searches ``valid_at`` a moment; a default search sees current ones only. A retraction clears
+the text and the vector and leaves a tombstone (so a late ``MemoryCreated`` cannot bring the
+memory back).
 
 Vectors are never computed here: the handler reads the bytes the saga stored in the blob
 store under the event's ``vector_sha256`` (the same bytes on every rebuild) and keeps them in
@@ -27,8 +32,10 @@ from eventstore import PostgresBlobStore, RecordedEvent
 from eventstore.postgres import Connection
 from projections.base import Projection, Tables, payload_of
 from projections.errors import ProjectionNotInitialized, ProjectionsError
+from projections.memory_lifecycle import LIFECYCLE_TYPES, created_row, lifecycle_ddl, refold, states_update
 from sagas.memory_extraction.embedders import bytes_to_vector
-from sagas.memory_extraction.events import MemoryCreated, MemoryRetracted
+from sagas.memory_extraction.events import MemoryCreated
+from sagas.memory_extraction.lifecycle import MemoryStatus
 
 INDEXED_SPACES: tuple[tuple[str, int], ...] = (("wordllama:l2_supercat_256", 256), ("hashing-v1", 256))
 """Vector spaces (embedder name, dimension) with an HNSW index; others are searched exactly."""
@@ -60,50 +67,73 @@ CREATE TABLE {{memory_search}} (
     valid_from         timestamptz,
     valid_to           timestamptz,
     version            bigint      NOT NULL,
-    retracted          boolean     NOT NULL DEFAULT false
+    status             text        NOT NULL DEFAULT 'current'
 );
-CREATE INDEX ON {{memory_search}} (user_id) WHERE NOT retracted;
+CREATE INDEX ON {{memory_search}} (user_id) WHERE status <> 'retracted';
 {_SPACE_INDEXES}
--- The words of current memories only, in narrow rows: the keyword ranking reads every row that
+-- The words of memories not retracted, in narrow rows: the keyword ranking reads every row that
 -- matches a word of the question, and rows that carry a 1 KB vector cost ten times as many pages.
 CREATE TABLE {{memory_words}} (
     memory_id          text        PRIMARY KEY,
     user_id            text        NOT NULL,
     kind               text,
+    status             text        NOT NULL,
     valid_from         timestamptz,
     valid_to           timestamptz,
     tsv                tsvector    NOT NULL
 );
 CREATE INDEX ON {{memory_words}} USING gin (tsv);
 CREATE INDEX ON {{memory_words}} (user_id);
+{lifecycle_ddl("memory_search_lifecycle")}
 """
 
 _CREATED = """INSERT INTO {memory_search} AS m (memory_id, user_id, text, kind, embedder, dimension,
         embedding, episode_id, correlation_id, workflow_id, created_at, valid_from, version)
-    VALUES ($1, $2, $3, $4, $5, $6, $7::vector, $8, $9, $10, $11, $11, $12)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::vector, $8, $9, $10, $11, $12, $13)
     ON CONFLICT (memory_id) DO UPDATE SET
         user_id = EXCLUDED.user_id, text = EXCLUDED.text, kind = EXCLUDED.kind,
         embedder = EXCLUDED.embedder, dimension = EXCLUDED.dimension, embedding = EXCLUDED.embedding,
         episode_id = EXCLUDED.episode_id, correlation_id = EXCLUDED.correlation_id,
         workflow_id = EXCLUDED.workflow_id, created_at = EXCLUDED.created_at,
         valid_from = EXCLUDED.valid_from, version = greatest(m.version, EXCLUDED.version)
-    WHERE NOT m.retracted"""
+    WHERE m.status <> 'retracted'"""
 
-# The words of current memories (a tombstone keeps a late creation out): those listed in $1,
-# or every one when $1 is NULL.
-_WORDS = f"""INSERT INTO {{memory_words}} AS w (memory_id, user_id, kind, valid_from, valid_to, tsv)
-    SELECT memory_id, user_id, kind, valid_from, valid_to, to_tsvector('{TEXT_SEARCH_CONFIG}', text)
-    FROM {{memory_search}} WHERE ($1::text[] IS NULL OR memory_id = ANY($1::text[])) AND NOT retracted
+# A creation and its lifecycle row, in one statement.
+_CREATED_AND_ROW = (
+    "WITH created AS ("
+    + _CREATED
+    + ") "
+    + created_row(
+        "{memory_search_lifecycle}", memory_id="$1", version="$13", user_id="$2", event_id="$14",
+        recorded_at="$15", occurred_at="$11",
+    )
+)  # fmt: skip
+
+# The words of memories created and not retracted (a tombstone keeps a late creation out):
+# those listed in $1, or every one when $1 is NULL.
+_WORDS = f"""INSERT INTO {{memory_words}} AS w (memory_id, user_id, kind, status, valid_from, valid_to, tsv)
+    SELECT memory_id, user_id, kind, status, valid_from, valid_to, to_tsvector('{TEXT_SEARCH_CONFIG}', text)
+    FROM {{memory_search}} WHERE ($1::text[] IS NULL OR memory_id = ANY($1::text[]))
+        AND status <> 'retracted' AND text IS NOT NULL
     ON CONFLICT (memory_id) DO UPDATE SET user_id = EXCLUDED.user_id, kind = EXCLUDED.kind,
-        valid_from = EXCLUDED.valid_from, valid_to = EXCLUDED.valid_to, tsv = EXCLUDED.tsv"""
+        status = EXCLUDED.status, valid_from = EXCLUDED.valid_from, valid_to = EXCLUDED.valid_to,
+        tsv = EXCLUDED.tsv"""
 
 _FORGET_WORDS = "DELETE FROM {memory_words} WHERE memory_id = ANY($1::text[])"
 
-_RETRACTED = """INSERT INTO {memory_search} AS m (memory_id, user_id, version, retracted)
-    VALUES ($1, $2, $3, true)
+# The fold of the memory's lifecycle rows is its state (the rows get theirs in the same
+# statement); a retraction clears text and vector.
+_STATE = """WITH states AS ({states})
+    INSERT INTO {memory_search} AS m (memory_id, user_id, version, status, valid_to)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::timestamptz[])
     ON CONFLICT (memory_id) DO UPDATE SET
-        version = greatest(m.version, EXCLUDED.version), retracted = true,
-        text = NULL, kind = NULL, embedding = NULL, embedder = NULL, dimension = NULL"""
+        version = greatest(m.version, EXCLUDED.version), status = EXCLUDED.status,
+        valid_to = EXCLUDED.valid_to,
+        text = CASE WHEN EXCLUDED.status = 'retracted' THEN NULL ELSE m.text END,
+        kind = CASE WHEN EXCLUDED.status = 'retracted' THEN NULL ELSE m.kind END,
+        embedding = CASE WHEN EXCLUDED.status = 'retracted' THEN NULL ELSE m.embedding END,
+        embedder = CASE WHEN EXCLUDED.status = 'retracted' THEN NULL ELSE m.embedder END,
+        dimension = CASE WHEN EXCLUDED.status = 'retracted' THEN NULL ELSE m.dimension END"""
 
 
 class VectorBlobMissing(ProjectionsError):
@@ -149,7 +179,10 @@ def _created_args(event: RecordedEvent, p: MemoryCreated, vectors: dict[str, str
         event.correlation_id,
         event.metadata.get("workflow_id"),
         event.occurred_at,
+        p.valid_from or event.occurred_at,
         event.version,
+        event.event_id,
+        event.recorded_at,
     )
 
 
@@ -158,7 +191,9 @@ async def on_memories_created(conn: Connection, tables: Tables, events: Sequence
     payloads = [payload_of(e, MemoryCreated) for e in events]
     vectors = await _vectors(conn, payloads)
     rows = [_created_args(e, p, vectors) for e, p in zip(events, payloads, strict=True)]
-    await conn.executemany(_CREATED.format(memory_search=tables["memory_search"]), rows)
+    await conn.executemany(_CREATED_AND_ROW.format(**tables), rows)
+    if late := [e for e in events if e.version != 1]:  # not written by the saga; folded to be safe
+        await _refold(conn, tables, late)
     await conn.execute(_WORDS.format(**tables), [p.memory_id for p in payloads])
 
 
@@ -172,27 +207,55 @@ async def on_memory_created(conn: Connection, tables: Tables, event: RecordedEve
     await on_memories_created(conn, tables, [event])
 
 
-async def on_memories_retracted(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
-    """Clear each retracted memory's text and vector, leaving a tombstone."""
-    rows = [(p.memory_id, p.user_id, e.version) for e in events for p in [payload_of(e, MemoryRetracted)]]
-    await conn.executemany(_RETRACTED.format(memory_search=tables["memory_search"]), rows)
-    await conn.execute(_FORGET_WORDS.format(**tables), [memory_id for memory_id, _, _ in rows])
+async def _refold(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
+    """Fold each memory the events touch again and write its status and ``valid_to`` (a tombstone
+    row when it is not created yet); the words follow: kept (with the new state) unless retracted."""
+    found = await refold(conn, tables["memory_search_lifecycle"], events)
+    if not found.folded:
+        return
+    columns = zip(
+        *((f.memory_id, f.user_id, f.version, f.standing.status, f.standing.valid_to) for f in found.folded),
+        strict=True,
+    )
+    sql = _STATE.format(
+        memory_search=tables["memory_search"], states=states_update(tables["memory_search_lifecycle"], 6)
+    )
+    await conn.execute(sql, *(list(c) for c in columns), *found.row_states)
+    gone = [f.memory_id for f in found.folded if f.standing.status == "retracted"]
+    kept = [f.memory_id for f in found.folded if f.standing.status != "retracted"]
+    if gone:
+        await conn.execute(_FORGET_WORDS.format(**tables), gone)
+    if kept:
+        await conn.execute(_WORDS.format(**tables), kept)
 
 
-async def on_memory_retracted(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
-    """:func:`on_memories_retracted` for one event."""
-    await on_memories_retracted(conn, tables, [event])
+async def on_lifecycle_events(conn: Connection, tables: Tables, events: Sequence[RecordedEvent]) -> None:
+    """Superseded, invalidated, reinstated or retracted: fold each touched memory again and write
+    its state; a retracted memory's text, vector and words go."""
+    await _refold(conn, tables, events)
 
+
+async def on_lifecycle_event(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
+    """:func:`on_lifecycle_events` for one event."""
+    await on_lifecycle_events(conn, tables, [event])
+
+
+# Kept for callers of version 2's names: a retraction is one lifecycle event among others.
+on_memories_retracted = on_lifecycle_events
+on_memory_retracted = on_lifecycle_event
+
+_CHANGES = LIFECYCLE_TYPES[1:]  # every lifecycle type but MemoryCreated
 
 MEMORY_SEARCH = Projection.declare(
     "memory_search",
-    version=2,
-    tables=("memory_search", "memory_words"),
+    version=3,
+    tables=("memory_search", "memory_words", "memory_search_lifecycle"),
     ddl=DDL,
-    handlers={MemoryCreated: on_memory_created, MemoryRetracted: on_memory_retracted},
-    batch_handlers={MemoryCreated: on_memories_created, MemoryRetracted: on_memories_retracted},
+    handlers={MemoryCreated: on_memory_created} | {t: on_lifecycle_event for t in _CHANGES},
+    batch_handlers={MemoryCreated: on_memories_created} | {t: on_lifecycle_events for t in _CHANGES},
     extensions=("vector",),
-    description="each user's current memories, by vector (pgvector HNSW) and full text",
+    description="each user's memories (current by default, or valid at a moment), by vector"
+    " (pgvector HNSW) and full text",
 )
 
 
@@ -244,6 +307,8 @@ class SearchHit(BaseModel):
     workflow_id: str | None
     embedder: str | None
     workflow_url: str | None = None
+    status: MemoryStatus = "current"
+    """``current``, or for a search ``valid_at`` a moment, ``superseded`` / ``invalidated`` too."""
 
 
 # Every parameter, typed once (rankings left out of a mode would leave some untyped):
@@ -252,10 +317,12 @@ class SearchHit(BaseModel):
 _PARAMETERS = """SELECT $1::text, $2::text[], $3::timestamptz, $4::text, $5::vector, $6::text, $7::int,
         $8::int, $9::int"""
 
+# Without a valid-at moment: current memories; with one: those valid then, whatever their status.
 _WORD_FILTERS = """user_id = $1
       AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
-      AND ($3::timestamptz IS NULL OR (valid_from <= $3 AND (valid_to IS NULL OR valid_to > $3)))"""
-_FILTERS = f"{_WORD_FILTERS} AND NOT retracted"
+      AND CASE WHEN $3::timestamptz IS NULL THEN status = 'current'
+               ELSE valid_from <= $3 AND (valid_to IS NULL OR valid_to > $3) END"""
+_FILTERS = f"{_WORD_FILTERS} AND status <> 'retracted'"
 
 # Any word of the question may match (an OR of its stemmed lexemes); stop words drop out.
 _TSQUERY = f"""(SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery
@@ -291,7 +358,7 @@ def _search_sql(mode: SearchMode, space: tuple[str, int] | None) -> str:
     vec = _vector_ranking(space) if mode != SearchMode.KEYWORD else _EMPTY.format(column="similarity")
     kw = _KEYWORD_RANKING if mode != SearchMode.VECTOR else _EMPTY.format(column="rank")
     return f"""WITH parameters AS ({_PARAMETERS}), vec AS MATERIALIZED ({vec}), kw AS MATERIALIZED ({kw})
-        SELECT m.memory_id, m.user_id, m.text, m.kind, m.created_at, m.valid_from, m.valid_to,
+        SELECT m.memory_id, m.user_id, m.text, m.kind, m.status, m.created_at, m.valid_from, m.valid_to,
                m.episode_id, m.correlation_id, m.workflow_id, m.embedder,
                (coalesce(1.0 / ({RRF_K} + vec.r), 0) + coalesce(1.0 / ({RRF_K} + kw.r), 0))::float8 AS score,
                vec.similarity, kw.rank::float8 AS keyword_rank
@@ -332,7 +399,8 @@ async def _prepare_scan(conn: Connection, query: SearchQuery) -> None:
 
 
 async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchHit]:
-    """The ``k`` best current memories of ``query.user_id`` for ``query``, best first.
+    """The ``k`` best memories of ``query.user_id`` for ``query``, best first: current ones, or
+    with ``query.valid_at`` those valid then (superseded and invalidated ones too, never retracted).
 
     :raises ProjectionNotInitialized: the memory_search projection never ran.
     """

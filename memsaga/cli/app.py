@@ -12,6 +12,7 @@ from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
 from memsaga.cli.dlq import register_dlq_commands
 from memsaga.cli.eval import register_eval_commands
+from memsaga.cli.history import register_history_commands
 from memsaga.cli.mcp import register_mcp_commands
 from memsaga.cli.projections import register_projection_commands
 from memsaga.cli.read_models import register_read_model_commands
@@ -43,6 +44,7 @@ register_relay_commands(app)
 register_projection_commands(app)
 register_dlq_commands(app)
 register_read_model_commands(app)
+register_history_commands(app)
 register_search_commands(app)
 register_mcp_commands(app)
 register_bench_commands(app)

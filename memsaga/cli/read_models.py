@@ -3,37 +3,75 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from memsaga.bootstrap import services
 from memsaga.cli.common import JsonFlag, console, run_command
 from memsaga.errors import NotFound
 from memsaga.settings import Settings
-from projections import Extraction, get_extraction, list_extractions, list_memories
+from projections import Extraction, get_extraction, list_extractions
+from projections.memories import LISTED_STATUSES, Memory, parse_moment, query_memories, statuses_for
 
 
 def memories_command(
     user: Annotated[str, typer.Option("--user", "-u", help="Whose memories.")],
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="What memsaga believed then (system time), e.g. 2026-05-01T12:00:00Z."),
+    ] = None,
+    valid_at: Annotated[
+        str | None,
+        typer.Option(
+            "--valid-at",
+            help="Only what was true in the world then, e.g. 2024-06-01 (a date is midnight UTC)."
+            " Shows superseded and invalidated memories too.",
+        ),
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Superseded and invalidated memories too (never retracted ones).")
+    ] = False,
+    status: Annotated[
+        list[str] | None,
+        typer.Option("--status", help=f"Only this status (repeatable): {', '.join(LISTED_STATUSES)}."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """A user's current memories (retracted ones are gone)."""
+    """A user's memories: current ones, as memsaga believed them (--as-of), or true then (--valid-at)."""
 
-    async def main() -> list[Any]:
+    async def main() -> list[Memory]:
+        at = parse_moment(as_of, option="--as-of") if as_of is not None else None
+        valid = parse_moment(valid_at, option="--valid-at") if valid_at is not None else None
+        statuses = LISTED_STATUSES if every else status
+        statuses_for(statuses, valid_at=valid)  # before connecting to anything
         async with services(Settings(), with_nats=False) as svc:
-            return await list_memories(svc.pool, user)
+            return await query_memories(svc.pool, user, as_of=at, valid_at=valid, statuses=statuses)
 
     memories = run_command(main)
     if as_json:
         typer.echo(json.dumps([m.model_dump(mode="json") for m in memories]))
         return
-    table = Table("memory", "kind", "text", "version", "correlation id", "created")
+    if not memories:
+        console.print(f"no memories for {user}")
+        return
     for m in memories:
-        table.add_row(m.memory_id, m.kind, m.text, str(m.version), m.correlation_id, m.created_at.isoformat())
-    console.print(table if memories else f"no memories for {user}")
+        console.print(f"[bold]{escape(m.text)}[/]  ({m.kind}, {m.status})", highlight=False)
+        until = _day(m.valid_to) if m.valid_to else "now"
+        line = f"   memory {m.memory_id}  valid {_day(m.valid_from)} → {until}"
+        if m.superseded_by:
+            line += f"  superseded by {m.superseded_by}"
+        console.print(line, style="dim", highlight=False, soft_wrap=True)
+    if as_of is not None or valid_at is not None:
+        asked = [f"as of {as_of}" if as_of else "", f"valid at {valid_at}" if valid_at else ""]
+        console.print(" and ".join(a for a in asked if a), style="dim", highlight=False)
+
+
+def _day(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def extractions_command(

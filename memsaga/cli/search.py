@@ -25,7 +25,11 @@ def search_command(
     ] = None,
     valid_at: Annotated[
         str | None,
-        typer.Option("--valid-at", help="Only memories valid at this ISO time, e.g. 2026-05-01T00:00Z."),
+        typer.Option(
+            "--valid-at",
+            help="Memories true in the world at this ISO time, e.g. 2026-05-01T00:00Z"
+            " (superseded and invalidated ones too; without it, current ones only).",
+        ),
     ] = None,
     after_position: Annotated[
         int | None,
@@ -70,8 +74,10 @@ def search_command(
         return
     for rank, hit in enumerate(result.hits, 1):
         created = hit.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+        ended = f", {hit.status}" if hit.status != "current" else ""
         console.print(
-            f"[bold]{rank}. {escape(hit.text)}[/]  ({hit.kind}, score {hit.score:.4f})", highlight=False
+            f"[bold]{rank}. {escape(hit.text)}[/]  ({hit.kind}{ended}, score {hit.score:.4f})",
+            highlight=False,
         )
         console.print(
             f"   memory {hit.memory_id}  created {created}", style="dim", highlight=False, soft_wrap=True

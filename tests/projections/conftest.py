@@ -158,13 +158,22 @@ async def built(pool: asyncpg.Pool, name: str) -> bool:
     return bool(await pool.fetchval("SELECT count(*) FROM memsaga.projections WHERE name = $1", name))
 
 
+SYSTEM_TIME = frozenset({"recorded_at", "recorded_until"})
+
+
 async def snapshot(
     pool: asyncpg.Pool, projection: Projection, version: int | None = None
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of a read-model version (the active one by default), sorted: comparable across databases."""
+    """Every row of a read-model version (the active one by default), sorted: comparable across databases.
+
+    System-time columns (``recorded_at``, ``recorded_until``) are left out: they say when *this*
+    database stored an event, so they differ between databases that hold the same history.
+    """
     tables = projection.views() if version is None else projection.tables_at(version)
     result = {}
     for logical, table in tables.items():
         rows = await pool.fetch(f"SELECT * FROM {table}")
-        result[logical] = sorted((tuple(r.values()) for r in rows), key=repr)
+        result[logical] = sorted(
+            (tuple(v for k, v in r.items() if k not in SYSTEM_TIME) for r in rows), key=repr
+        )
     return result

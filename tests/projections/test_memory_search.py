@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
 
 from adapters.wordllama_embedder import WordLlamaEmbedder
-from eventstore import NO_STREAM, NewEvent, PostgresBlobStore, PostgresEventStore
+from eventstore import NO_STREAM, NewEvent, PostgresBlobStore, PostgresEventStore, RecordedEvent
 from memsaga.bootstrap import build_registry
 from memsaga.devstack import DatabaseFactory
+from memsaga.search import InvalidSearch, search_memories
 from projections import (
     MEMORIES,
     MEMORY_SEARCH,
@@ -31,7 +34,15 @@ from projections.memory_search import on_memory_created, on_memory_retracted
 from projections.parked import list_parked
 from projections.versions import active_version
 from sagas.memory_extraction.embedders import bytes_to_vector, vector_to_bytes
-from sagas.memory_extraction.events import ExtractionCompleted, MemoryCreated, MemoryKind, MemoryRetracted
+from sagas.memory_extraction.events import (
+    ExtractionCompleted,
+    MemoryCreated,
+    MemoryInvalidated,
+    MemoryKind,
+    MemoryReinstated,
+    MemoryRetracted,
+    MemorySuperseded,
+)
 from tests.support import migrated_database
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -260,3 +271,135 @@ async def test_applied_means_no_event_of_its_types_is_left_up_to_the_position(
     assert await has_applied(pool, store, MEMORY_SEARCH, done.positions[-1])
     await remember(store, pool, "ana", "User loves cycling")  # not applied: no runner
     assert not await has_applied(pool, store, MEMORY_SEARCH, await store.head_position())
+
+
+# --- Memories that change (version 3) ------------------------------------------------------------
+
+MAY_2024 = datetime(2024, 5, 1, tzinfo=UTC)
+MOVED = datetime(2025, 3, 10, 18, 0, tzinfo=UTC)
+
+
+async def end(store: PostgresEventStore, user: str, memory_id: str, payload: Any) -> RecordedEvent:
+    """Append a lifecycle event to the memory's stream; the stored event."""
+    event = NewEvent.of(payload, correlation_id="c2", causation_id="t", occurred_at=MOVED, user_id=user)
+    await store.append(f"memory-{memory_id}", [event])
+    [stored] = await store.read_stream(
+        f"memory-{memory_id}", from_version=await store.stream_version(f"memory-{memory_id}")
+    )
+    return stored
+
+
+async def lisbon_then_berlin(store: PostgresEventStore, pool: asyncpg.Pool, user: str) -> tuple[str, str]:
+    lisbon = await remember(
+        store, pool, user, "User lives in Lisbon", "identity", at=MAY_2024 + timedelta(days=19)
+    )
+    berlin = await remember(store, pool, user, "User lives in Berlin", "identity", at=MOVED)
+    await end(store, user, lisbon, MemorySuperseded(
+        memory_id=lisbon, user_id=user, successor_id=berlin, valid_to=MOVED, episode_id="ep-berlin",
+    ))  # fmt: skip
+    return lisbon, berlin
+
+
+async def hits(pool: asyncpg.Pool, user: str, question: str, **kwargs: object) -> list[tuple[str, str, Any]]:
+    [vector] = await EMBEDDER.embed([question])
+    query = SearchQuery(user_id=user, text=question, vector=vector, embedder=EMBEDDER.name, k=10)
+    found = await search(pool, replace(query, **kwargs))  # type: ignore[arg-type]
+    return [(h.text, h.status, h.valid_to) for h in found]
+
+
+@pytest.mark.parametrize("mode", list(SearchMode))
+async def test_a_default_search_never_returns_a_superseded_memory_and_valid_at_finds_it(
+    world: tuple[asyncpg.Pool, PostgresEventStore], mode: SearchMode
+) -> None:
+    pool, store = world
+    await lisbon_then_berlin(store, pool, "ana")
+    await remember(store, pool, "ana", "User loves cycling", "preference", at=MAY_2024)
+    await rebuild(pool, store, MEMORY_SEARCH)
+
+    now = await hits(pool, "ana", "where does the user live? Lisbon Berlin", mode=mode)
+    assert ("User lives in Berlin", "current", None) in now
+    assert all(text != "User lives in Lisbon" for text, _, _ in now)
+    then = await hits(pool, "ana", "where does the user live? Lisbon Berlin", mode=mode,
+                      valid_at=datetime(2024, 6, 1, tzinfo=UTC))  # fmt: skip
+    assert ("User lives in Lisbon", "superseded", MOVED) in then
+    assert all(text != "User lives in Berlin" for text, _, _ in then)  # not true yet then
+    later = await hits(pool, "ana", "Lisbon Berlin", mode=mode, valid_at=MOVED + timedelta(days=1))
+    assert [t for t, _, _ in later if "lives" in t] == ["User lives in Berlin"]
+
+
+async def test_an_invalidated_memory_is_found_only_while_it_was_true(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = world
+    coffee = await remember(store, pool, "ana", "User drinks coffee", "preference", at=MAY_2024)
+    await end(store, "ana", coffee, MemoryInvalidated(
+        memory_id=coffee, user_id="ana", valid_to=MOVED, episode_id="ep-2", statement="no more coffee",
+    ))  # fmt: skip
+    await rebuild(pool, store, MEMORY_SEARCH)
+
+    assert await ask(pool, "ana", "coffee") == []
+    assert await ask(pool, "ana", "coffee", valid_at=MOVED - timedelta(days=1)) == ["User drinks coffee"]
+    assert await ask(pool, "ana", "coffee", valid_at=MOVED) == []
+
+
+async def test_lifecycle_events_in_any_order_end_as_the_stream_in_order(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    """Supersession, reinstatement (compensation), supersession again, then a retraction of the
+    successor: every order of delivery, repeats included, ends as the fold of the streams."""
+    pool, store = world
+    lisbon, berlin = await lisbon_then_berlin(store, pool, "ana")
+    [first_end] = [
+        e for e in await store.read_stream(f"memory-{lisbon}") if e.event_type == "MemorySuperseded"
+    ]
+    await end(store, "ana", lisbon, MemoryReinstated(
+        memory_id=lisbon, user_id="ana", compensates_event_id=str(first_end.event_id), reason="rejected",
+    ))  # fmt: skip
+    await end(store, "ana", lisbon, MemorySuperseded(
+        memory_id=lisbon, user_id="ana", successor_id=berlin, valid_to=MOVED, episode_id="ep-again",
+    ))  # fmt: skip
+    events = [e async for batch in store.read_all() for e in batch]
+    await rebuild(pool, store, MEMORY_SEARCH)
+    expected = await pool.fetch("SELECT * FROM memsaga_read.memory_search ORDER BY memory_id")
+    words = await pool.fetch("SELECT * FROM memsaga_read.memory_words ORDER BY memory_id")
+    assert [(r["status"], r["valid_to"]) for r in expected if r["memory_id"] == lisbon] == [
+        ("superseded", MOVED)
+    ]
+
+    active = await active_version(pool, MEMORY_SEARCH.name)
+    assert active is not None
+    rng = random.Random(14)
+    for attempt in range(6):
+        tables = MEMORY_SEARCH.tables_at(active.version)
+        await pool.execute(f"TRUNCATE {', '.join(tables.values())}")
+        order = events + rng.sample(events, 3)
+        rng.shuffle(order)
+        async with pool.acquire() as conn:
+            for event in order:
+                await MEMORY_SEARCH.handlers[event.event_type](conn, tables, event)
+        assert await pool.fetch("SELECT * FROM memsaga_read.memory_search ORDER BY memory_id") == expected, (
+            attempt
+        )
+        assert await pool.fetch("SELECT * FROM memsaga_read.memory_words ORDER BY memory_id") == words, (
+            attempt
+        )
+
+
+async def test_search_memories_takes_valid_at_through_to_the_read_model(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = world
+    await lisbon_then_berlin(store, pool, "ana")
+    await rebuild(pool, store, MEMORY_SEARCH)
+    june = datetime(2024, 6, 1, tzinfo=UTC)
+
+    def run(**kwargs: Any) -> Any:
+        return search_memories(
+            pool, store, EMBEDDER, "Lisbon Berlin", user_id="ana", mode=SearchMode.KEYWORD, **kwargs
+        )
+
+    assert [(h.text, h.status) for h in (await run()).hits] == [("User lives in Berlin", "current")]
+    then = (await run(valid_at=june)).hits
+    assert [(h.text, h.status, h.valid_to) for h in then] == [("User lives in Lisbon", "superseded", MOVED)]
+    with pytest.raises(InvalidSearch, match="valid_at needs a time zone"):
+        await run(valid_at=june.replace(tzinfo=None))

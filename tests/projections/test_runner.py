@@ -183,7 +183,7 @@ async def test_dlq_drop_records_why_and_keeps_the_event(env: Env) -> None:
 
 async def test_a_runner_refuses_a_read_model_built_by_other_code(env: Env) -> None:
     await ensure_built(env.pool, env.store, MEMORIES)
-    newer = dataclasses.replace(MEMORIES, version=2)
+    newer = dataclasses.replace(MEMORIES, version=MEMORIES.version + 1)
     with pytest.raises(ProjectionCodeMismatch, match="memsaga project rebuild memories"):
         await env.runner(newer).start()
 

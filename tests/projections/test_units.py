@@ -23,6 +23,7 @@ from projections.subjects import (
     type_filter,
 )
 from sagas.memory_extraction.events import ALL_EVENTS
+from sagas.memory_extraction.lifecycle import LIFECYCLE_EVENTS
 
 
 def recorded(**overrides: object) -> RecordedEvent:
@@ -89,7 +90,7 @@ def test_every_kind_of_limit_is_reported() -> None:
 
 def test_projection_declarations() -> None:
     assert set(PROJECTIONS) == {"memories", "extractions", "memory_search"}
-    assert MEMORIES.event_types == ("MemoryCreated", "MemoryRetracted")
+    assert MEMORIES.event_types == tuple(sorted(LIFECYCLE_EVENTS))  # every event of a memory's stream
     assert MEMORY_SEARCH.event_types == MEMORIES.event_types and MEMORY_SEARCH.extensions == ("vector",)
     assert MEMORIES.extensions == EXTRACTIONS.extensions == ()
     assert set(EXTRACTIONS.event_types) == {
