@@ -2,9 +2,10 @@
 
 Starts what is missing of the local stack, migrates, runs a worker, the relay and the
 projector as real processes, extracts memories from a sample episode (approving its review),
-shows them from the read model, runs a second saga whose embedder fails so that it
-compensates, and prints both causation trees with their Temporal UI links. It stops what it
-started unless asked to keep it.
+shows them from the read model and recalls two of them, runs a later episode whose move to
+Berlin supersedes the Lisbon memory (then shows that memory's history and what memsaga believed
+before the move), runs a saga whose embedder fails so that it compensates, and prints the
+causation trees with their Temporal UI links. It stops what it started unless asked to keep it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -36,17 +39,20 @@ from memsaga.client import (
     start_extraction,
 )
 from memsaga.errors import MemsagaError
+from memsaga.history import MemoryHistory, memory_history
 from memsaga.search import Recall, SearchResult
 from memsaga.settings import Settings
 from memsaga.stackstate import load_stack_state, save_stack_state
 from memsaga.trace_loader import LoadedTrace, trace_on
 from projections import MEMORY_SEARCH, Memory, list_memories
 from projections.extensions import split_by_extensions
+from projections.memories import query_memories
 from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest, StepRetry
 
 T = TypeVar("T")
 ROLES = {"worker": ["worker"], "relay": ["relay"], "projector": ["project"]}
-DEMO_USER = "demo-user"
+DEMO_USER_PREFIX = "demo-"
+"""Each run's user is ``demo-<6 hex>``: a run never meets the memories of an earlier one."""
 
 
 class DemoFailed(MemsagaError):
@@ -70,20 +76,41 @@ class SagaRun:
 
 
 @dataclass
+class Change:
+    """A later episode that changed a memory: the memories before and after, and its history."""
+
+    run: SagaRun
+    before: datetime
+    """A moment just before the saga started (system time)."""
+    believed_before: list[Memory] = field(default_factory=list)
+    """``memories --as-of before``: what memsaga believed then."""
+    now: list[Memory] = field(default_factory=list)
+    valid_at: datetime | None = None
+    """A moment after the Lisbon memory's world time began and before the move."""
+    valid_then: list[Memory] = field(default_factory=list)
+    """``memories --valid-at valid_at``: what was true then, as known now."""
+    history: MemoryHistory | None = None
+    """The superseded memory's history."""
+
+
+@dataclass
 class DemoReport:
     """Everything the demo shows, for the terminal and for ``--json``."""
 
+    user: str = ""
     services: dict[str, str] = field(default_factory=dict)
     ui_url: str = ""
     sagas: list[SagaRun] = field(default_factory=list)
     memories: list[Memory] = field(default_factory=list)
     recall: list[SearchResult] = field(default_factory=list)
     recall_skipped: str | None = None
+    change: Change | None = None
     started: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
         return {
+            "user": self.user,
             "services": self.services,
             "temporal_ui": self.ui_url,
             "sagas": [
@@ -98,6 +125,19 @@ class DemoReport:
             "memories": [m.model_dump(mode="json") for m in self.memories],
             "recall": [r.model_dump(mode="json") for r in self.recall],
             "recall_skipped": self.recall_skipped,
+            "change": None
+            if self.change is None
+            else {
+                "workflow_id": self.change.run.handle.workflow_id,
+                "before": self.change.before.isoformat(),
+                "memories_as_of_before": [m.model_dump(mode="json") for m in self.change.believed_before],
+                "memories_now": [m.model_dump(mode="json") for m in self.change.now],
+                "valid_at": None if self.change.valid_at is None else self.change.valid_at.isoformat(),
+                "memories_valid_then": [m.model_dump(mode="json") for m in self.change.valid_then],
+                "history": None
+                if self.change.history is None
+                else self.change.history.model_dump(mode="json"),
+            },
             "started_services": self.started,
         }
 
@@ -188,24 +228,72 @@ async def prepare_stack(settings: Settings, report: DemoReport) -> None:
 
 
 async def reviewed_saga(
-    client: Client, settings: Settings, blobs: PostgresBlobStore, procs: Processes
+    client: Client, settings: Settings, blobs: PostgresBlobStore, procs: Processes, user: str
 ) -> SagaRun:
     """The sample episode: it holds a health fact, so the saga waits for review; approve it."""
-    request = ExtractionRequest(user_id=DEMO_USER, text=sample("episode.txt"), source="demo")
+    request = ExtractionRequest(user_id=user, text=sample("episode.txt"), source="demo")
     handle = await start_extraction(client, request, settings=settings, blobs=blobs)
 
     async def waiting() -> bool | None:
         procs.check()
         status = await extraction_status(client, handle.workflow_id)
-        return True if status.waiting_for_review or status.outcome != "running" else None
+        if status.waiting_for_review or status.outcome != "running":
+            return status.waiting_for_review
+        return None
 
-    await eventually(waiting, timeout=120, what="the first saga to reach its review")
-    await approve_extraction(client, handle.workflow_id, reviewer="demo", note="approved by memsaga demo")
+    if await eventually(waiting, timeout=120, what="the first saga to reach its review"):
+        await approve_extraction(client, handle.workflow_id, reviewer="demo", note="approved by memsaga demo")
     result = await extraction_result(client, handle.workflow_id)
     return SagaRun(handle, result.outcome, result.memory_ids, last_position=result.last_position)
 
 
-async def failing_saga(client: Client, settings: Settings, blobs: PostgresBlobStore) -> SagaRun:
+MOVE = "Actually, I moved from Lisbon to Berlin. I don't live in Lisbon anymore."
+"""The later episode: its new residence supersedes the first episode's Lisbon memory."""
+
+
+async def changing_saga(
+    client: Client,
+    settings: Settings,
+    blobs: PostgresBlobStore,
+    pool: asyncpg.Pool,
+    first: list[Memory],
+    procs: Processes,
+    user: str,
+) -> Change:
+    """The user moves: the saga supersedes the residence memory; show its history and the past view."""
+    lisbon = next((m for m in first if m.slot == "residence"), None)
+    if lisbon is None:
+        raise DemoFailed("the first episode gave no residence memory to supersede: check the extractor")
+    before = datetime.now(UTC)
+    request = ExtractionRequest(user_id=user, text=MOVE, source="demo")
+    handle = await start_extraction(client, request, settings=settings, blobs=blobs)
+    result = await extraction_result(client, handle.workflow_id)
+    change = Change(SagaRun(handle, result.outcome, result.memory_ids), before)
+
+    async def superseded() -> list[Memory] | None:
+        procs.check()
+        everything = await query_memories(pool, user, statuses=["current", "superseded", "invalidated"])
+        old = next((m for m in everything if m.memory_id == lisbon.memory_id), None)
+        return everything if old is not None and old.status == "superseded" else None
+
+    await eventually(superseded, timeout=120, what="the read model to show the Lisbon memory superseded")
+    change.now = await list_memories(pool, user)
+    change.believed_before = await query_memories(pool, user, as_of=before)
+    if lisbon.valid_from is not None:
+        change.valid_at = lisbon.valid_from + (before - lisbon.valid_from) / 2
+        change.valid_then = await query_memories(pool, user, valid_at=change.valid_at)
+    store, _ = build_stores(pool, settings)
+    change.history = await memory_history(
+        store,
+        lisbon.memory_id,
+        blobs=blobs,
+        temporal_ui=settings.temporal_ui(),
+        namespace=settings.temporal_namespace,
+    )
+    return change
+
+
+async def failing_saga(client: Client, settings: Settings, blobs: PostgresBlobStore, user: str) -> SagaRun:
     """A second episode whose HTTP embedder points at a closed port: the saga compensates."""
     options = ExtractionOptions(
         embedder="http",
@@ -213,7 +301,7 @@ async def failing_saga(client: Client, settings: Settings, blobs: PostgresBlobSt
         retry=StepRetry(maximum_attempts=3, initial_interval_seconds=0.2, maximum_interval_seconds=0.5),
     )
     request = ExtractionRequest(
-        user_id=DEMO_USER, text=sample("second_episode.txt"), source="demo", options=options
+        user_id=user, text=sample("second_episode.txt"), source="demo", options=options
     )
     handle = await start_extraction(client, request, settings=settings, blobs=blobs)
     try:
@@ -223,12 +311,14 @@ async def failing_saga(client: Client, settings: Settings, blobs: PostgresBlobSt
     raise DemoFailed("the saga with a failing embedder did not fail: check the worker log")
 
 
-async def wait_for_read_model(pool: asyncpg.Pool, memory_ids: list[str], procs: Processes) -> list[Memory]:
+async def wait_for_read_model(
+    pool: asyncpg.Pool, user: str, memory_ids: list[str], procs: Processes
+) -> list[Memory]:
     """The demo user's memories once the projector has applied every one of ``memory_ids``."""
 
     async def caught_up() -> list[Memory] | None:
         procs.check()
-        memories = await list_memories(pool, DEMO_USER)
+        memories = await list_memories(pool, user)
         return memories if set(memory_ids) <= {m.memory_id for m in memories} else None
 
     return await eventually(caught_up, timeout=120, what="the memories read model")
@@ -277,14 +367,14 @@ async def recall(pool: asyncpg.Pool, settings: Settings, run: SagaRun, report: D
     async with Recall.open(settings) as searcher:
         for question in QUESTIONS:
             result = await searcher.search(
-                question, user_id=DEMO_USER, k=3, after_position=run.last_position, timeout=60
+                question, user_id=report.user, k=3, after_position=run.last_position, timeout=60
             )
             report.recall.append(result)
 
 
 async def run_demo(settings: Settings, *, keep: bool, say: Callable[[str], None]) -> DemoReport:
     """Run the demo; ``say`` reports progress. :raises DemoFailed: a step failed (all stopped)."""
-    report = DemoReport()
+    report = DemoReport(user=f"{DEMO_USER_PREFIX}{uuid.uuid4().hex[:6]}")
     procs = Processes(settings)
     say("starting the local stack (what the environment does not name)")
     await prepare_stack(settings, report)
@@ -296,15 +386,19 @@ async def run_demo(settings: Settings, *, keep: bool, say: Callable[[str], None]
         try:
             _, blobs = build_stores(pool, settings)
             say("saga 1: extracting memories from the sample episode (it waits for a review: approving)")
-            first = await reviewed_saga(client, settings, blobs, procs)
+            first = await reviewed_saga(client, settings, blobs, procs, report.user)
             say(f"saga 1 {first.outcome}: waiting for the memories read model")
-            report.memories = await wait_for_read_model(pool, first.memory_ids, procs)
+            report.memories = await wait_for_read_model(pool, report.user, first.memory_ids, procs)
             say("recall: asking two questions about the user (after the saga's last position)")
             await recall(pool, settings, first, report)
-            say("saga 2: an embedder at a closed port fails for good, so the saga compensates")
-            second = await failing_saga(client, settings, blobs)
-            report.sagas = [first, second]
-            say("loading both causation trees")
+            say("saga 2: a later episode says the user moved to Berlin: it supersedes the Lisbon memory")
+            report.change = await changing_saga(
+                client, settings, blobs, pool, report.memories, procs, report.user
+            )
+            say("saga 3: an embedder at a closed port fails for good, so the saga compensates")
+            third = await failing_saga(client, settings, blobs, report.user)
+            report.sagas = [first, report.change.run, third]
+            say("loading the causation trees")
             await wait_for_projections(pool, report.sagas, settings)
         finally:
             await pool.close()

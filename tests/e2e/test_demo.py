@@ -12,7 +12,7 @@ from pathlib import Path
 from memsaga.devstack.databases import DatabaseFactory
 
 
-async def test_demo_runs_both_sagas_and_stops_only_what_it_started(
+async def test_demo_runs_its_sagas_and_stops_only_what_it_started(
     fresh_pgvector_database: DatabaseFactory, temporal_address: str, nats_url: str, tmp_path: Path
 ) -> None:
     tag = uuid.uuid4().hex[:10]
@@ -33,8 +33,12 @@ async def test_demo_runs_both_sagas_and_stops_only_what_it_started(
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["started_services"] == []  # every service came from the environment
-    first, second = report["sagas"]
-    assert (first["outcome"], second["outcome"]) == ("completed", "compensated")
+    first, moved, failed = report["sagas"]
+    assert (first["outcome"], moved["outcome"], failed["outcome"]) == (
+        "completed",
+        "completed",
+        "compensated",
+    )
     assert sorted(m["text"] for m in report["memories"]) == [
         "User is allergic to peanuts",
         "User moved to Lisbon in May",
@@ -59,7 +63,24 @@ async def test_demo_runs_both_sagas_and_stops_only_what_it_started(
 
     first_types = types(first["trace"]["roots"][0])
     assert "ReviewApproved" in first_types and first_types.count("MemoryCreated") == 5
-    assert types(second["trace"]["roots"][0])[-1] == "ExtractionCompensated"
+    assert types(failed["trace"]["roots"][0])[-1] == "ExtractionCompensated"
+    assert "MemorySuperseded" in types(moved["trace"]["roots"][0])
+
+    change = report["change"]
+    lisbon = next(m for m in report["memories"] if m["text"] == "User moved to Lisbon in May")
+    now = {m["text"] for m in change["memories_now"]}
+    assert "User moved to Berlin" in now and lisbon["text"] not in now
+    assert lisbon["text"] in {
+        m["text"] for m in change["memories_as_of_before"]
+    }  # what memsaga believed then
+    then = {m["text"]: m["status"] for m in change["memories_valid_then"]}
+    assert (
+        then.get(lisbon["text"]) == "superseded" and "User moved to Berlin" not in then
+    )  # true then, not now
+    history = change["history"]
+    assert (history["memory_id"], history["status"]) == (lisbon["memory_id"], "superseded")
+    assert history["superseded_by"] in moved["memory_ids"]
+    assert [e["event_type"] for e in history["events"]] == ["MemoryCreated", "MemorySuperseded"]
     logs = sorted(p.name for p in (tmp_path / "state" / "logs").iterdir())
     assert logs == ["demo-projector.log", "demo-relay.log", "demo-worker.log"]
 
