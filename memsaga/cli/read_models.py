@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from memsaga.bootstrap import services
-from memsaga.cli.common import JsonFlag, console, run_command
+from memsaga.cli.common import JsonFlag, console, keep_whole, run_command
 from memsaga.errors import NotFound
 from memsaga.settings import Settings
 from projections import Extraction, get_extraction, list_extractions
@@ -110,9 +110,9 @@ def extractions_command(
             str(e.candidates if e.candidates is not None else "-"),
             str(e.memories_created),
             str(e.memories_retracted),
-            e.updated_at.isoformat(),
+            e.updated_at.isoformat(timespec="seconds"),
         )
-    console.print(table if extractions else "no extractions")
+    console.print(keep_whole(table, "correlation id", "user") if extractions else "no extractions")
 
 
 def _print_timeline(e: Extraction) -> None:
