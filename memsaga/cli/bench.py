@@ -26,7 +26,7 @@ def bench_command(
         typer.Option(
             "--only",
             help="Run only this benchmark (repeatable): appends, replay, relay, "
-            "projections, end_to_end, sagas.",
+            "projections, end_to_end, sagas, recall, point-in-time.",
         ),
     ] = None,
     events: Annotated[

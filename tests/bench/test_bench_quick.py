@@ -52,6 +52,7 @@ REQUIRED = {
             "index_build.seconds",
         )
     ),
+    *(f"point_in_time.{kind}.p{pct}" for kind in ("as_of", "valid_at", "both") for pct in (50, 95)),
 }
 # Figures whose memsaga side follows the log (tail, relay, rebuild): they carry delivered/committed.
 TAILING = ("replay.read_all", "relay.publish", "projections.rebuild", "projections.catch_up")
