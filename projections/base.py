@@ -58,9 +58,10 @@ Handler = Callable[[Connection, Tables, RecordedEvent], Awaitable[None]]
 """``async def on_x(conn, tables, event)``: apply one event to the read model."""
 
 BatchHandler = Callable[[Connection, Tables, Sequence[RecordedEvent]], Awaitable[None]]
-"""``async def on_xs(conn, tables, events)``: apply a run of events of one type, in order, with
-exactly the effect of the type's :data:`Handler` applied to each in turn, in fewer round trips
-(e.g. one ``executemany``). Optional: a type without one is applied event by event."""
+"""``async def on_xs(conn, tables, events)``: apply a run of events, in order, with exactly the
+effect of each type's :data:`Handler` applied to each in turn, in fewer round trips (e.g. one
+``executemany``). One function given for several types gets runs that mix them. Optional: a type
+without one is applied event by event."""
 
 P = TypeVar("P", bound=EventPayload)
 

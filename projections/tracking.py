@@ -110,7 +110,7 @@ async def apply_batch(
                 if events[i].event_id in first_time:
                     first_time.discard(events[i].event_id)  # a later duplicate in the batch is skipped
                     todo.append(i)
-            for run in _runs(todo, events):
+            for run in _runs(todo, events, projection):
                 await _apply_run(conn, projection, tables, [events[i] for i in run], around)
                 for i in run:
                     results[i] = Applied(True)
@@ -128,11 +128,17 @@ def _unwrapped(event: RecordedEvent) -> AbstractContextManager[object]:
     return nullcontext()
 
 
-def _runs(indexes: list[int], events: Sequence[RecordedEvent]) -> Iterator[list[int]]:
-    """Consecutive stretches of ``indexes`` whose events have one type."""
+def _runs(indexes: list[int], events: Sequence[RecordedEvent], projection: Projection) -> Iterator[list[int]]:
+    """Consecutive stretches of ``indexes`` that one call can apply: events of one batch handler
+    (which may serve several types, e.g. every change of a memory), else of one type."""
+
+    def key(i: int) -> object:
+        event_type = events[i].event_type
+        return projection.batch_handlers.get(event_type) or event_type
+
     run: list[int] = []
     for i in indexes:
-        if run and events[run[-1]].event_type != events[i].event_type:
+        if run and key(run[-1]) != key(i):
             yield run
             run = []
         run.append(i)
@@ -147,7 +153,8 @@ async def _apply_run(
     events: list[RecordedEvent],
     around: Around | None,
 ) -> None:
-    """Apply events of one type in order: through its batch handler when it has one."""
+    """Apply a run in order: through its batch handler when it has one (the run's events all
+    have it), else one by one."""
     wrap = around or _unwrapped
     batch_handler = projection.batch_handlers.get(events[0].event_type)
     if batch_handler is not None and len(events) > 1:
