@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from temporalio import activity
 
-from activities.errors import activity_defn
+from activities.errors import activity_defn, adapter_call
 from activities.memory_extraction_io import (
     Appended,
     CompensateExtractionInput,
@@ -157,7 +157,9 @@ class MemoryExtractionActivities:
         if CandidatesExtracted.event_type not in state.event_types:
             text = await self._text(state)
             extractor = self.extractors(input.options)
-            candidates = await extractor.extract(text, heartbeat=activity.heartbeat)
+            candidates = await adapter_call(
+                input.options.retry, extractor.extract(text, heartbeat=activity.heartbeat)
+            )
             payload = CandidatesExtracted(extractor=extractor.name, candidates=candidates)
             event = saga_event(input.envelope, event_key(EXTRACT), payload, causation_id=input.causation_id)
             state = await self._append_step(input, event)
@@ -173,7 +175,11 @@ class MemoryExtractionActivities:
         if CandidatesEmbedded.event_type not in state.event_types:
             texts = [c.text for c in state.candidates]
             embedder = self.embedders(input.options)
-            vectors = await embedder.embed(texts, heartbeat=activity.heartbeat) if texts else []
+            vectors = (
+                await adapter_call(input.options.retry, embedder.embed(texts, heartbeat=activity.heartbeat))
+                if texts
+                else []
+            )
             refs = [
                 EmbeddingRef(
                     candidate_id=c.candidate_id, vector_sha256=await self._put_vector(v), dimension=len(v)

@@ -62,6 +62,7 @@ from sagas.memory_extraction.domain import (
     ExtractionStatus,
     InvalidExtractionRequest,
     ReviewDecision,
+    StepRetry,
     request_problems,
 )
 from sagas.memory_extraction.events import CandidatesExtracted, episode_stream
@@ -158,12 +159,17 @@ async def start_extraction(
 
 
 def extraction_options(settings: Settings, *, review: bool = False) -> ExtractionOptions:
-    """The options of a new saga: the configured extractor, embedder and review timeout."""
+    """The options of a new saga: the configured extractor, embedder, review timeout and retry budgets
+    (carried in the request, so a running saga keeps its own when the settings change)."""
     return ExtractionOptions(
         review=review,
         review_timeout_seconds=settings.review_timeout_seconds,
         extractor=settings.extractor,
         embedder=settings.embedder,
+        retry=StepRetry(
+            schedule_to_close_seconds=settings.step_schedule_to_close_seconds,
+            adapter_retry_seconds=settings.adapter_retry_seconds,
+        ),
     )
 
 
