@@ -29,6 +29,7 @@ from typing import Literal
 
 import asyncpg
 from pydantic import BaseModel
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -38,8 +39,15 @@ from temporalio.common import (
 )
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
+from activities.memory_extraction_io import (
+    DecideReviewInput,
+    DeduplicateResult,
+    ExtractResult,
+    ReconcileResult,
+    RequestReviewInput,
+)
 from eventstore import BlobStore, EventStore
 from memsaga.bootstrap import build_stores, create_pool
 from memsaga.errors import MemsagaError
@@ -53,16 +61,27 @@ from memsaga.search import SearchHit as SearchHit
 from memsaga.search import SearchResult as SearchResult
 from memsaga.settings import Settings
 from memsaga.trace import workflow_url as workflow_url
-from sagas.compensation import describe_failure
+from sagas.compensation import CompensationFailedError, StepFailedError, describe_failure
 from sagas.memory_extraction.domain import (
+    COMPLETE,
+    DEDUP,
+    EMBED,
+    EXTRACT,
     INLINE_TEXT_LIMIT,
+    RECONCILE,
+    RECORD,
+    REVIEW,
+    STORE,
+    CandidateSummary,
     ExtractionOptions,
     ExtractionRequest,
     ExtractionResult,
     ExtractionStatus,
     InvalidExtractionRequest,
     ReviewDecision,
+    ReviewItem,
     StepRetry,
+    episode_id_for,
     request_problems,
 )
 from sagas.memory_extraction.events import CandidatesExtracted, episode_stream
@@ -226,8 +245,132 @@ def _handle(client: Client, workflow_id: str) -> WorkflowHandle[MemoryExtraction
 
 
 async def extraction_status(client: Client, workflow_id: str) -> ExtractionStatus:
-    """The saga's step, counts and review state (a workflow query; needs a running worker)."""
-    return await _handle(client, workflow_id).query(MemoryExtraction.status)
+    """The saga's step, counts and review state.
+
+    A running saga answers the ``status`` query (a worker must run); a closed one is described
+    from its result or failure in Temporal's history, so that it needs no worker (the review
+    items and the reconcile counts are then in the event store only: ``memsaga trace``).
+    """
+    handle = _handle(client, workflow_id)
+    described = await handle.describe()
+    if described.status in (None, WorkflowExecutionStatus.RUNNING):
+        return await handle.query(MemoryExtraction.status)
+    status = ExtractionStatus(
+        workflow_id=workflow_id,
+        correlation_id=described.typed_search_attributes.get(CORRELATION_ID) or workflow_id,
+        episode_id=episode_id_for(workflow_id),
+        step="done",
+    )
+    last_step, cancel_reason = await _replay_steps(client, handle, status)
+    try:
+        result = await handle.result(follow_runs=False)
+    except WorkflowFailureError as exc:
+        status = _failed_status(status, described.status, exc)
+        if status.outcome == "cancelled":
+            status.failed_step = last_step
+            status.reason = f"cancelled: {cancel_reason or 'no reason given'}"
+        return status
+    status.candidates, status.duplicates = result.candidates, result.duplicates
+    status.reason = result.reason
+    if result.outcome == "completed":
+        status.outcome, status.memory_ids = "completed", result.memory_ids
+        status.memories_created = len(result.memory_ids)
+    else:
+        status.outcome, status.step = "rejected", "compensated"
+    return status
+
+
+async def _replay_steps(
+    client: Client, handle: WorkflowHandle[MemoryExtraction, ExtractionResult], status: ExtractionStatus
+) -> tuple[str | None, str | None]:
+    """Fill ``status``'s counts and review items from the activities in the run's history;
+    ``(the last step started, why the run was cancelled)``."""
+    history = await handle.fetch_history()
+    last_step: str | None = None
+    cancel_reason: str | None = None
+    converter = client.data_converter
+    scheduled: dict[int, tuple[str, Sequence[Payload]]] = {}
+    requested = False
+    candidates: dict[str, CandidateSummary] = {}
+    for event in history.events:
+        if event.HasField("workflow_execution_started_event_attributes"):
+            started = event.workflow_execution_started_event_attributes.input.payloads
+            [request] = await converter.decode(started, [ExtractionRequest])
+            requested = request.options.review
+        elif event.HasField("workflow_execution_cancel_requested_event_attributes"):
+            cancel_reason = event.workflow_execution_cancel_requested_event_attributes.cause
+        elif event.HasField("activity_task_scheduled_event_attributes"):
+            scheduled_attributes = event.activity_task_scheduled_event_attributes
+            last_step = _STEP_OF.get(scheduled_attributes.activity_type.name, last_step)
+            scheduled[event.event_id] = (
+                scheduled_attributes.activity_type.name,
+                list(scheduled_attributes.input.payloads),
+            )
+        elif event.HasField("activity_task_completed_event_attributes"):
+            completed = event.activity_task_completed_event_attributes
+            name, payloads = scheduled[completed.scheduled_event_id]
+            step = name.removeprefix("memory_extraction.")
+            if step == "extract_candidates":
+                [extracted] = await converter.decode(completed.result.payloads, [ExtractResult])
+                candidates = {c.candidate_id: c for c in extracted.candidates}
+                status.candidates = len(candidates)
+            elif step == "deduplicate_candidates":
+                [deduped] = await converter.decode(completed.result.payloads, [DeduplicateResult])
+                status.duplicates = deduped.duplicates
+            elif step == "reconcile_candidates":
+                [reconciled] = await converter.decode(completed.result.payloads, [ReconcileResult])
+                status.duplicates += reconciled.duplicates
+                status.superseding, status.invalidating = reconciled.superseded, reconciled.invalidated
+            elif step == "request_review":
+                [asked] = await converter.decode(payloads, [RequestReviewInput])
+                status.review_reasons = asked.reasons
+                status.review = [
+                    ReviewItem.of(candidates[c], requested=requested)
+                    for c in asked.candidate_ids
+                    if c in candidates
+                ]
+            elif step == "decide_review":
+                [decided] = await converter.decode(payloads, [DecideReviewInput])
+                for item in status.review:
+                    if decided.candidate_ids is None or item.candidate_id in decided.candidate_ids:
+                        item.decision = "approved" if decided.approved else "rejected"
+    return last_step, cancel_reason
+
+
+_STEP_OF = {
+    f"memory_extraction.{activity}": step
+    for activity, step in (
+        ("record_episode", RECORD),
+        ("extract_candidates", EXTRACT),
+        ("embed_candidates", EMBED),
+        ("deduplicate_candidates", DEDUP),
+        ("reconcile_candidates", RECONCILE),
+        ("request_review", REVIEW),
+        ("decide_review", REVIEW),
+        ("store_memories", STORE),
+        ("complete_extraction", COMPLETE),
+    )
+}
+"""The step each forward activity belongs to (compensations belong to none)."""
+
+
+def _failed_status(
+    status: ExtractionStatus, closed: WorkflowExecutionStatus, exc: WorkflowFailureError
+) -> ExtractionStatus:
+    """``status`` of a run that ended failed, cancelled, terminated or timed out."""
+    cause = exc.cause
+    status.reason = describe_failure(cause) if cause is not None else closed.name.lower()
+    status.outcome, status.step = "failed", "compensated"
+    if closed == WorkflowExecutionStatus.CANCELED:
+        status.outcome = "cancelled"
+    elif isinstance(cause, ApplicationError) and cause.type == StepFailedError.__name__:
+        status.failed_step = str(cause.details[0]) if cause.details else None
+    elif isinstance(cause, ApplicationError) and cause.type == CompensationFailedError.__name__:
+        status.outcome, status.step = "compensation_failed", "compensating"
+        status.failed_step = str(cause.details[0]) if cause.details else None
+    else:  # refused at start, terminated or timed out: nothing was compensated
+        status.step = closed.name.lower()
+    return status
 
 
 async def extraction_result(client: Client, workflow_id: str) -> ExtractionResult:

@@ -341,6 +341,8 @@ class MemoryExtraction:
             retracted_event_ids=[*retracted.reinstated_event_ids, *retracted.retracted_event_ids],
             reinstated_memory_ids=retracted.reinstated_memory_ids,
             causation_id=self._last_event_id,
+            source=self._request.source,
+            options=self._request.options,
         )
 
     async def _record_compensation_failed(self, step: str, error: str, context: CompensationContext) -> None:

@@ -37,6 +37,7 @@ from sagas.memory_extraction.domain import (
     ExtractionOptions,
     PlannedMemory,
     StepRetry,
+    derived_id,
     episode_id_for,
     plan_memories,
 )
@@ -277,6 +278,31 @@ async def test_compensating_a_saga_that_recorded_nothing_is_a_no_op() -> None:
     events = await world.store.read_stream(episode_stream(world.episode_id))
     assert [e.event_type for e in events][-1] == "ExtractionCompensated"
     assert events[-1].payload["compensates_event_ids"] == [str(events[0].event_id)]
+
+
+async def test_a_saga_that_failed_at_record_still_leaves_its_request_and_why() -> None:
+    world = World()
+    arg = CompensateExtractionInput(
+        envelope=world.envelope,
+        episode_id=world.episode_id,
+        reason="step record failed: blob not found",
+        failed_step="record",
+        retracted_memory_ids=[],
+        retracted_event_ids=[],
+        causation_id=world.workflow_id,
+        source="chat",
+        options=ExtractionOptions(),
+    )
+    done = await world.run(world.acts.compensate_extraction, arg)
+    assert done == await world.run(world.acts.compensate_extraction, arg)  # once, however retried
+
+    events = await world.store.read_stream(episode_stream(world.episode_id))
+    assert [e.event_type for e in events] == ["ExtractionRequested", "ExtractionCompensated"]
+    assert events[0].event_id == derived_id(world.workflow_id, "record:0")  # the id record would write
+    assert events[1].causation_id == str(events[0].event_id)
+    assert events[1].payload["failed_step"] == "record"
+    assert events[1].payload["reason"] == "step record failed: blob not found"
+    assert events[1].payload["compensates_event_ids"] == [str(events[0].event_id)]
 
 
 @pytest.mark.parametrize(
