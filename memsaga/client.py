@@ -23,6 +23,7 @@ because the saga's event ids derive from its workflow id).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Literal
@@ -40,6 +41,7 @@ from temporalio.common import (
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.memory_extraction_io import (
     DecideReviewInput,
@@ -50,7 +52,7 @@ from activities.memory_extraction_io import (
 )
 from eventstore import BlobStore, EventStore
 from memsaga.bootstrap import build_stores, create_pool
-from memsaga.errors import MemsagaError
+from memsaga.errors import MemsagaError, NotFound
 from memsaga.retraction import MemoryNotFound as MemoryNotFound
 from memsaga.retraction import Retraction as Retraction
 from memsaga.retraction import retract_memory as retract_memory
@@ -165,6 +167,9 @@ async def start_extraction(
         run_id = handle.result_run_id or ""
     except WorkflowAlreadyStartedError as exc:  # closed already: never run twice
         run_id = exc.run_id or ""
+        latest = await latest_attempt(client, workflow_id)
+        if latest != workflow_id:  # retried (`memsaga retry`): the newest attempt answers for the key
+            workflow_id, run_id = latest, ""
     # An existing run may have been started with other values: report what it really has.
     described = await client.get_workflow_handle(workflow_id, run_id=run_id or None).describe()
     found = described.typed_search_attributes
@@ -426,6 +431,116 @@ async def candidate_texts(store: EventStore, episode_id: str) -> dict[str, str]:
                 c.candidate_id: c.text for c in CandidatesExtracted.model_validate(event.payload).candidates
             }
     return {}
+
+
+RETRY_SUFFIX = re.compile(r"-r(?P<attempt>[2-9]|[1-9][0-9]+)$")
+"""A retry's workflow id is the first run's with ``-r<attempt>`` (attempt 2, 3, …)."""
+
+
+class SagaNotFound(NotFound):
+    """No saga runs or ran under this workflow id."""
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(f"no saga {workflow_id}: check the id (`memsaga extractions` lists them)")
+
+
+class SagaNotRetryable(MemsagaError):
+    """Only a saga that failed, was cancelled, rejected or compensated can be retried."""
+
+    def __init__(self, workflow_id: str, state: str) -> None:
+        self.workflow_id = workflow_id
+        self.state = state
+        super().__init__(
+            f"saga {workflow_id} is {state}: only a failed, cancelled, rejected or compensated saga can be"
+            f" retried (see `memsaga status {workflow_id}`)"
+        )
+
+
+def first_attempt(workflow_id: str) -> str:
+    """The workflow id of a request's first run (``extract-k-r3`` → ``extract-k``)."""
+    return RETRY_SUFFIX.sub("", workflow_id)
+
+
+async def _exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def _attempts(client: Client, workflow_id: str) -> tuple[str, int]:
+    """``(the first run's workflow id, how many runs)`` of ``workflow_id``'s request.
+
+    :raises SagaNotFound: no run has this id.
+    """
+    workflow_id = workflow_id_for(workflow_id)
+    base = first_attempt(workflow_id)
+    if base != workflow_id and not await _exists(client, base):
+        base = workflow_id  # a key that merely ends like a retry
+    if not await _exists(client, base):
+        raise SagaNotFound(workflow_id)
+    runs = 1
+    while await _exists(client, f"{base}-r{runs + 1}"):
+        runs += 1
+    return base, runs
+
+
+def _attempt_id(base: str, attempt: int) -> str:
+    return base if attempt == 1 else f"{base}-r{attempt}"
+
+
+async def latest_attempt(client: Client, workflow_id: str) -> str:
+    """The workflow id of the newest run of ``workflow_id``'s request (itself when never retried).
+
+    :raises SagaNotFound: no run has this id.
+    """
+    return _attempt_id(*await _attempts(client, workflow_id))
+
+
+async def _request_of(client: Client, workflow_id: str) -> ExtractionRequest:
+    """The request a run was started with (the first event of its history)."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    [request] = await client.data_converter.decode(started.input.payloads, [ExtractionRequest])
+    assert isinstance(request, ExtractionRequest)
+    return request
+
+
+async def retry_extraction(
+    client: Client, workflow_id: str, *, settings: Settings | None = None
+) -> ExtractionHandle:
+    """Run a failed, cancelled, rejected or compensated request again, as a new saga.
+
+    The new run's workflow id is the first run's with ``-r<attempt>`` (``extract-k-r2``, …): its
+    event ids, episode and memory ids derive from it, so they never collide with an earlier
+    run's. Its correlation id is its workflow id (or, when the request named one, that one with
+    ``-r<attempt>``): each run is one row of ``memsaga extractions``. The request (text or blob
+    hash, user, source, options) is the first run's. Retrying the same attempt twice starts one run.
+
+    :raises SagaNotFound: no saga has this id.
+    :raises SagaNotRetryable: its newest run is running or completed.
+    """
+    base, runs = await _attempts(client, workflow_id)
+    latest = _attempt_id(base, runs)
+    handle = _handle(client, latest)
+    state = (await handle.describe()).status
+    if state in (None, WorkflowExecutionStatus.RUNNING):
+        raise SagaNotRetryable(latest, "running")
+    if state == WorkflowExecutionStatus.COMPLETED:
+        result = await handle.result(follow_runs=False)
+        if result.outcome == "completed":
+            raise SagaNotRetryable(latest, "completed")
+    attempt = runs + 1
+    new_id = _attempt_id(base, attempt)
+    first = await _request_of(client, base)
+    named = first.correlation_id is not None and first.correlation_id != base
+    correlation_id = f"{first.correlation_id}-r{attempt}" if named else new_id
+    request = first.model_copy(update={"correlation_id": correlation_id})
+    return await start_extraction(client, request, workflow_id=new_id, settings=settings)
 
 
 class SagaFinished(MemsagaError):
