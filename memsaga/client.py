@@ -18,7 +18,8 @@ Recall (search) is :class:`memsaga.search.Recall`, importable from here too; see
 
 Starting twice with the same workflow id never starts a second saga: a running saga is
 reused (``USE_EXISTING``), and a closed one is not run again (``REJECT_DUPLICATE``,
-because the saga's event ids derive from its workflow id).
+because the saga's event ids derive from its workflow id); the answer is then the request's
+newest run. :func:`retry_extraction` runs a failed request again as ``<workflow id>-r2``, ….
 """
 
 from __future__ import annotations

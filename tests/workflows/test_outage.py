@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -25,8 +26,9 @@ from memsaga.stackstate import ServiceState
 from sagas.memory_extraction.domain import StepRetry
 from tests.workflows.support import SENSITIVE_EPISODE, SagaEnv, eventually, request, types
 
-OUTAGE_SECONDS = 25.0
-"""Longer than the old budget (5 attempts from 1 s: about 15 s), which failed sagas at ``store``."""
+OUTAGE_SECONDS = float(os.environ.get("MEMSAGA_TEST_OUTAGE_SECONDS", "25"))
+"""Longer than the old budget (5 attempts from 1 s: about 15 s), which failed sagas at ``store``;
+``MEMSAGA_TEST_OUTAGE_SECONDS=300`` measures the 5-minute outage of issue 15 (docs/reliability.md)."""
 
 
 class OwnPostgres:
@@ -69,7 +71,7 @@ async def _pending_attempt(client: Client, workflow_id: str) -> int:
     return max((a.attempt for a in described.raw_description.pending_activities), default=0)
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(OUTAGE_SECONDS + 120)
 async def test_a_postgres_outage_longer_than_the_old_retry_budget_fails_nothing(
     own_postgres: OwnPostgres, temporal_client: Client, temporal_address: str, tmp_path: Path
 ) -> None:
@@ -103,11 +105,13 @@ async def test_a_postgres_outage_longer_than_the_old_retry_budget_fails_nothing(
             down = time.monotonic()
             await approve_extraction(temporal_client, handle.workflow_id, reviewer="ana")
 
-            async def outage_over() -> bool | None:
+            async def outage_over() -> int | None:
                 attempt = await _pending_attempt(temporal_client, handle.workflow_id)
-                return True if attempt > 5 and time.monotonic() - down >= OUTAGE_SECONDS else None
+                return attempt if attempt > 5 and time.monotonic() - down >= OUTAGE_SECONDS else None
 
-            await eventually(outage_over, OUTAGE_SECONDS + 30, "the step retrying through the outage")
+            attempts = await eventually(
+                outage_over, OUTAGE_SECONDS + 30, "the step retrying through the outage"
+            )
             await own_postgres.start()  # same port, same data
             outage = time.monotonic() - down
 
@@ -115,6 +119,7 @@ async def test_a_postgres_outage_longer_than_the_old_retry_budget_fails_nothing(
             events = await env.events(handle)
     finally:
         await pool.close()
+    print(f"PostgreSQL down {outage:.1f} s, {attempts} attempts of the step: completed, nothing compensated")
     assert outage >= OUTAGE_SECONDS
     assert result.outcome == "completed"
     assert len(result.memory_ids) == 2
