@@ -9,7 +9,13 @@ it raises leaves through :func:`to_application_error`:
   error's class name, so the step fails at once and the saga compensates;
 * adapter errors that say retrying may help become retryable ``ApplicationError``\\ s;
 * anything else (connection errors, timeouts, bugs) propagates untouched and Temporal retries
-  it under the step's retry policy.
+  it under the step's retry policy: with backoff, for as long as the step's schedule-to-close
+  allows (hours by default), so that an outage of PostgreSQL, NATS or Temporal never fails a saga.
+
+Two budgets are kept here, by the activity, because only it knows what failed:
+:func:`adapter_call` gives up on an adapter's retryable errors once the step's attempts or its
+time budget (``StepRetry.adapter_retry_seconds``) are spent, and a compensation gives up on a
+permanent error after :data:`COMPENSATION_PERMANENT_ATTEMPTS` attempts.
 
 The workflow therefore names no error: its retry policies list no non-retryable types.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
 from pydantic import ValidationError
@@ -34,7 +41,7 @@ from eventstore.errors import (
     UnknownEventType,
     WrongExpectedVersion,
 )
-from sagas.memory_extraction.domain import CandidateNotInEpisode
+from sagas.memory_extraction.domain import CandidateNotInEpisode, StepRetry
 from sagas.memory_extraction.ports import AdapterError
 
 P = ParamSpec("P")
@@ -54,13 +61,48 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
 )
 """Errors no retry of a saga step can fix: the step fails at once."""
 
+COMPENSATION_PERMANENT_ATTEMPTS = 10
+"""Attempts of a compensation meeting a permanent error (a re-read stream may let it through)."""
+
+
+def _attempt() -> int:
+    """The current activity's attempt (1 outside an activity, e.g. in unit tests)."""
+    return activity.info().attempt if activity.in_activity() else 1
+
+
+def adapter_budget_spent(retry: StepRetry) -> str | None:
+    """Why an adapter's retryable error must now fail the step (attempts or time spent), or None."""
+    if not activity.in_activity():
+        return None
+    info = activity.info()
+    elapsed = (datetime.now(UTC) - info.scheduled_time).total_seconds()
+    if info.attempt >= retry.maximum_attempts:
+        return f"gave up after {info.attempt} attempts in {elapsed:.0f} s"
+    if info.attempt > 1 and elapsed >= retry.adapter_retry_seconds:  # a first attempt always gets a retry
+        return f"gave up after {elapsed:.0f} s (adapter retry budget {retry.adapter_retry_seconds:g} s)"
+    return None
+
+
+async def adapter_call(retry: StepRetry, call: Awaitable[R]) -> R:
+    """Await an extractor's or embedder's ``call``; once ``retry``'s adapter budget is spent, its
+    retryable error fails the step (non-retryable) instead of being retried again."""
+    try:
+        return await call
+    except AdapterError as error:
+        spent = adapter_budget_spent(retry) if error.retryable else None
+        if spent is None:
+            raise
+        failure = ApplicationError(f"{error} ({spent})", type=type(error).__name__, non_retryable=True)
+        raise failure.with_traceback(error.__traceback__) from error.__cause__
+
 
 def to_application_error(error: Exception, *, compensation: bool = False) -> ApplicationError | None:
     """The failure ``error`` becomes, or ``None`` when it should propagate as it is (transient).
 
     The ``ApplicationError`` stands in for ``error``: same message, traceback and cause, and its
-    class name as type. In a compensation nothing is final (``compensation=True``): it keeps
-    retrying under its own policy, because a re-read stream may let it through.
+    class name as type. In a compensation (``compensation=True``) a permanent error is retried
+    up to :data:`COMPENSATION_PERMANENT_ATTEMPTS` attempts, because a re-read stream may let it
+    through; transient errors are retried under its policy (hours).
     """
     if isinstance(error, AdapterError):
         retryable = error.retryable
@@ -68,9 +110,9 @@ def to_application_error(error: Exception, *, compensation: bool = False) -> App
         retryable = False
     else:
         return None
-    translated = ApplicationError(
-        str(error), type=type(error).__name__, non_retryable=not (retryable or compensation)
-    )
+    if compensation:
+        retryable = retryable or _attempt() < COMPENSATION_PERMANENT_ATTEMPTS
+    translated = ApplicationError(str(error), type=type(error).__name__, non_retryable=not retryable)
     translated.__cause__ = error.__cause__
     return translated.with_traceback(error.__traceback__)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from temporalio import activity
 
-from activities.errors import activity_defn
+from activities.errors import activity_defn, adapter_call
 from activities.memory_extraction_io import (
     Appended,
     CompensateExtractionInput,
@@ -51,6 +51,7 @@ from sagas.memory_extraction.domain import (
     REVIEW,
     STORE,
     CandidateSummary,
+    Envelope,
     EpisodeState,
     ExtractionOptions,
     event_key,
@@ -125,17 +126,9 @@ class MemoryExtractionActivities:
     @activity_defn("memory_extraction.record_episode")
     async def record_episode(self, input: RecordEpisodeInput) -> Appended:
         """``ExtractionRequested`` + ``EpisodeRecorded``; text over 16 KiB goes to the blob store."""
-        env, options = input.envelope, input.options
+        env = input.envelope
         text, text_sha256, size = await self._episode_text(input)
-        requested = ExtractionRequested(
-            workflow_id=env.workflow_id,
-            episode_id=input.episode_id,
-            source=input.source,
-            review_requested=options.review,
-            extractor=options.extractor,
-            embedder=options.embedder,
-        )
-        first = saga_event(env, event_key(RECORD, 0), requested, causation_id=env.workflow_id)
+        first = _requested(env, input.episode_id, input.source, input.options)
         recorded = EpisodeRecorded(
             episode_id=input.episode_id,
             source=input.source,
@@ -157,7 +150,9 @@ class MemoryExtractionActivities:
         if CandidatesExtracted.event_type not in state.event_types:
             text = await self._text(state)
             extractor = self.extractors(input.options)
-            candidates = await extractor.extract(text, heartbeat=activity.heartbeat)
+            candidates = await adapter_call(
+                input.options.retry, extractor.extract(text, heartbeat=activity.heartbeat)
+            )
             payload = CandidatesExtracted(extractor=extractor.name, candidates=candidates)
             event = saga_event(input.envelope, event_key(EXTRACT), payload, causation_id=input.causation_id)
             state = await self._append_step(input, event)
@@ -173,7 +168,11 @@ class MemoryExtractionActivities:
         if CandidatesEmbedded.event_type not in state.event_types:
             texts = [c.text for c in state.candidates]
             embedder = self.embedders(input.options)
-            vectors = await embedder.embed(texts, heartbeat=activity.heartbeat) if texts else []
+            vectors = (
+                await adapter_call(input.options.retry, embedder.embed(texts, heartbeat=activity.heartbeat))
+                if texts
+                else []
+            )
             refs = [
                 EmbeddingRef(
                     candidate_id=c.candidate_id, vector_sha256=await self._put_vector(v), dimension=len(v)
@@ -327,19 +326,34 @@ class MemoryExtractionActivities:
 
     @activity_defn("memory_extraction.compensate_extraction", compensation=True)
     async def compensate_extraction(self, input: CompensateExtractionInput) -> CompensateResult:
-        """Compensation: ``ExtractionCompensated``; a no-op when the saga recorded nothing."""
+        """Compensation: ``ExtractionCompensated``.
+
+        When the saga recorded nothing (it failed at ``record``), the request's
+        ``ExtractionRequested`` comes first, so that the failed request stays visible (``memsaga
+        extractions``) with its reason; without the request in the input (older runs), a no-op.
+        """
         state = await self._episode(input.episode_id)
-        if state.requested_event_id is None:
-            return CompensateResult(event_id=None)
+        stream = episode_stream(input.episode_id)
+        first: list[NewEvent] = []
+        requested_event_id = state.requested_event_id
+        if requested_event_id is None:
+            if input.source is None or input.options is None:
+                return CompensateResult(event_id=None)
+            first = [_requested(input.envelope, input.episode_id, input.source, input.options)]
+            requested_event_id = str(first[0].event_id)
         payload = ExtractionCompensated(
             reason=input.reason,
             failed_step=input.failed_step,
             retracted_memory_ids=input.retracted_memory_ids,
-            compensates_event_ids=[state.requested_event_id, *input.retracted_event_ids],
+            compensates_event_ids=[requested_event_id, *input.retracted_event_ids],
             reinstated_memory_ids=input.reinstated_memory_ids,
         )
-        event = saga_event(input.envelope, event_key(COMPENSATE), payload, causation_id=input.causation_id)
-        await self.store.append(episode_stream(input.episode_id), [event], expected_version=ANY)
+        # A saga that recorded nothing has the request as its last cause: hang under its event.
+        nothing_before = input.causation_id == input.envelope.workflow_id
+        causation_id = requested_event_id if nothing_before else input.causation_id
+        event = saga_event(input.envelope, event_key(COMPENSATE), payload, causation_id=causation_id)
+        # Nothing recorded: the stream must still be new (a late record attempt makes this one retry).
+        await self.store.append(stream, [*first, event], expected_version=NO_STREAM if first else ANY)
         return CompensateResult(event_id=str(event.event_id))
 
     @activity_defn("memory_extraction.record_compensation_failed", compensation=True)
@@ -436,6 +450,19 @@ class MemoryExtractionActivities:
         if len(data) > domain.INLINE_TEXT_LIMIT:
             return None, await self.blobs.put(data), len(data)
         return input.text, sha256_hex(data), len(data)
+
+
+def _requested(env: Envelope, episode_id: str, source: str, options: ExtractionOptions) -> NewEvent:
+    """The saga's first event, ``ExtractionRequested`` (caused by the request: the workflow id)."""
+    requested = ExtractionRequested(
+        workflow_id=env.workflow_id,
+        episode_id=episode_id,
+        source=source,
+        review_requested=options.review,
+        extractor=options.extractor,
+        embedder=options.embedder,
+    )
+    return saga_event(env, event_key(RECORD, 0), requested, causation_id=env.workflow_id)
 
 
 def _step_event_id(input: StepInput, step: str) -> str:

@@ -113,6 +113,10 @@ class CompensateExtractionInput(BaseModel):
     retracted_event_ids: list[str]
     causation_id: str
     reinstated_memory_ids: list[str] = Field(default_factory=list)
+    source: str | None = None
+    """With ``options``: the request, recorded first when the saga recorded nothing (it failed at
+    ``record``), so that every request leaves events; ``None`` (older runs): nothing is recorded."""
+    options: ExtractionOptions | None = None
 
 
 class RecordCompensationFailedInput(BaseModel):

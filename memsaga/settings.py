@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from eventstore.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from memsaga.errors import InvalidSettings, ServiceNotConfigured
 from memsaga.stackstate import load_stack_state
+from sagas.memory_extraction.domain import (
+    DEFAULT_ADAPTER_RETRY_SECONDS,
+    DEFAULT_STEP_SCHEDULE_TO_CLOSE_SECONDS,
+)
 
 STATE_DIR_NAME = ".memsaga"
 
@@ -111,6 +115,16 @@ class Settings(BaseSettings):
     # Memory-extraction saga (workflows/memory_extraction.py): defaults of `memsaga extract`.
     review_timeout_seconds: float = Field(
         default=86400.0, gt=0, description="how long a review waits, then rejects"
+    )
+    step_schedule_to_close_seconds: float = Field(
+        default=DEFAULT_STEP_SCHEDULE_TO_CLOSE_SECONDS,
+        gt=0,
+        description="how long a saga step or compensation keeps retrying an unreachable service",
+    )
+    adapter_retry_seconds: float = Field(
+        default=DEFAULT_ADAPTER_RETRY_SECONDS,
+        gt=0,
+        description="how long an extractor's or embedder's timeouts and 5xx are retried",
     )
     extractor: str = Field(default="rules", description="extractor of new sagas: rules | http")
     embedder: str = Field(

@@ -61,6 +61,8 @@ class Compensation:
     build_input: Callable[[CompensationContext], Any]
     retry_policy: RetryPolicy = field(default_factory=lambda: COMPENSATION_RETRY)
     start_to_close_timeout: timedelta = timedelta(seconds=30)
+    schedule_to_close_timeout: timedelta | None = None
+    """All attempts together (``None``: bounded by ``retry_policy`` alone)."""
 
 
 class CompensationRunner(Protocol):
@@ -79,6 +81,7 @@ async def run_compensation_activity(compensation: Compensation, arg: Any) -> Any
         compensation.activity,
         arg,
         start_to_close_timeout=compensation.start_to_close_timeout,
+        schedule_to_close_timeout=compensation.schedule_to_close_timeout,
         retry_policy=compensation.retry_policy,
         summary=f"compensate {compensation.step}",
     )

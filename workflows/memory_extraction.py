@@ -40,7 +40,6 @@ with workflow.unsafe.imports_passed_through():
         StoreMemoriesInput,
     )
     from sagas.compensation import (
-        COMPENSATION_RETRY,
         Compensation,
         CompensationContext,
         CompensationFailedError,
@@ -141,7 +140,9 @@ class MemoryExtraction:
 
     async def _steps(self) -> ExtractionResult:
         options = self._request.options
-        self._saga.add_compensation(Compensation(RECORD, Acts.compensate_extraction, self._compensate_input))
+        self._saga.add_compensation(
+            self._compensation(RECORD, Acts.compensate_extraction, self._compensate_input)
+        )
         await self._step(RECORD, self._record)
         extracted = await self._step(EXTRACT, self._extract)
         self._status.candidates = len(extracted.candidates)
@@ -173,7 +174,9 @@ class MemoryExtraction:
             kept_ids = [c for c in kept_ids if c not in rejected]
             approved = [c.candidate_id for c in changing if c.candidate_id not in rejected]
         planned = plan_memories(self._workflow_id, kept_ids)
-        self._saga.add_compensation(Compensation(STORE, Acts.retract_memories, self._retract_input(planned)))
+        self._saga.add_compensation(
+            self._compensation(STORE, Acts.retract_memories, self._retract_input(planned))
+        )
         await self._step(STORE, lambda: self._store(planned, approved))
         self._status.memory_ids = [p.memory_id for p in planned]
         self._status.memories_created = len(planned)
@@ -338,6 +341,8 @@ class MemoryExtraction:
             retracted_event_ids=[*retracted.reinstated_event_ids, *retracted.retracted_event_ids],
             reinstated_memory_ids=retracted.reinstated_memory_ids,
             causation_id=self._last_event_id,
+            source=self._request.source,
+            options=self._request.options,
         )
 
     async def _record_compensation_failed(self, step: str, error: str, context: CompensationContext) -> None:
@@ -352,7 +357,20 @@ class MemoryExtraction:
             Acts.record_compensation_failed,
             arg,
             start_to_close_timeout=SHORT_STEP,
-            retry_policy=COMPENSATION_RETRY,
+            schedule_to_close_timeout=self._schedule_to_close(),
+            retry_policy=self._retry_policy(),
+        )
+
+    def _compensation(
+        self, step: str, activity: Callable[..., Awaitable[Any]], build: Callable[[CompensationContext], Any]
+    ) -> Compensation:
+        """A compensation that outlasts outages: retried like a step (errors.py bounds permanent errors)."""
+        return Compensation(
+            step,
+            activity,
+            build,
+            retry_policy=self._retry_policy(),
+            schedule_to_close_timeout=self._schedule_to_close(),
         )
 
     # --- helpers ---------------------------------------------------------------------------
@@ -361,23 +379,31 @@ class MemoryExtraction:
         self, activity: Callable[[Any, In], Awaitable[R]], arg: In, *, adapter: bool = False
     ) -> R:
         options = self._request.options
-        retry = options.retry
-        # No non-retryable types here: activities/errors.py marks permanent failures as such.
-        policy = RetryPolicy(
-            initial_interval=timedelta(seconds=retry.initial_interval_seconds),
-            maximum_interval=timedelta(seconds=retry.maximum_interval_seconds),
-            maximum_attempts=retry.maximum_attempts,
-        )
         return await workflow.execute_activity_method(
             activity,
             arg,
             start_to_close_timeout=ADAPTER_STEP if adapter else SHORT_STEP,
+            schedule_to_close_timeout=self._schedule_to_close(),
             heartbeat_timeout=timedelta(seconds=options.heartbeat_timeout_seconds) if adapter else None,
-            retry_policy=policy,
+            retry_policy=self._retry_policy(),
             # A cancelled saga compensates only once the step in flight has settled.
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=self._status.step,
         )
+
+    def _retry_policy(self) -> RetryPolicy:
+        """Unlimited attempts with capped backoff: only permanent errors (non-retryable, see
+        activities/errors.py, which also bounds an adapter's retries) or the schedule-to-close
+        end a step. No non-retryable types here, and the policy is no part of the determinism check."""
+        retry = self._request.options.retry
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=retry.initial_interval_seconds),
+            maximum_interval=timedelta(seconds=retry.maximum_interval_seconds),
+            maximum_attempts=0,
+        )
+
+    def _schedule_to_close(self) -> timedelta:
+        return timedelta(seconds=self._request.options.retry.schedule_to_close_seconds)
 
     def _advance(self, appended: R) -> R:
         """Remember where the step left the episode stream: the next event's cause and version."""

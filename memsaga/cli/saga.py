@@ -1,4 +1,4 @@
-"""``memsaga worker | extract | status | approve | reject | cancel``: run and steer extraction sagas."""
+"""``memsaga worker | extract | status | approve | reject | cancel | retry``: run and steer sagas."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from memsaga.client import (
     extraction_outcome,
     extraction_status,
     reject_extraction,
+    retry_extraction,
     start_extraction_of_text,
 )
 from memsaga.errors import MemsagaError
@@ -323,6 +324,32 @@ def cancel_command(
     _done("cancel", workflow_id, as_json)
 
 
+def retry_command(
+    workflow_id: WorkflowIdArg,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the new run finishes.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a failed, cancelled, rejected or compensated request again (new run extract-KEY-r2, …)."""
+
+    async def start(settings: Settings, client: Client) -> dict[str, Any]:
+        handle = await retry_extraction(client, workflow_id, settings=settings)
+        shown: dict[str, Any] = {"retry_of": workflow_id, **handle.model_dump()}
+        if not as_json:
+            _print_fields(shown)
+        if wait:
+            outcome = await _waiting(client, settings, handle.workflow_id, quiet=as_json)
+            shown["result"] = outcome.model_dump()
+        return shown
+
+    shown = _run(start)
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+    elif "result" in shown:
+        _print_fields(shown["result"])
+    if wait and shown["result"]["outcome"] not in ("completed", "rejected"):
+        raise typer.Exit(code=1)
+
+
 def _done(action: str, workflow_id: str, as_json: bool, only: list[str] | None = None) -> None:
     if as_json:
         typer.echo(json.dumps({"workflow_id": workflow_id, "sent": action, "candidate_ids": only or None}))
@@ -347,3 +374,4 @@ def register_saga_commands(app: typer.Typer) -> None:
     app.command("approve")(exits_at_once(approve_command))
     app.command("reject")(exits_at_once(reject_command))
     app.command("cancel")(exits_at_once(cancel_command))
+    app.command("retry")(exits_at_once(retry_command))

@@ -70,12 +70,31 @@ class CandidateNotInEpisode(LookupError):
 # --- Request, status, result ------------------------------------------------------------------
 
 
-class StepRetry(BaseModel):
-    """Retries of each step's activity before the step counts as permanently failed."""
+DEFAULT_STEP_SCHEDULE_TO_CLOSE_SECONDS = 6 * 3600.0
+"""How long a step (or compensation) may keep retrying an unreachable service: six hours."""
+DEFAULT_ADAPTER_RETRY_SECONDS = 300.0
+"""How long an extractor's or embedder's retryable errors (timeouts, 5xx) are retried."""
 
-    maximum_attempts: int = Field(default=5, ge=1)
+
+class StepRetry(BaseModel):
+    """How each step's activity retries (docs/sagas.md, "Retries").
+
+    An unreachable PostgreSQL, NATS, blob store or Temporal (any error that is not permanent)
+    is retried with backoff from ``initial_interval_seconds``, capped at
+    ``maximum_interval_seconds``, for up to ``schedule_to_close_seconds``. An adapter's
+    retryable error (timeout, HTTP 5xx, connection refused) fails the step after
+    ``maximum_attempts`` attempts or ``adapter_retry_seconds``, whichever comes first.
+    Permanent errors fail the step at once.
+    """
+
+    maximum_attempts: int = Field(default=10, ge=1)
+    """Attempts of an extractor or embedder answering with a retryable error."""
     initial_interval_seconds: float = Field(default=1.0, gt=0)
     maximum_interval_seconds: float = Field(default=30.0, gt=0)
+    schedule_to_close_seconds: float = Field(default=DEFAULT_STEP_SCHEDULE_TO_CLOSE_SECONDS, gt=0)
+    """The whole time one step (all its attempts) or one compensation may take."""
+    adapter_retry_seconds: float = Field(default=DEFAULT_ADAPTER_RETRY_SECONDS, gt=0)
+    """The time budget of an adapter's retryable errors, from the step's first attempt."""
 
 
 class ExtractionOptions(BaseModel):

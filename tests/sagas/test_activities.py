@@ -7,9 +7,10 @@ compensation of a step that never took effect is a no-op.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -35,6 +36,8 @@ from sagas.memory_extraction.domain import (
     Envelope,
     ExtractionOptions,
     PlannedMemory,
+    StepRetry,
+    derived_id,
     episode_id_for,
     plan_memories,
 )
@@ -275,3 +278,48 @@ async def test_compensating_a_saga_that_recorded_nothing_is_a_no_op() -> None:
     events = await world.store.read_stream(episode_stream(world.episode_id))
     assert [e.event_type for e in events][-1] == "ExtractionCompensated"
     assert events[-1].payload["compensates_event_ids"] == [str(events[0].event_id)]
+
+
+async def test_a_saga_that_failed_at_record_still_leaves_its_request_and_why() -> None:
+    world = World()
+    arg = CompensateExtractionInput(
+        envelope=world.envelope,
+        episode_id=world.episode_id,
+        reason="step record failed: blob not found",
+        failed_step="record",
+        retracted_memory_ids=[],
+        retracted_event_ids=[],
+        causation_id=world.workflow_id,
+        source="chat",
+        options=ExtractionOptions(),
+    )
+    done = await world.run(world.acts.compensate_extraction, arg)
+    assert done == await world.run(world.acts.compensate_extraction, arg)  # once, however retried
+
+    events = await world.store.read_stream(episode_stream(world.episode_id))
+    assert [e.event_type for e in events] == ["ExtractionRequested", "ExtractionCompensated"]
+    assert events[0].event_id == derived_id(world.workflow_id, "record:0")  # the id record would write
+    assert events[1].causation_id == str(events[0].event_id)
+    assert events[1].payload["failed_step"] == "record"
+    assert events[1].payload["reason"] == "step record failed: blob not found"
+    assert events[1].payload["compensates_event_ids"] == [str(events[0].event_id)]
+
+
+@pytest.mark.parametrize(
+    ("attempt", "age_seconds", "gives_up"),
+    [(1, 0.0, False), (2, 0.0, False), (3, 0.0, True), (2, 61.0, True), (1, 61.0, False)],
+)
+async def test_an_adapters_retryable_error_fails_the_step_once_its_budget_is_spent(
+    attempt: int, age_seconds: float, gives_up: bool
+) -> None:
+    world = World(embedder=DownEmbedder(retryable=True))
+    await world.record()
+    await world.run(world.acts.extract_candidates, ExtractInput(**world.step(), options=ExtractionOptions()))
+    options = ExtractionOptions(retry=StepRetry(maximum_attempts=3, adapter_retry_seconds=60.0))
+    scheduled = datetime.now(UTC) - timedelta(seconds=age_seconds)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=attempt, scheduled_time=scheduled)
+
+    with pytest.raises(ApplicationError) as caught:
+        await env.run(world.acts.embed_candidates, EmbedInput(**world.step(), options=options))
+    assert caught.value.type == "EmbedderUnavailable" and caught.value.non_retryable is gives_up
