@@ -52,7 +52,11 @@ REQUIRED = {
             "index_build.seconds",
         )
     ),
-    *(f"point_in_time.{kind}.p{pct}" for kind in ("as_of", "valid_at", "both") for pct in (50, 95)),
+    *(
+        f"point_in_time.{kind}.p{pct}"
+        for kind in ("as_of", "valid_at", "as_of_and_valid_at")
+        for pct in (50, 95)
+    ),
 }
 # Figures whose memsaga side follows the log (tail, relay, rebuild): they carry delivered/committed.
 TAILING = ("replay.read_all", "relay.publish", "projections.rebuild", "projections.catch_up")
