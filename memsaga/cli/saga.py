@@ -72,6 +72,8 @@ def _run(make: Callable[[Settings, Client], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
+    except typer.Exit:  # an error already said (typer's Exit is a RuntimeError: not a connect failure)
+        raise
     except (MemsagaError, InvalidExtractionRequest, AdapterError) as exc:
         raise fail_with(exc) from None
     except RPCError as exc:

@@ -74,6 +74,18 @@ async def memsaga(settings: Settings, *args: str) -> Any:
     return json.loads(out)
 
 
+async def memsaga_error(settings: Settings, *args: str) -> tuple[int, dict[str, Any]]:
+    """Run ``memsaga ARGS --json`` that must fail: its exit code and its one JSON error."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ENTRY, *args, "--json", env=cli_env(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode and "Traceback" not in err.decode(), err.decode()
+    [line] = out.decode().splitlines()  # one error, said once
+    return proc.returncode, json.loads(line)
+
+
 @pytest.fixture(scope="module")
 def process_settings(saga_settings: Settings) -> Settings:
     """This module's task queue is served by worker processes only (not the in-process worker)."""
@@ -135,6 +147,7 @@ async def test_cli_starts_queries_and_steers_sagas(
             process_settings, "extract", "--user", user, "--text", "I love hiking.", "--id", key
         )
         status = await memsaga(process_settings, "status", started["workflow_id"])
+        typo = await memsaga_error(process_settings, "approve", started["workflow_id"], "--only", "nope")
         await memsaga(process_settings, "approve", started["workflow_id"], "--reviewer", "ana")
         result = await extraction_result(saga_env.client, started["workflow_id"])
 
@@ -150,6 +163,7 @@ async def test_cli_starts_queries_and_steers_sagas(
     ui = f"http://ui.test:8233/namespaces/default/workflows/extract-{key}/{started['run_id']}"
     assert started["url"] == ui
     assert status["waiting_for_review"] is True and status["step"] == "review"
+    assert typo[0] == 5 and "not a candidate under review: nope" in typo[1]["message"]
     assert result.outcome == "completed" and len(result.memory_ids) == 1
     assert waited["result"]["outcome"] == "completed" and len(waited["result"]["memory_ids"]) == 1
     assert rejected_result.outcome == "rejected" and "wrong user" in (rejected_result.reason or "")
