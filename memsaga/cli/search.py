@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from memsaga.cli.common import JsonFlag, console, run_command
-from memsaga.search import KINDS, MAX_K, InvalidSearch, Recall, SearchResult, check_search
+from memsaga.search import KINDS, MAX_K, Recall, SearchResult, check_search
 from memsaga.settings import Settings
 from projections import SearchMode
+from projections.memories import parse_moment
 
 
 def search_command(
@@ -27,7 +28,8 @@ def search_command(
         str | None,
         typer.Option(
             "--valid-at",
-            help="Memories true in the world at this ISO time, e.g. 2026-05-01T00:00Z"
+            help="Memories true in the world at this ISO time, e.g. 2026-05-01T00:00Z or 2026-05-01"
+            " (a date is midnight UTC)"
             " (superseded and invalidated ones too; without it, current ones only).",
         ),
     ] = None,
@@ -51,7 +53,7 @@ def search_command(
     """The memories of one user that best answer a question, best first."""
 
     async def main() -> SearchResult:
-        at = _parse_time(valid_at) if valid_at is not None else None
+        at = parse_moment(valid_at, option="--valid-at") if valid_at is not None else None
         check_search(query, user_id=user, k=k, kinds=kind or ())  # before connecting to anything
         async with Recall.open(Settings()) as recall:
             return await recall.search(
@@ -86,19 +88,6 @@ def search_command(
             saga = hit.workflow_url or hit.workflow_id
             console.print(f"   saga {saga}", style="dim", highlight=False, soft_wrap=True)
     console.print(f"{result.mode} search with {result.embedder}", style="dim")
-
-
-def _parse_time(text: str) -> datetime:
-    """An ISO 8601 time with a zone (``Z`` accepted). :raises InvalidSearch:"""
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise InvalidSearch(
-            f"--valid-at {text!r} is not an ISO time: use e.g. 2026-05-01T00:00:00Z"
-        ) from None
-    if parsed.tzinfo is None:
-        raise InvalidSearch(f"--valid-at {text!r} has no time zone: add one, e.g. {text}Z")
-    return parsed
 
 
 def register_search_commands(app: typer.Typer) -> None:

@@ -63,3 +63,15 @@ def test_the_command_says_what_is_wrong_without_a_traceback(args: list[str], mes
     )
     assert done.returncode == 2, done.stderr  # usage: nothing was searched
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_date_is_a_valid_at_like_for_memories() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "memsaga", "search", "--user", "u-1", "where?", "--valid-at", "2024-07-01"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"MEMSAGA_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 4, done.stderr  # parsed, then PostgreSQL is unreachable
+    assert "cannot connect to PostgreSQL" in done.stderr
