@@ -1,30 +1,71 @@
 """The memsaga worker's run loop; :mod:`memsaga.bootstrap` builds what it runs.
 
-``memsaga worker`` runs :func:`run_worker`: it connects to Temporal and PostgreSQL and polls
-the task queue until told to stop, then stops gracefully (activities in flight get
-:data:`~memsaga.bootstrap.GRACEFUL_SHUTDOWN` to finish).
+``memsaga worker`` runs :func:`run_worker`: it waits (with backoff) for Temporal and
+PostgreSQL, polls the task queue until told to stop, then stops gracefully (activities in
+flight get :data:`~memsaga.bootstrap.GRACEFUL_SHUTDOWN` to finish). Once running it outlives
+restarts of either: Temporal's pollers retry until the frontend answers again, and the pool
+replaces connections that died.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
-from memsaga.bootstrap import build_activities, build_worker, check_adapters, create_pool
+from temporalio.client import Client
+
+from memsaga.bootstrap import (
+    StoppedWhileWaiting,
+    build_activities,
+    build_worker,
+    check_adapters,
+    wait_for,
+    wait_for_pool,
+)
 from memsaga.client import connect
+from memsaga.errors import TemporalUnreachable
 from memsaga.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROLE = "memsaga-worker"
+
+
+async def wait_for_temporal(settings: Settings, stop: asyncio.Event, *, role: str = ROLE) -> Client:
+    """A Temporal client, waiting (with backoff) while the frontend does not answer.
+
+    :raises StoppedWhileWaiting: ``stop`` was set first.
+    """
+    address = settings.require_temporal_address()
+
+    async def attempt() -> Client:
+        try:
+            return await connect(settings)
+        except RuntimeError as exc:  # temporalio's connect error
+            raise TemporalUnreachable(address, exc) from exc
+
+    return await wait_for(
+        attempt, role=role, service="Temporal", address=address, retried=(TemporalUnreachable,), stop=stop
+    )
 
 
 async def run_worker(
     settings: Settings, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None
-) -> None:
+) -> bool:
     """Run a worker until ``stop`` is set; ``on_ready`` is called once it polls.
+
+    Returns False when ``stop`` came while it still waited for a service (it never polled).
 
     :raises AdapterError: the configured extractor or embedder cannot work (checked first).
     """
     check_adapters(settings)
-    client = await connect(settings)
-    pool = await create_pool(settings)
+    try:
+        client = await wait_for_temporal(settings, stop)
+        pool = await wait_for_pool(settings, stop, role=ROLE)
+    except StoppedWhileWaiting as exc:
+        log.info("%s", exc)
+        return False
     try:
         async with build_worker(client, build_activities(pool, settings), task_queue=settings.task_queue):
             if on_ready is not None:
@@ -32,3 +73,4 @@ async def run_worker(
             await stop.wait()
     finally:
         await pool.close()
+    return True
