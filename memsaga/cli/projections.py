@@ -36,8 +36,8 @@ from projections import (
     rebuild,
 )
 from projections.extensions import split_by_extensions
-from projections.wakeup import address_of
 from projections.status import ProjectionStatus, consumer_status, projection_status
+from projections.wakeup import address_of
 
 
 class _RunByDefault(TyperGroup):
