@@ -3,6 +3,7 @@ during the wait or mid-run stops it cleanly: exit 0, no traceback."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -79,5 +80,5 @@ async def test_relay_and_projector_wait_for_nats_then_work_and_stop_cleanly(env:
     assert "relay stopped at position" in relay.output()
 
 
-async def _at(value: object, want: int) -> bool:
-    return await value >= want  # type: ignore[operator]
+async def _at(value: Awaitable[int], want: int) -> bool:
+    return await value >= want
