@@ -69,12 +69,25 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
     :raises DatabaseUnreachable: the database cannot be reached.
     """
     dsn = settings.require_database_url()
+    _quiet_pool_floor()
     try:
         return await create_event_store_pool(
             dsn, min_size=min_size, max_size=max_size, server_settings={"application_name": "memsaga"}
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseUnreachable(dsn, exc) from exc
+
+
+def _floor_retry(record: logging.LogRecord) -> bool:
+    """False for asyncpg's "Failed to restore the pool connection floor" (a traceback per retry)."""
+    return not str(record.msg).startswith("Failed to restore the pool connection floor")
+
+
+def _quiet_pool_floor() -> None:
+    """Drop asyncpg's per-retry tracebacks while PostgreSQL is away: the roles report an outage once."""
+    logger = logging.getLogger("asyncpg.pool")
+    if _floor_retry not in logger.filters:
+        logger.addFilter(_floor_retry)
 
 
 def build_stores(pool: asyncpg.Pool, settings: Settings) -> tuple[PostgresEventStore, PostgresBlobStore]:
