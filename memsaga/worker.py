@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from memsaga.bootstrap import (
     StoppedWhileWaiting,
@@ -26,10 +28,13 @@ from memsaga.bootstrap import (
 from memsaga.client import connect
 from memsaga.errors import TemporalUnreachable
 from memsaga.settings import Settings
+from projections.wakeup import Outage, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
 ROLE = "memsaga-worker"
+WATCH_SECONDS = 5.0
+"""How often a running worker checks that Temporal answers (to report an outage once)."""
 
 
 async def wait_for_temporal(settings: Settings, stop: asyncio.Event, *, role: str = ROLE) -> Client:
@@ -66,11 +71,30 @@ async def run_worker(
     except StoppedWhileWaiting as exc:
         log.info("%s", exc)
         return False
+    watch = asyncio.create_task(_watch_temporal(client, settings.require_temporal_address(), stop))
     try:
         async with build_worker(client, build_activities(pool, settings), task_queue=settings.task_queue):
             if on_ready is not None:
                 on_ready()
             await stop.wait()
     finally:
+        watch.cancel()
+        await asyncio.wait([watch])
         await pool.close()
     return True
+
+
+async def _watch_temporal(client: Client, address: str, stop: asyncio.Event) -> None:
+    """Log once when Temporal stops answering and once when it is back (its pollers retry alone)."""
+    outage = Outage(ROLE, log)
+    while not stop.is_set():
+        try:
+            healthy = await client.service_client.check_health(timeout=timedelta(seconds=WATCH_SECONDS))
+            problem: BaseException | None = None if healthy else RuntimeError("not serving")
+        except (RPCError, RuntimeError) as exc:
+            problem = exc
+        if problem is None:
+            outage.recovered()
+        else:
+            outage.failed(f"Temporal at {address} (its pollers retry)", problem)
+        await sleep_or_stop(WATCH_SECONDS, stop)
