@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -372,7 +373,10 @@ async def wait_for_nats(settings: Settings, stop: asyncio.Event, *, role: str) -
     url = settings.require_nats_url()
     first = url.split(",")[0].strip()
     parts = urlsplit(first if "://" in first else f"nats://{first}")
-    host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+    try:
+        host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+    except ValueError:  # not a port: nats-py will say what is wrong with the URL
+        return await connect_nats(url, name=role, connect_timeout=None)
 
     async def listening() -> None:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=5.0)
@@ -380,10 +384,11 @@ async def wait_for_nats(settings: Settings, stop: asyncio.Event, *, role: str) -
         with contextlib.suppress(OSError):
             await writer.wait_closed()
 
-    service = dict(role=role, service="NATS", address=redact(url), stop=stop)
-    await wait_for(listening, retried=(OSError, TimeoutError), **service)  # type: ignore[arg-type]
+    address = redact(url)
+    await wait_for(
+        listening, role=role, service="NATS", address=address, retried=(OSError, TimeoutError), stop=stop
+    )
+    connecting = partial(connect_nats, url, name=role, connect_timeout=None)
     return await wait_for(
-        lambda: connect_nats(url, name=role, connect_timeout=None),
-        retried=(NatsUnavailable,),
-        **service,  # type: ignore[arg-type]
+        connecting, role=role, service="NATS", address=address, retried=(NatsUnavailable,), stop=stop
     )
