@@ -37,19 +37,28 @@ async def nats_only(
         await down(settings)
 
 
-async def test_a_stopped_nats_comes_back_on_its_port(nats_only: tuple[Settings, StackState]) -> None:
-    settings, first = nats_only
-    before = first.services["nats"]
-    assert before.managed and not first.services["postgres"].managed
+@pytest.mark.parametrize("name", ["postgres", "nats", "temporal"])
+async def test_a_stopped_service_comes_back_on_its_port(
+    name: str, tmp_path: Path, postgres_url: str, nats_url: str, temporal_address: str
+) -> None:
+    named = {"database_url": postgres_url, "nats_url": nats_url, "temporal_address": temporal_address}
+    del named[{"postgres": "database_url", "nats": "nats_url", "temporal": "temporal_address"}[name]]
+    settings = isolated_settings(tmp_path / ".memsaga", **named)  # `up` starts only `name`
+    first = await up(settings, prefer_default_ports=False)
+    try:
+        before = first.services[name]
+        assert before.managed and [s.name for s in first.services.values() if s.managed] == [name]
 
-    stop_service(before)
-    assert await probe("nats", before.url) is not None
-    again = await up(settings, prefer_default_ports=False)
+        stop_service(before)
+        assert await probe(name, before.url) is not None
+        again = await up(settings, prefer_default_ports=False)
 
-    after = again.services["nats"]
-    assert after.pid != before.pid and after.url == before.url
-    assert await probe("nats", before.url) is None  # where running processes look for it
-    assert moved(first, again) == []
+        after = again.services[name]
+        assert after.pid != before.pid and (after.url, after.ui_url) == (before.url, before.ui_url)
+        assert await probe(name, before.url) is None  # where running processes look for it
+        assert moved(first, again) == []
+    finally:
+        await down(settings)
 
 
 async def test_when_its_port_is_taken_up_says_which_processes_to_restart(

@@ -36,6 +36,13 @@ async def own_temporal() -> AsyncIterator[tuple[Path, ServiceState]]:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+async def _lines(role: Role, text: str, count: int, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while role.count(text) < count:
+        assert asyncio.get_running_loop().time() < deadline, role.output()
+        await asyncio.sleep(0.1)
+
+
 async def test_worker_keeps_polling_after_temporal_restarts_on_its_address(
     own_temporal: tuple[Path, ServiceState], fresh_database: DatabaseFactory, tmp_path: Path
 ) -> None:
@@ -69,6 +76,9 @@ async def test_worker_keeps_polling_after_temporal_restarts_on_its_address(
         assert result.outcome == "completed"
         await worker.said("works again after")
         assert worker.count("waiting for Temporal") == 1  # once, not once per check
+
+        stop_service(second)  # SIGTERM while Temporal is away: still a clean stop
+        await _lines(worker, "waiting for Temporal", 2)
         worker.assert_clean_exit(await worker.terminate())
     finally:
         worker.kill()
