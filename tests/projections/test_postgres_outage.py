@@ -26,6 +26,7 @@ from memsaga.stackstate import ServiceState
 from projections import MEMORIES, list_memories
 from tests.projections.conftest import Env, applied, background, relay_position, wait_until
 from tests.projections.histories import append_all, make_history
+from tests.projections.roles import Role
 from tests.support import migrated_database
 
 
@@ -117,3 +118,56 @@ async def _at_least(value: object, want: int) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_relay_and_projector_processes_outlive_a_postgres_restart_and_stop_while_it_is_away(
+    own_env: tuple[Env, OwnPostgres], nats_url: str, tmp_path: Path
+) -> None:
+    env, server = own_env
+    environ = {
+        "MEMSAGA_DATABASE_URL": env.dsn,
+        "MEMSAGA_NATS_URL": nats_url,
+        "MEMSAGA_NATS_STREAM": env.stream,
+        "MEMSAGA_SUBJECT_PREFIX": env.prefix,
+        "MEMSAGA_STATE_DIR": str(tmp_path / "state"),
+        "MEMSAGA_RELAY_POLL_INTERVAL_SECONDS": "0.2",
+    }
+    first, second = make_history(seed=83, sagas=5), make_history(seed=84, sagas=5)
+    want = first.count(MEMORIES.event_types) + second.count(MEMORIES.event_types)
+    relay = Role(tmp_path, environ, "relay")
+    projector = Role(tmp_path, environ, "project", "memories")
+    try:
+        await projector.said("running memories")
+        await append_all(env.store, first)
+        head = await env.store.head_position()
+        await wait_until(
+            lambda: _at_least(relay_position(env.pool, env.stream), head), what="relayed", timeout=60
+        )
+
+        await asyncio.to_thread(server.stop)
+        for role in (relay, projector):
+            await role.said("waiting for PostgreSQL")
+        await server.start()
+        await append_all(env.store, second)
+        await wait_until(
+            lambda: _at_least(applied(env.pool, MEMORIES.name), want), what="projected", timeout=60
+        )
+        await relay.said("works again")
+
+        await asyncio.to_thread(server.stop)  # SIGTERM while PostgreSQL is away: a clean stop
+        await _said_twice(relay, "waiting for PostgreSQL")
+        relay.assert_clean_exit(await relay.terminate())
+        projector.assert_clean_exit(await projector.terminate())
+    finally:
+        relay.kill()
+        projector.kill()
+    await server.start()
+    assert await applied(env.pool, MEMORIES.name) == want  # each once
+    for history in (first, second):
+        for user, memories in history.memories().items():
+            assert {(m.memory_id, m.text) for m in await list_memories(env.pool, user)} >= memories
+
+
+async def _said_twice(role: Role, text: str) -> None:
+    await wait_until(lambda: _true(role.count(text) >= 2), what=f"{text!r} twice", timeout=30)
+    assert role.count(text) == 2, role.output()  # once per outage, not once per retry
