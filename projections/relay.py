@@ -148,7 +148,11 @@ class Relay:
         stop = stop or asyncio.Event()
         cfg = self.config
         await self._provision(stop)
-        loaded = await self._retried(lambda: load_checkpoint(self.pool, cfg.stream), stop)
+        loaded = (
+            None
+            if stop.is_set()
+            else await self._retried(lambda: load_checkpoint(self.pool, cfg.stream), stop)
+        )
         if loaded is None:
             return self.stats  # stopped while PostgreSQL was away
         checkpoint = loaded
@@ -234,9 +238,12 @@ class Relay:
         """What an error says is away, with its address: NATS (its errors, a publish timeout)
         or PostgreSQL (anything else retried: its errors, a refused connection)."""
         if isinstance(exc, nats.errors.Error | TimeoutError):
-            url = self.js._nc.connected_url  # nats-py has no public accessor on the context
-            return f"NATS {url.netloc}" if url is not None else "NATS"
+            return self._nats_address()
         return address_of(self._listen_dsn)
+
+    def _nats_address(self) -> str:
+        url = self.js._nc.connected_url  # nats-py has no public accessor on the context
+        return f"NATS {url.netloc}" if url is not None else "NATS"
 
     async def _read(self, tail: EventTail, to_position: int | None) -> list[RecordedEvent]:
         batch = await tail.poll(self.config.batch_size)
@@ -259,8 +266,8 @@ class Relay:
                 return
             except NATS_ERRORS as exc:
                 if stop.is_set():
-                    raise
-                self.outage.failed("JetStream", exc)
+                    return  # told to stop: run() returns before reading anything
+                self.outage.failed(f"JetStream ({self._nats_address()})", exc)
                 await sleep_or_stop(backoff, stop)
                 backoff = min(backoff * 2, self.config.max_backoff)
 
