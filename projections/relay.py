@@ -39,7 +39,10 @@ T = TypeVar("T")
 
 # What a NATS or PostgreSQL outage looks like to the relay: retried, never fatal.
 NATS_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, TimeoutError, OSError)
-RETRIED_ERRORS = NATS_ERRORS + TRANSIENT_ERRORS
+# asyncpg can also fail a query with InternalClientError ("cannot switch to state …; another
+# operation is in progress") on a connection the server just closed: the pool replaces it.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.InternalClientError)
+RETRIED_ERRORS = NATS_ERRORS + DATABASE_ERRORS
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,7 @@ class Relay:
         while not stop.is_set():
             try:
                 result = await read()
-            except TRANSIENT_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 self.outage.failed(self._service_of(exc), exc)
                 await sleep_or_stop(backoff, stop)
                 backoff = min(backoff * 2, self.config.max_backoff)

@@ -26,10 +26,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from eventstore import PostgresEventStore, RecordedEvent, SchemaRegistry
-from projections.base import TRANSIENT_ERRORS, Projection
+from projections.base import Projection
 from projections.errors import ConsumerFiltersIgnored, ProjectionCodeMismatch, ProjectionNotInitialized
 from projections.parked import park
 from projections.rebuild import ensure_built
+from projections.relay import DATABASE_ERRORS
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, type_filter
 from projections.tracing import handling_span
@@ -46,7 +47,7 @@ from projections.wakeup import Outage, sleep_or_stop
 log = logging.getLogger(__name__)
 
 # What an outage looks like while a runner binds: NATS or PostgreSQL away, retried.
-_START_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, *TRANSIENT_ERRORS)
+_START_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, *DATABASE_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ class ProjectionRunner:
                 except ProjectionCodeMismatch:
                     await self._settle_quietly([_Item(m, None) for m in msgs])
                     raise
-                except TRANSIENT_ERRORS as exc:
+                except DATABASE_ERRORS as exc:
                     self.outage.failed(self._database, exc)
                     await self._settle_quietly([_Item(m, None) for m in msgs])
                     await sleep_or_stop(backoff, stop)
