@@ -28,6 +28,16 @@ CHANNEL = "memsaga_events"  # raised by the trigger of projections/migrations/00
 SETTLE_SECONDS = 0.5  # after arming, appends that began before it may commit without notifying ...
 SETTLE_POLL = 0.02  # ... so poll this often meanwhile
 
+# What a lost or refused LISTEN connection raises (InternalClientError: a query on a connection
+# the server has just closed).
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 _ARM = """INSERT INTO memsaga.relay_doorbells (stream, armed) VALUES ($1, $2)
     ON CONFLICT (stream) DO UPDATE SET armed = EXCLUDED.armed, changed_at = now()"""
 
@@ -105,7 +115,7 @@ class AppendWakeup:
             return False
         try:
             await conn.execute(_ARM, self.doorbell, armed)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _CONNECTION_ERRORS as exc:
             log.debug("cannot %s the doorbell (%s); polling", "arm" if armed else "disarm", exc)
             self._armed = None
             return False
@@ -127,7 +137,7 @@ class AppendWakeup:
         try:
             conn = await asyncpg.connect(self.dsn, timeout=10)
             await conn.add_listener(CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _CONNECTION_ERRORS as exc:
             self._outage.failed(f"LISTEN at {address_of(self.dsn)} (polling meanwhile)", exc)
             return
         self._outage.recovered()
