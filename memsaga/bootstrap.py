@@ -7,10 +7,15 @@ bundle the commands work with. No I/O happens at import time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import nats.errors
@@ -33,11 +38,15 @@ from eventstore.pool import create_pool as create_event_store_pool
 from memsaga.errors import DatabaseUnreachable, MemsagaError
 from memsaga.settings import Settings
 from projections import ProjectionsError, RelayConfig, RunnerConfig, connect_nats
+from projections.errors import NatsUnavailable
 from sagas.memory_extraction.domain import ExtractionOptions
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import register_events
 from sagas.memory_extraction.extractors import Extractor
 from workflows import WORKFLOWS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 """How long a stopping worker lets activities in flight finish."""
@@ -61,12 +70,25 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
     :raises DatabaseUnreachable: the database cannot be reached.
     """
     dsn = settings.require_database_url()
+    _quiet_pool_floor()
     try:
         return await create_event_store_pool(
             dsn, min_size=min_size, max_size=max_size, server_settings={"application_name": "memsaga"}
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseUnreachable(dsn, exc) from exc
+
+
+def _floor_retry(record: logging.LogRecord) -> bool:
+    """False for asyncpg's "Failed to restore the pool connection floor" (a traceback per retry)."""
+    return not str(record.msg).startswith("Failed to restore the pool connection floor")
+
+
+def _quiet_pool_floor() -> None:
+    """Drop asyncpg's per-retry tracebacks while PostgreSQL is away: the roles report an outage once."""
+    logger = logging.getLogger("asyncpg.pool")
+    if _floor_retry not in logger.filters:
+        logger.addFilter(_floor_retry)
 
 
 def build_stores(pool: asyncpg.Pool, settings: Settings) -> tuple[PostgresEventStore, PostgresBlobStore]:
@@ -199,16 +221,29 @@ class Services:
 
 
 @contextlib.asynccontextmanager
-async def services(settings: Settings, *, with_nats: bool, name: str = "memsaga") -> AsyncIterator[Services]:
-    """Open PostgreSQL (and NATS, waiting for it as long as it takes); close them after.
+async def services(
+    settings: Settings, *, with_nats: bool, name: str = "memsaga", stop: asyncio.Event | None = None
+) -> AsyncIterator[Services]:
+    """Open PostgreSQL (and NATS); close them after.
 
-    :raises DatabaseUnreachable: PostgreSQL cannot be reached.
+    Without ``stop`` PostgreSQL must answer at once, and NATS is waited for as long as it takes.
+    With ``stop`` (a long-running role) both are waited for with backoff until ``stop`` is set.
+
+    :raises DatabaseUnreachable: PostgreSQL cannot be reached (only without ``stop``).
+    :raises StoppedWhileWaiting: ``stop`` was set while a service was waited for.
     """
-    pool = await create_pool(settings)
+    if stop is None:
+        pool = await create_pool(settings)
+    else:
+        pool = await wait_for_pool(settings, stop, role=name)
     nc = None
     try:
         if with_nats:
-            nc = await connect_nats(settings.require_nats_url(), name=name, connect_timeout=None)
+            nc = await (
+                connect_nats(settings.require_nats_url(), name=name, connect_timeout=None)
+                if stop is None
+                else wait_for_nats(settings, stop, role=name)
+            )
         store, _ = build_stores(pool, settings)
         yield Services(settings, pool, store, nc)
     finally:
@@ -223,3 +258,137 @@ async def optional_nats(settings: Settings, name: str) -> tuple[NATS | None, str
         return await connect_nats(settings.require_nats_url(), name=name, connect_timeout=3.0), None
     except (MemsagaError, ProjectionsError, OSError, nats.errors.Error) as exc:
         return None, f"NATS unreachable: {exc}"
+
+
+class StoppedWhileWaiting(MemsagaError):
+    """SIGINT or SIGTERM arrived while a role waited for a service: it stops, having done nothing."""
+
+    def __init__(self, role: str, service: str) -> None:
+        self.role = role
+        self.service = service
+        super().__init__(f"{role} stopped while waiting for {service}")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff between attempts to reach a service."""
+
+    initial: float = 0.5
+    maximum: float = 10.0
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+async def wait_for(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    role: str,
+    service: str,
+    address: str,
+    retried: tuple[type[BaseException], ...],
+    stop: asyncio.Event,
+    backoff: Backoff = Backoff(),
+) -> T:
+    """``attempt()`` until it succeeds, waiting with backoff after each ``retried`` error.
+
+    Logs one line when the wait begins and one when the service answers, never one per attempt.
+
+    :raises StoppedWhileWaiting: ``stop`` was set first (an attempt in flight is cancelled).
+    """
+    delay = backoff.initial
+    waited = False
+    while True:
+        if stop.is_set():
+            raise StoppedWhileWaiting(role, service)
+        task = asyncio.ensure_future(attempt())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise StoppedWhileWaiting(role, service)
+        try:
+            result = task.result()
+        except retried as exc:
+            if not waited:
+                log.warning(
+                    "%s: waiting for %s at %s (%s); retrying with backoff up to %gs",
+                    role,
+                    service,
+                    address,
+                    _reason(exc),
+                    backoff.maximum,
+                )
+                waited = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(delay * 2, backoff.maximum)
+            continue
+        if waited:
+            log.info("%s: connected to %s at %s", role, service, address)
+        return result
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__ if isinstance(exc, MemsagaError) and exc.__cause__ is not None else exc
+    text = str(cause)
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+async def wait_for_pool(settings: Settings, stop: asyncio.Event, *, role: str) -> asyncpg.Pool:
+    """:func:`create_pool`, waiting (with backoff) while PostgreSQL does not answer.
+
+    :raises StoppedWhileWaiting: ``stop`` was set first.
+    """
+    address = redact(settings.require_database_url())
+    return await wait_for(
+        lambda: create_pool(settings),
+        role=role,
+        service="PostgreSQL",
+        address=address,
+        retried=(DatabaseUnreachable,),
+        stop=stop,
+    )
+
+
+async def wait_for_nats(settings: Settings, stop: asyncio.Event, *, role: str) -> NATS:
+    """A NATS connection that reconnects forever, once the server accepts TCP connections.
+
+    Until then it waits with backoff; the client's own reconnects take over after that.
+
+    :raises StoppedWhileWaiting: ``stop`` was set first.
+    """
+    url = settings.require_nats_url()
+    first = url.split(",")[0].strip()
+    parts = urlsplit(first if "://" in first else f"nats://{first}")
+    try:
+        host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+    except ValueError:  # not a port: nats-py will say what is wrong with the URL
+        return await connect_nats(url, name=role, connect_timeout=None)
+
+    async def listening() -> None:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=5.0)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+    address = redact(url)
+    await wait_for(
+        listening, role=role, service="NATS", address=address, retried=(OSError, TimeoutError), stop=stop
+    )
+    connecting = partial(connect_nats, url, name=role, connect_timeout=None)
+    return await wait_for(
+        connecting, role=role, service="NATS", address=address, retried=(NatsUnavailable,), stop=stop
+    )

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
 import nats.errors
@@ -30,13 +32,17 @@ from projections.base import TRANSIENT_ERRORS
 from projections.stream import DEFAULT_DUPLICATE_WINDOW, DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, event_body, event_headers, event_subject
 from projections.tracing import start_batch_trace
-from projections.wakeup import AppendWakeup, sleep_or_stop
+from projections.wakeup import AppendWakeup, Outage, address_of, sleep_or_stop
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What a NATS or PostgreSQL outage looks like to the relay: retried, never fatal.
 NATS_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, TimeoutError, OSError)
-RETRIED_ERRORS = NATS_ERRORS + TRANSIENT_ERRORS
+# asyncpg can also fail a query with InternalClientError ("cannot switch to state …; another
+# operation is in progress") on a connection the server just closed: the pool replaces it.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.InternalClientError)
+RETRIED_ERRORS = NATS_ERRORS + DATABASE_ERRORS
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,8 @@ class Relay:
         self.wakeup = AppendWakeup(listen_dsn, doorbell=self.config.stream)
         self.stats = RelayStats()
         self._republish: tuple[int, str] | None = None  # (checkpoint at start, run id) of a republish
+        self._listen_dsn = listen_dsn
+        self.outage = Outage(f"relay {self.config.stream}", log)
 
     async def run(
         self,
@@ -143,7 +151,14 @@ class Relay:
         stop = stop or asyncio.Event()
         cfg = self.config
         await self._provision(stop)
-        checkpoint = await load_checkpoint(self.pool, cfg.stream)
+        loaded = (
+            None
+            if stop.is_set()
+            else await self._retried(lambda: load_checkpoint(self.pool, cfg.stream), stop)
+        )
+        if loaded is None:
+            return self.stats  # stopped while PostgreSQL was away
+        checkpoint = loaded
         if from_position is not None and from_position > checkpoint + 1:
             raise ValueError(
                 f"--from-position {from_position} would skip positions {checkpoint + 1}..{from_position - 1},"
@@ -151,7 +166,10 @@ class Relay:
             )
         start = checkpoint if from_position is None else max(from_position - 1, 0)
         if to_position is not None:
-            to_position = min(to_position, await self.store.head_position())
+            head = await self._retried(self.store.head_position, stop)
+            if head is None:
+                return self.stats
+            to_position = min(to_position, head)
         # A republish must land even inside the duplicate window (JetStream keeps ids it has
         # lost, e.g. after a purge), so what was published before gets a per-run message id.
         republish_id = f"republish-{uuid.uuid4().hex[:12]}"
@@ -169,6 +187,7 @@ class Relay:
                         reading, ahead = ahead, None
                         pending = await (reading or self._read(tail, to_position))
                     if not pending:
+                        self.outage.recovered()  # the read worked
                         if await self.wakeup.arm():
                             continue  # armed just now: look once more, then trust the bell
                         await self.wakeup.wait(cfg.poll_interval, stop)
@@ -184,12 +203,13 @@ class Relay:
                     # Whatever failed, the batch is published again (re-sends are dropped by the
                     # duplicate window) and the checkpoint moves only once both steps succeeded.
                     self.stats.retries += 1
-                    log.warning("relaying %d events failed (%r); retry in %.1fs", len(pending), exc, backoff)
+                    self.outage.failed(self._service_of(exc), exc)
                     await sleep_or_stop(backoff, stop)
                     backoff = min(backoff * 2, cfg.max_backoff)
                     if isinstance(exc, nats.js.errors.NoStreamResponseError):
                         await self._provision(stop)  # no stream answers: it may have been deleted
                     continue
+                self.outage.recovered()
                 self.stats.position = pending[-1].position
                 pending = []
                 backoff = cfg.initial_backoff
@@ -201,6 +221,32 @@ class Relay:
                     ahead.exception()  # retrieved: a failed read ahead is just dropped
             await self.wakeup.close()
         return self.stats
+
+    async def _retried(self, read: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
+        """``read()`` retried with backoff through an outage; None when ``stop`` came first."""
+        backoff = self.config.initial_backoff
+        while not stop.is_set():
+            try:
+                result = await read()
+            except DATABASE_ERRORS as exc:
+                self.outage.failed(self._service_of(exc), exc)
+                await sleep_or_stop(backoff, stop)
+                backoff = min(backoff * 2, self.config.max_backoff)
+                continue
+            self.outage.recovered()
+            return result
+        return None
+
+    def _service_of(self, exc: BaseException) -> str:
+        """What an error says is away, with its address: NATS (its errors, a publish timeout)
+        or PostgreSQL (anything else retried: its errors, a refused connection)."""
+        if isinstance(exc, nats.errors.Error | TimeoutError):
+            return self._nats_address()
+        return address_of(self._listen_dsn)
+
+    def _nats_address(self) -> str:
+        url = self.js._nc.connected_url  # nats-py has no public accessor on the context
+        return f"NATS {url.netloc}" if url is not None else "NATS"
 
     async def _read(self, tail: EventTail, to_position: int | None) -> list[RecordedEvent]:
         batch = await tail.poll(self.config.batch_size)
@@ -219,11 +265,12 @@ class Relay:
                     duplicate_window=self.config.duplicate_window,
                     accept_limits=self.config.accept_stream_limits,
                 )
+                self.outage.recovered()
                 return
             except NATS_ERRORS as exc:
                 if stop.is_set():
-                    raise
-                log.warning("JetStream unavailable (%s); retrying in %.1fs", exc, backoff)
+                    return  # told to stop: run() returns before reading anything
+                self.outage.failed(f"JetStream ({self._nats_address()})", exc)
                 await sleep_or_stop(backoff, stop)
                 backoff = min(backoff * 2, self.config.max_backoff)
 

@@ -26,10 +26,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from eventstore import PostgresEventStore, RecordedEvent, SchemaRegistry
-from projections.base import TRANSIENT_ERRORS, Projection
+from projections.base import Projection
 from projections.errors import ConsumerFiltersIgnored, ProjectionCodeMismatch, ProjectionNotInitialized
 from projections.parked import park
 from projections.rebuild import ensure_built
+from projections.relay import DATABASE_ERRORS
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, type_filter
 from projections.tracing import handling_span
@@ -41,9 +42,12 @@ from projections.versions import (
     lock_shared,
     require_code_version,
 )
-from projections.wakeup import sleep_or_stop
+from projections.wakeup import Outage, sleep_or_stop
 
 log = logging.getLogger(__name__)
+
+# What an outage looks like while a runner binds: NATS or PostgreSQL away, retried.
+_START_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, *DATABASE_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class ProjectionRunner:
         config: RunnerConfig | None = None,
         *,
         registry: SchemaRegistry | None = None,
+        database: str = "PostgreSQL",
     ) -> None:
         self.projection = projection
         self.store = store
@@ -111,6 +116,8 @@ class ProjectionRunner:
         self.config = config or RunnerConfig()
         self.registry = registry if registry is not None else store.registry
         self.stats = RunnerStats()
+        self.outage = Outage(f"projection {projection.name}", log)
+        self._database = database  # how logs name the database (an address, without credentials)
 
     def consumer_config(self) -> ConsumerConfig:
         """The durable consumer: explicit acks, only this projection's event types.
@@ -142,36 +149,71 @@ class ProjectionRunner:
         return await self.js.pull_subscribe_bind(durable=self.projection.durable_name, stream=cfg.stream)
 
     async def run(self, stop: asyncio.Event | None = None) -> RunnerStats:
-        """Consume until ``stop`` is set. :raises ProjectionCodeMismatch: see :meth:`run_batch`."""
+        """Consume until ``stop`` is set, waiting out outages of NATS and PostgreSQL.
+
+        A batch in flight when ``stop`` is set is finished (committed, then acked); one that
+        fails is nak'ed and comes again. Each outage is logged once, when it begins, and once
+        when it ends.
+
+        :raises ProjectionCodeMismatch: see :meth:`run_batch`.
+        """
         stop = stop or asyncio.Event()
-        sub = await self.start()
+        sub = await self._start_retried(stop)
+        if sub is None:
+            return self.stats  # stopped before it could bind
         backoff = 0.2
         try:
             while not stop.is_set():
                 try:
                     msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout)
                 except (nats.errors.TimeoutError, TimeoutError):
+                    if self._nats_connected():
+                        self.outage.recovered()
                     continue  # nothing to fetch within fetch_timeout: an idle stream, not a fault
                 except (nats.errors.Error, OSError) as exc:
-                    log.warning("%s: fetch failed (%r); retry in %.1fs", self.projection.name, exc, backoff)
+                    self.outage.failed(self._nats_address(), exc)
                     await sleep_or_stop(backoff, stop)
                     backoff = min(backoff * 2, 10.0)
                     continue
                 try:
                     await self.run_batch(msgs)
+                    self.outage.recovered()
                     backoff = 0.2
                 except ProjectionCodeMismatch:
                     await self._settle_quietly([_Item(m, None) for m in msgs])
                     raise
-                except TRANSIENT_ERRORS as exc:
-                    log.warning("%s: batch failed (%r); retry in %.1fs", self.projection.name, exc, backoff)
+                except DATABASE_ERRORS as exc:
+                    self.outage.failed(self._database, exc)
                     await self._settle_quietly([_Item(m, None) for m in msgs])
                     await sleep_or_stop(backoff, stop)
                     backoff = min(backoff * 2, 10.0)
         finally:
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
                 await sub.unsubscribe()
         return self.stats
+
+    async def _start_retried(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
+        """:meth:`start`, retried with backoff while NATS or PostgreSQL is away; None if stopped."""
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                sub = await self.start()
+            except _START_ERRORS as exc:
+                away = self._nats_address() if isinstance(exc, nats.errors.Error) else self._database
+                self.outage.failed(away, exc)
+                await sleep_or_stop(backoff, stop)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self.outage.recovered()
+            return sub
+        return None
+
+    def _nats_connected(self) -> bool:
+        return bool(self.js._nc.is_connected)  # nats-py has no public accessor on the context
+
+    def _nats_address(self) -> str:
+        url = self.js._nc.connected_url
+        return f"NATS {url.netloc}" if url is not None else "NATS"
 
     async def run_batch(self, msgs: list[Msg]) -> None:
         """Apply one fetched batch and settle its messages (ack, park or retry).

@@ -54,7 +54,7 @@ async def connect_nats(
     async def on_reconnected() -> None:
         nonlocal quiet
         quiet = False
-        log.info("NATS %s: reconnected", name)
+        log.info("NATS %s: reconnected to %s", name, url)
 
     connecting = nats.connect(
         url,

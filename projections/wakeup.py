@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -27,8 +28,58 @@ CHANNEL = "memsaga_events"  # raised by the trigger of projections/migrations/00
 SETTLE_SECONDS = 0.5  # after arming, appends that began before it may commit without notifying ...
 SETTLE_POLL = 0.02  # ... so poll this often meanwhile
 
+# What a lost or refused LISTEN connection raises (InternalClientError: a query on a connection
+# the server has just closed).
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 _ARM = """INSERT INTO memsaga.relay_doorbells (stream, armed) VALUES ($1, $2)
     ON CONFLICT (stream) DO UPDATE SET armed = EXCLUDED.armed, changed_at = now()"""
+
+
+class Outage:
+    """Reports a run of failures once: a warning at the first, one line when things work again.
+
+    The retries in between are logged at DEBUG only, so an outage of an hour is two lines.
+    """
+
+    def __init__(self, role: str, logger: logging.Logger | None = None) -> None:
+        self.role = role
+        self.log = logger or log
+        self._since: float | None = None
+        self._what = ""
+
+    @property
+    def ongoing(self) -> bool:
+        """Whether the last attempt failed."""
+        return self._since is not None
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        """An attempt failed (``what``: the service and its address, e.g. "NATS at nats://…")."""
+        if self._since is None:
+            self._since, self._what = time.monotonic(), what
+            self.log.warning(
+                "%s: waiting for %s (%s); retrying with backoff", self.role, what, _describe(exc)
+            )
+        else:
+            self.log.debug("%s: still waiting for %s (%s)", self.role, what, _describe(exc))
+
+    def recovered(self) -> None:
+        """An attempt succeeded: logs the end of an outage, if there was one."""
+        if self._since is not None:
+            seconds = time.monotonic() - self._since
+            self.log.info("%s: %s works again after %.1fs", self.role, self._what, seconds)
+            self._since = None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class AppendWakeup:
@@ -43,6 +94,7 @@ class AppendWakeup:
         self._last_attempt = float("-inf")
         self._armed: bool | None = None  # None: not known (not connected, or just reconnected)
         self._armed_at = float("-inf")
+        self._outage = Outage(f"relay {doorbell or ''}".strip())
 
     async def arm(self) -> bool:
         """Ask appends to notify (once caught up, before waiting); whether it was not armed before.
@@ -63,8 +115,8 @@ class AppendWakeup:
             return False
         try:
             await conn.execute(_ARM, self.doorbell, armed)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("cannot %s the doorbell (%s); polling", "arm" if armed else "disarm", exc)
+        except _CONNECTION_ERRORS as exc:
+            log.debug("cannot %s the doorbell (%s); polling", "arm" if armed else "disarm", exc)
             self._armed = None
             return False
         self._armed = armed
@@ -85,9 +137,10 @@ class AppendWakeup:
         try:
             conn = await asyncpg.connect(self.dsn, timeout=10)
             await conn.add_listener(CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("cannot LISTEN for appends (%s); polling only", exc)
+        except _CONNECTION_ERRORS as exc:
+            self._outage.failed(f"LISTEN at {address_of(self.dsn)} (polling meanwhile)", exc)
             return
+        self._outage.recovered()
         conn.add_termination_listener(self._terminated)
         self._conn = conn
         self._armed = None  # a new connection may follow a server restart that emptied the doorbells
@@ -119,9 +172,18 @@ class AppendWakeup:
         self.event.set()
 
     def _terminated(self, *_: Any) -> None:
-        log.warning("the LISTEN connection closed; polling until it is back")
+        log.warning("the LISTEN connection to %s closed; polling until it is back", address_of(self.dsn))
         self._conn = None
         self._armed = None
+
+
+def address_of(dsn: str | None) -> str:
+    """Where a DSN points (``host:port/database``), without user or password, for logs."""
+    if not dsn:
+        return "PostgreSQL"
+    parts = urlsplit(dsn)
+    port = f":{parts.port}" if parts.port else ""
+    return f"PostgreSQL {parts.hostname or ''}{port}{parts.path}"
 
 
 async def sleep_or_stop(seconds: float, stop: asyncio.Event) -> None:

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from memsaga.cli.common import JsonFlag, console, run_command
-from memsaga.devstack import ServiceStatus, down, status, up
+from memsaga.cli.common import JsonFlag, console, errors, run_command
+from memsaga.devstack import ServiceStatus, down, moved, status, up
 from memsaga.settings import Settings
 from memsaga.stackstate import StackState, load_stack_state
 
@@ -25,6 +25,8 @@ def up_command(as_json: JsonFlag = False) -> None:
     spinner = contextlib.nullcontext() if as_json else console.status("starting the local stack…")
     with spinner:
         state = run_command(lambda: up(settings))
+    for note in moved(before, state):
+        errors.print(Text("warning: ", style="bold yellow") + Text(note), soft_wrap=True)
     if as_json:
         print(json.dumps(_urls(state), indent=2))
         return

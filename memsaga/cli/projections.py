@@ -23,7 +23,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from typer.core import TyperGroup
 
-from memsaga.bootstrap import optional_nats, runner_config, services
+from memsaga.bootstrap import Services, StoppedWhileWaiting, optional_nats, runner_config, services
 from memsaga.cli.common import JsonFlag, console, errors, log_to_stderr, run_command, signal_stop
 from memsaga.settings import Settings
 from projections import (
@@ -37,6 +37,7 @@ from projections import (
 )
 from projections.extensions import split_by_extensions
 from projections.status import ProjectionStatus, consumer_status, projection_status
+from projections.wakeup import address_of
 
 
 class _RunByDefault(TyperGroup):
@@ -69,26 +70,34 @@ def project_run_command(names: NamesArg = None) -> None:
 
     async def main() -> None:
         chosen = _chosen(names)
-        async with services(Settings(), with_nats=True, name="memsaga-projections") as svc:
-            chosen, refused = await split_by_extensions(svc.pool, chosen)
-            if refused and names:
-                raise refused[0]  # asked for by name: refuse to start
-            for problem in refused:  # running all: the others go on without it
-                errors.print(f"not running {problem.projection}: {problem}", style="yellow", highlight=False)
-            stop = signal_stop()
-            config = runner_config(svc.settings)
-            runners = [ProjectionRunner(p, svc.store, svc.js, config) for p in chosen]
-            tasks = [asyncio.ensure_future(r.run(stop)) for r in runners]
-            console.print(
-                f"running {', '.join(p.name for p in chosen)} from stream {config.stream}", style="bold"
-            )
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            stop.set()  # one failed: stop the others cleanly before reporting it
-            await asyncio.gather(*pending, return_exceptions=True)
-            for task in done:
-                task.result()
+        stop = signal_stop()  # first: a signal while it waits for a service stops it cleanly
+        try:
+            async with services(Settings(), with_nats=True, name="memsaga-projections", stop=stop) as svc:
+                await _run_projections(svc, chosen, stop, by_name=bool(names))
+        except StoppedWhileWaiting:
+            console.print("projections stopped before they connected: nothing applied")
 
     run_command(main)
+
+
+async def _run_projections(
+    svc: Services, chosen: list[Projection], stop: asyncio.Event, *, by_name: bool
+) -> None:
+    chosen, refused = await split_by_extensions(svc.pool, chosen)
+    if refused and by_name:
+        raise refused[0]  # asked for by name: refuse to start
+    for problem in refused:  # running all: the others go on without it
+        errors.print(f"not running {problem.projection}: {problem}", style="yellow", highlight=False)
+    config = runner_config(svc.settings)
+    database = address_of(svc.settings.require_database_url())
+    runners = [ProjectionRunner(p, svc.store, svc.js, config, database=database) for p in chosen]
+    tasks = [asyncio.ensure_future(r.run(stop)) for r in runners]
+    console.print(f"running {', '.join(p.name for p in chosen)} from stream {config.stream}", style="bold")
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    stop.set()  # one failed: stop the others cleanly before reporting it
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        task.result()
 
 
 @project_app.command("rebuild")

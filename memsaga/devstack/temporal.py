@@ -25,12 +25,17 @@ _INDEXED_TYPES = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
 
 
 async def start_temporal(
-    state_dir: Path, *, prefer_default_ports: bool = False, timeout: float = STARTUP_TIMEOUT
+    state_dir: Path,
+    *,
+    ports: tuple[int, int] | None = None,
+    prefer_default_ports: bool = False,
+    timeout: float = STARTUP_TIMEOUT,
 ) -> ServiceState:
     """Start the dev server on 127.0.0.1 with its SQLite file in ``<state_dir>/temporal``.
 
-    gRPC and UI ports are 7233/8233 when ``prefer_default_ports`` and free, else free
-    ones; the search attributes in :data:`SEARCH_ATTRIBUTES` are registered.
+    gRPC and UI ports are ``ports`` when given and free (a restart where it ran before),
+    else 7233/8233 when ``prefer_default_ports`` and free, else free ones; the search
+    attributes in :data:`SEARCH_ATTRIBUTES` are registered.
 
     :raises BinaryNotFound: the temporal CLI is not installed.
     :raises ServiceStartFailed: the server exited.
@@ -39,7 +44,7 @@ async def start_temporal(
     root = state_dir.resolve() / "temporal"
     log_file = state_dir.resolve() / "logs" / "temporal.log"
     root.mkdir(parents=True, exist_ok=True)
-    preferred = (DEFAULT_PORT, DEFAULT_UI_PORT) if prefer_default_ports else ()
+    preferred = ports or ((DEFAULT_PORT, DEFAULT_UI_PORT) if prefer_default_ports else ())
     port, ui_port, http_port, metrics_port = free_ports(4, preferred=preferred)
     argv: list[str | Path] = [find_binary("temporal", PACKAGE), "server", "start-dev", "--ip", LOCALHOST]
     argv += ["--port", str(port), "--ui-port", str(ui_port), "--http-port", str(http_port)]

@@ -105,7 +105,7 @@ def test_a_bad_episode_is_refused_before_anything_connects(
     [
         (["memories", "--user", "u"], 4),
         (["trace", "extract-x"], 4),
-        (["worker"], 4),
+        # (not `worker`: it waits for its services, tests/projections/test_roles_wait.py)
         (["status", "extract-x"], 4),
         (["stats"], 4),
         (["retract", "m-1", "--reason", "asked"], 4),
