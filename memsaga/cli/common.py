@@ -241,12 +241,16 @@ def keep_whole(table: Table, *headers: str, width: int | None = None) -> Table:
 
 
 def log_to_stderr() -> None:
-    """INFO logs on stderr, for the long-running commands."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=errors, show_path=False)],
-    )
+    """INFO logs on stderr, for the long-running commands: styled on a terminal; elsewhere (a
+    file, Docker, journald) one plain line per record, never wrapped."""
+    handler: logging.Handler
+    if errors.is_terminal:
+        handler = RichHandler(console=errors, show_path=False)
+        layout = "%(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        layout = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.INFO, format=layout, handlers=[handler])
 
 
 def signal_stop() -> asyncio.Event:

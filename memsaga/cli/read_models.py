@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from memsaga.bootstrap import services
-from memsaga.cli.common import JsonFlag, console, keep_whole, run_command
+from memsaga.cli.common import JsonFlag, console, run_command
 from memsaga.errors import NotFound
 from memsaga.settings import Settings
 from projections import Extraction, get_extraction, list_extractions
@@ -101,18 +101,18 @@ def extractions_command(
     if correlation_id is not None:
         _print_timeline(extractions[0])
         return
-    table = Table("correlation id", "status", "user", "candidates", "memories", "retracted", "updated")
-    for e in extractions:
-        table.add_row(
-            e.correlation_id,
-            e.status,
-            e.user_id or "-",
-            str(e.candidates if e.candidates is not None else "-"),
-            str(e.memories_created),
-            str(e.memories_retracted),
-            e.updated_at.isoformat(timespec="seconds"),
+    if not extractions:
+        console.print("no extractions")
+        return
+    for e in extractions:  # one line each, never wrapped: the ids stay whole to copy
+        candidates = "-" if e.candidates is None else str(e.candidates)
+        counts = f"{candidates} candidates, {e.memories_created} memories, {e.memories_retracted} retracted"
+        console.print(
+            f"[bold]{escape(e.correlation_id)}[/]  {e.status:<11}  user {escape(e.user_id or '-')}"
+            f"  [dim]{counts}, updated {e.updated_at.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')}[/]",
+            soft_wrap=True,
+            highlight=False,
         )
-    console.print(keep_whole(table, "correlation id", "user") if extractions else "no extractions")
 
 
 def _print_timeline(e: Extraction) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,15 @@ def test_a_table_keeps_ids_whole_however_long_the_other_columns() -> None:
     assert max(map(len, shown.splitlines())) <= 100
     first_column = [line.split("│")[1].strip() for line in narrow.export_text().splitlines() if "│" in line]
     assert "".join(first_column) == memory_id  # too narrow: folded over lines, nothing lost
+
+
+def test_logs_in_a_file_are_one_line_per_record() -> None:
+    message = "relay: waiting for NATS at nats://127.0.0.1:4222 " + "x" * 200
+    code = (
+        "import logging; from memsaga.cli.common import log_to_stderr; log_to_stderr();"
+        f" logging.getLogger('projections.relay').warning({message!r})"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    [line] = done.stderr.splitlines()
+    assert line.endswith(message) and " WARNING projections.relay: " in line
