@@ -148,11 +148,23 @@ def extract_command(
 
     async def start(settings: Settings, client: Client) -> dict[str, Any]:
         handle = await start_extraction_of_text(client, request, settings=settings, workflow_id=key)
-        shown: dict[str, Any] = handle.model_dump()
+        return handle.model_dump()
+
+    _start_and_show(start, wait=wait, as_json=as_json)
+
+
+def _start_and_show(
+    begin: Callable[[Settings, Client], Awaitable[dict[str, Any]]], *, wait: bool, as_json: bool
+) -> None:
+    """Start a saga with ``begin`` (its handle's fields, ``workflow_id`` among them) and print
+    its ids at once; with ``wait``, its outcome too (exit 1 unless completed or rejected)."""
+
+    async def start(settings: Settings, client: Client) -> dict[str, Any]:
+        shown = await begin(settings, client)
         if not as_json:
             _print_fields(shown)  # the ids first: `approve`, `status` and `trace` need them
         if wait:
-            outcome = await _waiting(client, settings, handle.workflow_id, quiet=as_json)
+            outcome = await _waiting(client, settings, shown["workflow_id"], quiet=as_json)
             shown["result"] = outcome.model_dump()
         return shown
 
@@ -338,21 +350,9 @@ def retry_command(
 
     async def start(settings: Settings, client: Client) -> dict[str, Any]:
         handle = await retry_extraction(client, workflow_id, settings=settings)
-        shown: dict[str, Any] = {"retry_of": workflow_id, **handle.model_dump()}
-        if not as_json:
-            _print_fields(shown)
-        if wait:
-            outcome = await _waiting(client, settings, handle.workflow_id, quiet=as_json)
-            shown["result"] = outcome.model_dump()
-        return shown
+        return {"retry_of": workflow_id, **handle.model_dump()}
 
-    shown = _run(start)
-    if as_json:
-        typer.echo(json.dumps(shown, indent=2))
-    elif "result" in shown:
-        _print_fields(shown["result"])
-    if wait and shown["result"]["outcome"] not in ("completed", "rejected"):
-        raise typer.Exit(code=1)
+    _start_and_show(start, wait=wait, as_json=as_json)
 
 
 def _done(action: str, workflow_id: str, as_json: bool, only: list[str] | None = None) -> None:
