@@ -42,8 +42,9 @@ async def start_nats(
         stale.unlink()
     if port is None:
         port = free_port(preferred=DEFAULT_PORT) if prefer_default_port else -1
+    config = write_config(root)
     argv: list[str | Path] = [find_binary("nats-server", PACKAGE), "-a", LOCALHOST, "-p", str(port)]
-    argv += ["-js", "-sd", root, "--ports_file_dir", root, "-P", root / "nats-server.pid"]
+    argv += ["-c", config, "-m", "-1", "--ports_file_dir", root, "-P", root / "nats-server.pid"]
     proc = spawn(argv, log_file, cwd=root)
     url: list[str] = []
 
@@ -56,6 +57,30 @@ async def start_nats(
     return ServiceState(
         name="nats", url=url[0], managed=True, pid=proc.pid, data_dir=str(root), log_file=str(log_file)
     )
+
+
+def write_config(root: Path) -> Path:
+    """``<root>/nats.conf``: JetStream storing under ``root``, every write synced to disk.
+
+    ``sync_interval: always`` because with the default (a sync every 2 minutes) a machine crash
+    can lose writes JetStream already acknowledged (Jepsen, NATS 2.12.1, 2025). PostgreSQL stays
+    the source of truth (the relay can republish), but the read models should not need that.
+    Monitoring listens on a free localhost port, named in the ports file.
+    """
+    config = root / "nats.conf"
+    config.write_text(
+        f"jetstream {{\n  store_dir: {json.dumps(str(root))}\n  sync_interval: always\n}}\n", encoding="utf-8"
+    )
+    return config
+
+
+def monitoring_url(root: Path, pid: int) -> str | None:
+    """The monitoring endpoint of the server ``pid`` started under ``root``, from its ports file."""
+    try:
+        urls: list[str] = json.loads((root / f"nats-server_{pid}.ports").read_text())["monitoring"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return urls[0] if urls else None
 
 
 async def probe_nats(url: str, timeout: float = 5.0) -> str | None:

@@ -28,6 +28,7 @@ from memsaga.devstack import (
     stop_service,
     up,
 )
+from memsaga.devstack.nats import monitoring_url
 from memsaga.devstack.ports import free_port
 from memsaga.devstack.process import pid_alive, terminate
 from memsaga.devstack.temporal import connect
@@ -96,6 +97,19 @@ async def test_nats_answers_with_jetstream(stack: StackState) -> None:
         assert info.limits is not None
     finally:
         await client.close()
+
+
+async def test_jetstream_syncs_every_write_to_disk(stack: StackState) -> None:
+    nats_state = stack.services["nats"]
+    assert nats_state.data_dir is not None and nats_state.pid is not None
+    monitoring = monitoring_url(Path(nats_state.data_dir), nats_state.pid)
+    assert monitoring is not None
+
+    async with httpx.AsyncClient() as http:
+        varz = (await http.get(f"{monitoring}/varz", timeout=5)).json()
+
+    assert varz["jetstream"]["config"]["sync_always"] is True
+    assert varz["jetstream"]["config"]["store_dir"].startswith(nats_state.data_dir)
 
 
 async def test_temporal_answers_with_search_attributes_and_ui(stack: StackState) -> None:
