@@ -249,10 +249,18 @@ class MemoryExtraction:
                         lambda: bool(self._decisions), timeout=remaining, timeout_summary="review"
                     )
                 except TimeoutError:
-                    timed_out = ReviewDecision(note=f"no review decision within {timeout:g} s")
-                    rejection = _review_reason(False, True, timed_out)
+                    nobody = ReviewDecision(note=f"no review decision within {timeout:g} s")
+                    rejection = _review_reason(False, True, nobody)
                     decisions += 1
-                    await self._decide(decisions, undecided, ids, False, timed_out, rejection, True)
+                    await self._decide(
+                        decisions,
+                        undecided,
+                        ids,
+                        approved=False,
+                        decision=nobody,
+                        reason=rejection,
+                        timed_out=True,
+                    )
                     rejected += undecided
                     break
                 approve, decision = self._decisions.pop(0)
@@ -262,7 +270,7 @@ class MemoryExtraction:
                     continue  # names nothing still undecided: nothing to record
                 reason = _review_reason(approve, False, decision)
                 decisions += 1
-                await self._decide(decisions, chosen, ids, approve, decision, reason, False)
+                await self._decide(decisions, chosen, ids, approved=approve, decision=decision, reason=reason)
                 undecided = [c for c in undecided if c not in chosen]
                 if not approve:
                     rejected += chosen
@@ -280,11 +288,13 @@ class MemoryExtraction:
         index: int,
         chosen: list[str],
         all_ids: list[str],
+        *,
         approved: bool,
         decision: ReviewDecision,
         reason: str,
-        timed_out: bool,
+        timed_out: bool = False,
     ) -> None:
+        """Record decision number ``index`` of the review (its event ``review:<index>``) for ``chosen``."""
         decided = DecideReviewInput(
             **self._step_fields(),
             approved=approved,
