@@ -26,6 +26,7 @@ newest run. :func:`retry_extraction` runs a failed request again as ``<workflow 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from temporalio.common import (
 )
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -54,10 +56,11 @@ from activities.memory_extraction_io import (
     RequestReviewInput,
 )
 from eventstore import BlobStore, EventStore
-from memsaga.bootstrap import build_stores, create_pool
+from memsaga.bootstrap import build_stores, create_pool, master_key
 from memsaga.errors import MemsagaError, NotFound
 from memsaga.history import MemoryHistory as MemoryHistory
 from memsaga.history import memory_history as memory_history
+from memsaga.payload_codec import KeyAccess, SealingCodec
 from memsaga.retraction import MemoryNotFound as MemoryNotFound
 from memsaga.retraction import Retraction as Retraction
 from memsaga.retraction import retract_memory as retract_memory
@@ -127,10 +130,33 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.require_temporal_address(),
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=sealing_converter(settings),
         # Once, here: workers built from this client inherit it (twice would duplicate spans).
         interceptors=[TracingInterceptor()],
     )
+
+
+def sealing_converter(settings: Settings) -> DataConverter:
+    """The pydantic data converter with each saga's payloads (and failure messages) sealed with
+    its user's key (memsaga/payload_codec.py).
+
+    :raises MasterKeyMissing, InvalidMasterKey: no usable master key is configured.
+    """
+    access = KeyAccess(settings.require_database_url(), master_key(settings))
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=SealingCodec(access),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+async def register_owner(client: Client, workflow_id: str, user_id: str) -> None:
+    """Record ``workflow_id`` as ``user_id``'s saga, so that its payloads are sealed with the
+    user's key (a client without the sealing codec records nothing)."""
+    codec = client.data_converter.payload_codec
+    if isinstance(codec, SealingCodec):
+        owners, _ = await codec.access.get()
+        await owners.register(workflow_id, user_id)
 
 
 def workflow_id_for(key: str | None = None) -> str:
@@ -162,6 +188,7 @@ async def start_extraction(
     attributes = TypedSearchAttributes(
         [SearchAttributePair(CORRELATION_ID, correlation_id), SearchAttributePair(USER_ID, request.user_id)]
     )
+    await register_owner(client, workflow_id, request.user_id)
     try:
         handle = await client.start_workflow(
             MemoryExtraction.run,
@@ -250,7 +277,10 @@ async def _prepared(
                 f"the text is over {INLINE_TEXT_LIMIT} bytes: pass blobs= (a BlobStore) to store it, "
                 "or put it in the blob store yourself and send text_sha256"
             )
-        update |= {"text": None, "text_sha256": await blobs.put(request.text.encode("utf-8"))}
+        update |= {
+            "text": None,
+            "text_sha256": await blobs.put(request.text.encode("utf-8"), user_id=request.user_id),
+        }
     return request.model_copy(update=update)
 
 

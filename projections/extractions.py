@@ -20,6 +20,8 @@ from eventstore import EventPayload, RecordedEvent
 from eventstore.postgres import Connection
 from projections.base import Handler, Projection, Tables, payload_of
 from projections.errors import ProjectionNotInitialized
+from projections.sealed import every_version
+from sagas.forgetting import UserForgotten
 from sagas.memory_extraction import events as ev
 
 DDL = """
@@ -238,12 +240,28 @@ STEPS: dict[type[EventPayload], _Step] = {
     ),
 }
 
+
+async def on_user_forgotten(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
+    """The user's sagas leave both tables (the timeline by their correlation ids), in every version."""
+    for extractions, timeline in zip(
+        await every_version(conn, "extractions"),
+        await every_version(conn, "extraction_timeline"),
+        strict=True,
+    ):
+        await conn.execute(
+            f"DELETE FROM {timeline} WHERE correlation_id IN"
+            f" (SELECT correlation_id FROM {extractions} WHERE user_id = $1)",
+            event.user_id,
+        )
+        await conn.execute(f"DELETE FROM {extractions} WHERE user_id = $1", event.user_id)
+
+
 EXTRACTIONS = Projection.declare(
     "extractions",
-    version=1,
+    version=2,
     tables=("extractions", "extraction_timeline"),
     ddl=DDL,
-    handlers={model: _handler(step) for model, step in STEPS.items()},
+    handlers={model: _handler(step) for model, step in STEPS.items()} | {UserForgotten: on_user_forgotten},
     description="each extraction saga's status and timeline, by correlation id",
 )
 

@@ -32,6 +32,8 @@ from eventstore.postgres import Connection
 from projections.base import Projection, Tables, payload_of
 from projections.errors import ProjectionNotInitialized, ProjectionsError
 from projections.memory_lifecycle import LIFECYCLE_TYPES, created_row, lifecycle_ddl, refold, states_update
+from projections.sealed import forgetting_handler
+from sagas.forgetting import UserForgotten
 from sagas.memory_extraction.events import MemoryCreated, Polarity
 from sagas.memory_extraction.lifecycle import STATUSES, MemoryStatus
 
@@ -179,10 +181,12 @@ _CHANGES = LIFECYCLE_TYPES[1:]  # every lifecycle type but MemoryCreated
 
 MEMORIES = Projection.declare(
     "memories",
-    version=2,
+    version=3,
     tables=("memories", "memory_lifecycle"),
     ddl=DDL,
-    handlers={MemoryCreated: on_memory_created} | {t: on_lifecycle_event for t in _CHANGES},
+    handlers={MemoryCreated: on_memory_created}
+    | {t: on_lifecycle_event for t in _CHANGES}
+    | {UserForgotten: forgetting_handler("memory_lifecycle", "memories")},
     batch_handlers={MemoryCreated: on_memories_created} | {t: on_lifecycle_events for t in _CHANGES},
     description="each user's memories: status, world-time validity, successors, and every state change",
 )

@@ -28,11 +28,14 @@ from datetime import datetime
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
-from eventstore import PostgresBlobStore, RecordedEvent
+from eventstore import RecordedEvent
+from eventstore.errors import DataErased
 from eventstore.postgres import Connection
 from projections.base import Projection, Tables, payload_of
 from projections.errors import ProjectionNotInitialized, ProjectionsError
 from projections.memory_lifecycle import LIFECYCLE_TYPES, created_row, lifecycle_ddl, refold, states_update
+from projections.sealed import forgetting_handler, user_blobs
+from sagas.forgetting import UserForgotten
 from sagas.memory_extraction.embedders import bytes_to_vector
 from sagas.memory_extraction.events import MemoryCreated
 from sagas.memory_extraction.lifecycle import MemoryStatus
@@ -158,8 +161,16 @@ async def _vectors(conn: Connection, events: Sequence[MemoryCreated]) -> dict[st
     wanted = sorted({e.vector_sha256 for e in events if e.vector_sha256 and e.embedder})
     if not wanted:
         return {}
-    found = await PostgresBlobStore(conn).get_many(wanted)
+    blobs, found, erased = user_blobs(conn), dict[str, bytes](), set[str]()
+    for user_id in sorted({e.user_id for e in events}):  # a user's vectors are sealed with their key
+        mine = sorted({e.vector_sha256 for e in events if e.user_id == user_id and e.vector_sha256 in wanted})
+        try:
+            found.update(await blobs.get_many(mine, user_id=user_id))
+        except DataErased:  # a forgotten user's memory: no vector (its row goes at UserWasForgotten)
+            erased.add(user_id)
     for event in events:
+        if event.user_id in erased:
+            continue
         if event.vector_sha256 in wanted and event.vector_sha256 not in found:
             raise VectorBlobMissing(event.memory_id, event.vector_sha256)
     return {sha: vector_literal(bytes_to_vector(data)) for sha, data in found.items()}
@@ -248,10 +259,12 @@ _CHANGES = LIFECYCLE_TYPES[1:]  # every lifecycle type but MemoryCreated
 
 MEMORY_SEARCH = Projection.declare(
     "memory_search",
-    version=3,
+    version=4,
     tables=("memory_search", "memory_words", "memory_search_lifecycle"),
     ddl=DDL,
-    handlers={MemoryCreated: on_memory_created} | {t: on_lifecycle_event for t in _CHANGES},
+    handlers={MemoryCreated: on_memory_created}
+    | {t: on_lifecycle_event for t in _CHANGES}
+    | {UserForgotten: forgetting_handler("memory_search_lifecycle", "memory_words", "memory_search")},
     batch_handlers={MemoryCreated: on_memories_created} | {t: on_lifecycle_events for t in _CHANGES},
     extensions=("vector",),
     description="each user's memories (current by default, or valid at a moment), by vector"

@@ -31,6 +31,7 @@ from projections.errors import ConsumerFiltersIgnored, ProjectionCodeMismatch, P
 from projections.parked import park
 from projections.rebuild import ensure_built
 from projections.relay import DATABASE_ERRORS
+from projections.sealed import opened, using_vault
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, type_filter
 from projections.tracing import handling_span
@@ -252,16 +253,19 @@ class ProjectionRunner:
             require_code_version(self.projection, active)
             await lock_checkpoint(conn, name, active.version)
             tables = self.projection.tables_at(active.version)
-            decoded = [(item, item.event) for item in items if item.event is not None]
+            raw = [(item, item.event) for item in items if item.event is not None]
+            plain = await opened(self.store, [event for _, event in raw])  # parked ones stay sealed
+            decoded = [(item, event) for (item, _), event in zip(raw, plain, strict=True)]
             headers = {id(event): item.msg.headers for item, event in decoded}  # by object: ids may repeat
-            results = await apply_batch(
-                conn,
-                projection,
-                active.version,
-                tables,
-                [event for _, event in decoded],
-                around=lambda event: handling_span(name, event, headers[id(event)]),
-            )
+            with using_vault(self.store.vault):
+                results = await apply_batch(
+                    conn,
+                    projection,
+                    active.version,
+                    tables,
+                    [event for _, event in decoded],
+                    around=lambda event: handling_span(name, event, headers[id(event)]),
+                )
             for (item, _), result in zip(decoded, results, strict=True):
                 item.error = result.error
                 self.stats.duplicates += 0 if result.applied or result.error else 1

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import memsaga.devstack.nats as devstack_nats
 import memsaga.devstack.postgres as devstack_postgres
 import memsaga.devstack.temporal as devstack_temporal
+from eventstore.keys import MasterKey
 from memsaga.devstack import (
     ensure_search_attributes,
     start_nats,
@@ -38,6 +39,8 @@ from memsaga.devstack.temporal import connect
 from memsaga.telemetry import setup_tracing
 
 UNIT_TIER = os.environ.get("MEMSAGA_TEST_TIER") == "unit"
+# One master key for the whole run, inherited by the role processes tests start (docs/privacy.md).
+os.environ.setdefault("MEMSAGA_MASTER_KEY", MasterKey.generate().text())
 SERVICE_FIXTURES = frozenset({"postgres_url", "pgvector_url", "nats_url", "temporal_address"})
 
 

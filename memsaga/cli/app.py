@@ -12,6 +12,7 @@ from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
 from memsaga.cli.dlq import register_dlq_commands
 from memsaga.cli.eval import register_eval_commands
+from memsaga.cli.forget import register_forget_commands
 from memsaga.cli.history import register_history_commands
 from memsaga.cli.mcp import register_mcp_commands
 from memsaga.cli.projections import register_projection_commands
@@ -39,6 +40,7 @@ register_store_commands(app)
 register_demo_commands(app)
 register_saga_commands(app)
 register_retract_commands(app)
+register_forget_commands(app)
 register_trace_commands(app)
 register_relay_commands(app)
 register_projection_commands(app)

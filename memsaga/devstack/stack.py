@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from eventstore.keys import MasterKey
 from memsaga.devstack.errors import ServiceUnreachable, StackConflict
 from memsaga.devstack.nats import probe_nats, start_nats
 from memsaga.devstack.ports import free_port, port_is_free
@@ -21,7 +22,13 @@ from memsaga.devstack.postgres import probe_postgres, start_postgres, stop_postg
 from memsaga.devstack.process import runs, terminate
 from memsaga.devstack.temporal import connect, ensure_search_attributes, probe_temporal, start_temporal
 from memsaga.settings import Settings
-from memsaga.stackstate import ServiceState, StackState, load_stack_state, save_stack_state
+from memsaga.stackstate import (
+    ServiceState,
+    StackState,
+    ensure_master_key_file,
+    load_stack_state,
+    save_stack_state,
+)
 
 SERVICES = ("postgres", "nats", "temporal")
 ENV_VARS = {
@@ -55,6 +62,7 @@ async def up(settings: Settings, *, prefer_default_ports: bool = True) -> StackS
     """
     state_dir = settings.state_dir
     with _locked(state_dir):
+        ensure_master_key_file(state_dir, lambda: MasterKey.generate().text())
         state = load_stack_state(state_dir)
         named = _named_urls(settings, state)
         reused = await asyncio.gather(*(_reuse(name, url, settings) for name, url in named.items()))
