@@ -35,6 +35,7 @@ from eventstore import (
     SchemaRegistry,
 )
 from eventstore.pool import create_pool as create_event_store_pool
+from memsaga.doctor.durability import ALLOW_VARIABLE, require_durable
 from memsaga.errors import DatabaseUnreachable, MemsagaError
 from memsaga.settings import Settings
 from projections import ProjectionsError, RelayConfig, RunnerConfig, connect_nats
@@ -348,12 +349,14 @@ def _reason(exc: BaseException) -> str:
 
 
 async def wait_for_pool(settings: Settings, stop: asyncio.Event, *, role: str) -> asyncpg.Pool:
-    """:func:`create_pool`, waiting (with backoff) while PostgreSQL does not answer.
+    """:func:`create_pool`, waiting (with backoff) while PostgreSQL does not answer; for a role,
+    so it refuses a server that can lose acknowledged commits (:mod:`memsaga.doctor.durability`).
 
     :raises StoppedWhileWaiting: ``stop`` was set first.
+    :raises UnsafePostgres: fsync or synchronous_commit is off and ``allow_unsafe_postgres`` unset.
     """
     address = redact(settings.require_database_url())
-    return await wait_for(
+    pool = await wait_for(
         lambda: create_pool(settings),
         role=role,
         service="PostgreSQL",
@@ -361,6 +364,15 @@ async def wait_for_pool(settings: Settings, stop: asyncio.Event, *, role: str) -
         retried=(DatabaseUnreachable,),
         stop=stop,
     )
+    try:
+        unsafe = await require_durable(pool, role=role, allow_unsafe=settings.allow_unsafe_postgres)
+    except BaseException:
+        await pool.close()
+        raise
+    if unsafe:
+        names = ", ".join(f"{s.name}=off" for s in unsafe)
+        log.warning("%s: PostgreSQL runs with %s, allowed by %s (a benchmark)", role, names, ALLOW_VARIABLE)
+    return pool
 
 
 async def wait_for_nats(settings: Settings, stop: asyncio.Event, *, role: str) -> NATS:

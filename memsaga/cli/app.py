@@ -11,6 +11,7 @@ from memsaga.cli.common import EXIT_CODES_HELP, ExitCode, fail
 from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
 from memsaga.cli.dlq import register_dlq_commands
+from memsaga.cli.doctor import register_doctor_commands
 from memsaga.cli.eval import register_eval_commands
 from memsaga.cli.history import register_history_commands
 from memsaga.cli.mcp import register_mcp_commands
@@ -47,6 +48,7 @@ register_read_model_commands(app)
 register_history_commands(app)
 register_search_commands(app)
 register_mcp_commands(app)
+register_doctor_commands(app)
 register_bench_commands(app)
 register_eval_commands(app)
 
