@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.metrics import counting_attempts
 from eventstore.errors import (
     BlobNotFound,
     EventIdConflict,
@@ -145,7 +146,7 @@ def activity_defn(
 
     def declare(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         declared: Callable[P, Awaitable[R]] = activity.defn(name=name)(
-            translating_errors(fn, compensation=compensation)
+            counting_attempts(translating_errors(fn, compensation=compensation))
         )
         return declared
 

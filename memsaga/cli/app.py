@@ -25,7 +25,7 @@ from memsaga.cli.store import register_store_commands
 from memsaga.cli.trace import register_trace_commands
 from memsaga.errors import InvalidSettings
 from memsaga.settings import load_settings
-from memsaga.telemetry import setup_tracing
+from memsaga.telemetry import setup_metrics, setup_tracing
 
 app = typer.Typer(
     name="memsaga",
@@ -66,6 +66,7 @@ def _start(ctx: typer.Context) -> None:
                 f"{exc} (fix or unset the variable)", error="InvalidSettings", code=ExitCode.CONFIG
             ) from None
     setup_tracing(_ROLES.get(ctx.invoked_subcommand or "", "client"))
+    setup_metrics(_ROLES.get(ctx.invoked_subcommand or "", "client"))
 
 
 def main() -> None:
