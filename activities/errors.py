@@ -31,7 +31,6 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.metrics import counting_attempts
 from eventstore.errors import (
     BlobNotFound,
     EventIdConflict,
@@ -146,7 +145,7 @@ def activity_defn(
 
     def declare(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         declared: Callable[P, Awaitable[R]] = activity.defn(name=name)(
-            counting_attempts(translating_errors(fn, compensation=compensation))
+            translating_errors(fn, compensation=compensation)
         )
         return declared
 

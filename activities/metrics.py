@@ -11,18 +11,18 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from temporalio import activity
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from eventstore import EventStore
 from sagas.memory_extraction.domain import Envelope
 from sagas.memory_extraction.events import episode_stream
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
 R = TypeVar("R")
 
 SAGA = "memory_extraction"
@@ -49,19 +49,21 @@ SAGA_DURATION = _meter.create_histogram(
 )
 
 
-def counting_attempts(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """``fn`` counting each of its executions as an attempt of its activity type."""
+class AttemptMetrics(Interceptor):
+    """A worker interceptor counting each activity execution as an attempt of its type
+    (``build_worker`` registers it)."""
 
-    @functools.wraps(fn)
-    async def counted(*args: P.args, **kwargs: P.kwargs) -> R:
-        if activity.in_activity():
-            info = activity.info()
-            attributes = {"activity": info.activity_type}
-            ATTEMPTS.add(1, {**attributes, "retry": info.attempt > 1})
-            ATTEMPT.record(info.attempt, attributes)
-        return await fn(*args, **kwargs)
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _CountingAttempts(next)
 
-    return counted
+
+class _CountingAttempts(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        attributes = {"activity": info.activity_type}
+        ATTEMPTS.add(1, {**attributes, "retry": info.attempt > 1})
+        ATTEMPT.record(info.attempt, attributes)
+        return await self.next.execute_activity(input)
 
 
 class _Terminal(Protocol):

@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 
 from activities.memory_extraction import EmbedderFactory, ExtractorFactory, MemoryExtractionActivities
 from activities.memory_index import StoreMemoryIndex
+from activities.metrics import AttemptMetrics
 from adapters import AdapterConfig, build_embedder, build_extractor
 from eventstore import (
     EVENTSTORE_MIGRATIONS,
@@ -159,13 +160,15 @@ def build_activities(pool: asyncpg.Pool, settings: Settings) -> MemoryExtraction
 
 
 def build_worker(client: Client, activities: MemoryExtractionActivities, *, task_queue: str) -> Worker:
-    """A worker running every memsaga workflow and the saga's activities on ``task_queue``."""
+    """A worker running every memsaga workflow and the saga's activities on ``task_queue``
+    (counting their attempts: :class:`activities.metrics.AttemptMetrics`)."""
     return Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=activities.all(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        interceptors=[AttemptMetrics()],
     )
 
 
