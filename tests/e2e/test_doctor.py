@@ -98,7 +98,8 @@ async def test_a_healthy_stack_passes(
     checks = by_name(report)
     assert code == 0, report
     assert report["format"] == "memsaga.doctor/v1" and report["ok"] is True
-    assert {c["status"] for c in report["checks"]} == {"ok"}, report
+    # pgvector is the one thing a healthy server may lack (MEMSAGA_TEST_DATABASE_URL may name one).
+    assert {c["status"] for c in report["checks"] if c["name"] != "search.pgvector"} == {"ok"}, report
     for name in ("postgres", "postgres.fsync", "postgres.synchronous_commit", "postgres.full_page_writes"):
         assert checks[name]["status"] == "ok"
     assert "sync_interval: always" in checks["jetstream.sync"]["detail"]
