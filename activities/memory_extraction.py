@@ -38,6 +38,7 @@ from activities.memory_extraction_io import (
     StoreResult,
 )
 from activities.memory_index import MemoryIndex
+from activities.metrics import records_outcome
 from eventstore import ANY, NO_STREAM, BlobStore, EventStore, NewEvent, WrongExpectedVersion, sha256_hex
 from sagas.memory_extraction import domain
 from sagas.memory_extraction.domain import (
@@ -288,6 +289,7 @@ class MemoryExtractionActivities:
         return result
 
     @activity_defn("memory_extraction.complete_extraction")
+    @records_outcome("completed")
     async def complete_extraction(self, input: CompleteInput) -> Appended:
         """``ExtractionCompleted`` with the counts."""
         payload = ExtractionCompleted(
@@ -327,6 +329,7 @@ class MemoryExtractionActivities:
         return result
 
     @activity_defn("memory_extraction.compensate_extraction", compensation=True)
+    @records_outcome("compensated")
     async def compensate_extraction(self, input: CompensateExtractionInput) -> CompensateResult:
         """Compensation: ``ExtractionCompensated``.
 
@@ -359,6 +362,7 @@ class MemoryExtractionActivities:
         return CompensateResult(event_id=str(event.event_id))
 
     @activity_defn("memory_extraction.record_compensation_failed", compensation=True)
+    @records_outcome("compensation_failed")
     async def record_compensation_failed(self, input: RecordCompensationFailedInput) -> Appended:
         """``CompensationFailed``: a compensation gave up; a human must finish undoing the saga."""
         payload = CompensationFailed(step=input.step, error=input.error)

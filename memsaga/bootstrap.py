@@ -27,6 +27,7 @@ from temporalio.worker import Worker
 from activities.forgetting import ForgettingActivities
 from activities.memory_extraction import EmbedderFactory, ExtractorFactory, MemoryExtractionActivities
 from activities.memory_index import StoreMemoryIndex
+from activities.metrics import AttemptMetrics
 from adapters import AdapterConfig, build_embedder, build_extractor
 from eventstore import (
     EVENTSTORE_MIGRATIONS,
@@ -38,6 +39,7 @@ from eventstore import (
 from eventstore.keys import KeyRing, MasterKey
 from eventstore.pool import create_pool as create_event_store_pool
 from eventstore.vault import Vault
+from memsaga.doctor.durability import ALLOW_VARIABLE, require_durable
 from memsaga.errors import DatabaseUnreachable, MasterKeyMissing, MemsagaError
 from memsaga.settings import Settings
 from memsaga.stackstate import MASTER_KEY_FILE
@@ -193,7 +195,9 @@ def build_activities(pool: asyncpg.Pool, settings: Settings) -> MemoryExtraction
 
 
 def build_worker(client: Client, activities: MemoryExtractionActivities, *, task_queue: str) -> Worker:
-    """A worker running every memsaga workflow and the saga's activities on ``task_queue``."""
+    """A worker running every memsaga workflow and the saga's activities (and, over a store that
+    seals, the forget saga's) on ``task_queue`` (counting their attempts:
+    :class:`activities.metrics.AttemptMetrics`)."""
     every: list[Callable[..., Any]] = list(activities.all())
     store = activities.store
     if isinstance(store, PostgresEventStore) and store.vault is not None:  # forgetting needs the keys
@@ -204,6 +208,7 @@ def build_worker(client: Client, activities: MemoryExtractionActivities, *, task
         workflows=WORKFLOWS,
         activities=every,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        interceptors=[AttemptMetrics()],
     )
 
 
@@ -387,12 +392,14 @@ def _reason(exc: BaseException) -> str:
 
 
 async def wait_for_pool(settings: Settings, stop: asyncio.Event, *, role: str) -> asyncpg.Pool:
-    """:func:`create_pool`, waiting (with backoff) while PostgreSQL does not answer.
+    """:func:`create_pool`, waiting (with backoff) while PostgreSQL does not answer; for a role,
+    so it refuses a server that can lose acknowledged commits (:mod:`memsaga.doctor.durability`).
 
     :raises StoppedWhileWaiting: ``stop`` was set first.
+    :raises UnsafePostgres: fsync or synchronous_commit is off and ``allow_unsafe_postgres`` unset.
     """
     address = redact(settings.require_database_url())
-    return await wait_for(
+    pool = await wait_for(
         lambda: create_pool(settings),
         role=role,
         service="PostgreSQL",
@@ -400,6 +407,15 @@ async def wait_for_pool(settings: Settings, stop: asyncio.Event, *, role: str) -
         retried=(DatabaseUnreachable,),
         stop=stop,
     )
+    try:
+        unsafe = await require_durable(pool, role=role, allow_unsafe=settings.allow_unsafe_postgres)
+    except BaseException:
+        await pool.close()
+        raise
+    if unsafe:
+        names = ", ".join(f"{s.name}=off" for s in unsafe)
+        log.warning("%s: PostgreSQL runs with %s, allowed by %s (a benchmark)", role, names, ALLOW_VARIABLE)
+    return pool
 
 
 async def wait_for_nats(settings: Settings, stop: asyncio.Event, *, role: str) -> NATS:

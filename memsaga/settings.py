@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     projection_ack_wait_seconds: float = Field(default=30.0, gt=0, description="redelivery after silence")
     projection_max_deliver: int = Field(default=5, gt=0, description="deliveries before an event is parked")
     projection_retry_delay_seconds: float = Field(default=1.0, ge=0, description="nak delay per delivery")
+    allow_unsafe_postgres: bool = Field(
+        default=False,
+        description="let worker, relay and projector run on PostgreSQL with fsync or"
+        " synchronous_commit off (benchmarks only)",
+    )
+    nats_monitoring_url: str | None = Field(
+        default=None, description="NATS monitoring endpoint (nats-server -m), for `memsaga doctor`"
+    )
 
     master_key: SecretStr | None = Field(
         default=None, description="key-encryption key: base64 of 32 bytes (docs/privacy.md)"

@@ -28,6 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from eventstore import PostgresEventStore, RecordedEvent, SchemaRegistry
 from projections.base import Projection
 from projections.errors import ConsumerFiltersIgnored, ProjectionCodeMismatch, ProjectionNotInitialized
+from projections.metrics import ProjectionMetrics
 from projections.parked import park
 from projections.rebuild import ensure_built
 from projections.relay import DATABASE_ERRORS
@@ -119,6 +120,7 @@ class ProjectionRunner:
         self.stats = RunnerStats()
         self.outage = Outage(f"projection {projection.name}", log)
         self._database = database  # how logs name the database (an address, without credentials)
+        self.metrics = ProjectionMetrics(projection.name)
 
     def consumer_config(self) -> ConsumerConfig:
         """The durable consumer: explicit acks, only this projection's event types.
@@ -170,6 +172,7 @@ class ProjectionRunner:
                 except (nats.errors.TimeoutError, TimeoutError):
                     if self._nats_connected():
                         self.outage.recovered()
+                        self.metrics.caught_up()
                     continue  # nothing to fetch within fetch_timeout: an idle stream, not a fault
                 except (nats.errors.Error, OSError) as exc:
                     self.outage.failed(self._nats_address(), exc)
@@ -223,6 +226,7 @@ class ProjectionRunner:
             messages are left to be redelivered to a runner with matching code.
         """
         items = sorted((self._decode(m) for m in msgs), key=_position)
+        applied = self.stats.applied
         heartbeat = asyncio.create_task(self._heartbeat([i.msg for i in items]))
         try:
             await self._apply(items)
@@ -232,6 +236,8 @@ class ProjectionRunner:
                 await heartbeat
         await self._settle_quietly(items)
         self.stats.batches += 1
+        parked = sum(1 for i in items if i.outcome is Outcome.PARK)
+        self.metrics.batch(msgs, applied=self.stats.applied - applied, parked=parked)
 
     def _decode(self, msg: Msg) -> _Item:
         try:

@@ -11,6 +11,7 @@ from memsaga.cli.common import EXIT_CODES_HELP, ExitCode, fail
 from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
 from memsaga.cli.dlq import register_dlq_commands
+from memsaga.cli.doctor import register_doctor_commands
 from memsaga.cli.eval import register_eval_commands
 from memsaga.cli.forget import register_forget_commands
 from memsaga.cli.history import register_history_commands
@@ -25,7 +26,7 @@ from memsaga.cli.store import register_store_commands
 from memsaga.cli.trace import register_trace_commands
 from memsaga.errors import InvalidSettings
 from memsaga.settings import load_settings
-from memsaga.telemetry import setup_tracing
+from memsaga.telemetry import setup_metrics, setup_tracing
 
 app = typer.Typer(
     name="memsaga",
@@ -49,6 +50,7 @@ register_read_model_commands(app)
 register_history_commands(app)
 register_search_commands(app)
 register_mcp_commands(app)
+register_doctor_commands(app)
 register_bench_commands(app)
 register_eval_commands(app)
 
@@ -66,6 +68,7 @@ def _start(ctx: typer.Context) -> None:
                 f"{exc} (fix or unset the variable)", error="InvalidSettings", code=ExitCode.CONFIG
             ) from None
     setup_tracing(_ROLES.get(ctx.invoked_subcommand or "", "client"))
+    setup_metrics(_ROLES.get(ctx.invoked_subcommand or "", "client"))
 
 
 def main() -> None:
