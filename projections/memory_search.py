@@ -33,6 +33,7 @@ from eventstore.postgres import Connection
 from projections.base import Projection, Tables, payload_of
 from projections.errors import ProjectionNotInitialized, ProjectionsError
 from projections.memory_lifecycle import LIFECYCLE_TYPES, created_row, lifecycle_ddl, refold, states_update
+from projections.row_security import as_user
 from sagas.memory_extraction.embedders import bytes_to_vector
 from sagas.memory_extraction.events import MemoryCreated
 from sagas.memory_extraction.lifecycle import MemoryStatus
@@ -401,12 +402,14 @@ async def _prepare_scan(conn: Connection, query: SearchQuery) -> None:
 async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchHit]:
     """The ``k`` best memories of ``query.user_id`` for ``query``, best first: current ones, or
     with ``query.valid_at`` those valid then (superseded and invalidated ones too, never retracted).
+    Read as that user (:func:`projections.row_security.as_user`): no other user's row can match.
 
     :raises ProjectionNotInitialized: the memory_search projection never ran.
+    :raises ReaderRoleUnavailable: the pool's login cannot switch to the read role.
     """
     sql, args = _statement(query)
     try:
-        async with pool.acquire() as conn, conn.transaction(readonly=True):
+        async with as_user(pool, query.user_id) as conn:
             await _prepare_scan(conn, query)
             rows = await conn.fetch(sql, *args)
     except asyncpg.UndefinedTableError:
@@ -422,7 +425,7 @@ async def explain_search(pool: asyncpg.Pool, query: SearchQuery, *, analyze: boo
     sql, args = _statement(query)
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
     try:
-        async with pool.acquire() as conn, conn.transaction(readonly=True):
+        async with as_user(pool, query.user_id) as conn:
             await _prepare_scan(conn, query)
             plan = await conn.fetchval(f"EXPLAIN ({options}) {sql}", *args)
     except asyncpg.UndefinedTableError:

@@ -48,6 +48,7 @@ from projections.errors import (
     ProjectionNotInitialized,
     UnknownProjection,
 )
+from projections.row_security import ReaderRoleUnavailable
 from sagas.memory_extraction.domain import InvalidExtractionRequest
 from sagas.memory_extraction.ports import AdapterError
 
@@ -113,6 +114,7 @@ _KINDS: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
             BinaryNotFound,
             StackConflict,
             asyncpg.UndefinedTableError,
+            ReaderRoleUnavailable,
         ),
         ExitCode.CONFIG,
     ),
