@@ -30,6 +30,7 @@ from projections import SearchHit as SearchHit
 from projections.consistency import applied_position, has_applied
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import MemoryKind
+from sagas.memory_extraction.identifiers import identifier_problem
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 100
@@ -71,6 +72,8 @@ def check_search(query: str, *, user_id: str, k: int, kinds: Sequence[str]) -> s
     text = query.strip()
     if not user_id.strip():
         raise InvalidSearch("a search needs a user id: pass --user")
+    if problem := identifier_problem(user_id, "the user id"):
+        raise InvalidSearch(problem)
     if not text:
         raise InvalidSearch('the query is empty: ask a question, e.g. "where does the user live?"')
     if len(text) > MAX_QUERY_CHARS:

@@ -17,6 +17,7 @@ from memsaga.read_connection import read_pool
 from memsaga.settings import Settings
 from projections import Extraction, get_extraction, list_extractions
 from projections.memories import LISTED_STATUSES, Memory, parse_moment, query_memories, statuses_for
+from sagas.memory_extraction.identifiers import identifier_problem
 
 
 def memories_command(
@@ -43,6 +44,9 @@ def memories_command(
     as_json: JsonFlag = False,
 ) -> None:
     """A user's memories: current ones, as memsaga believed them (--as-of), or true then (--valid-at)."""
+
+    if problem := identifier_problem(user, "--user"):
+        raise fail(problem, error="InvalidIdentifier", code=ExitCode.USAGE)
 
     async def main() -> list[Memory]:
         at = parse_moment(as_of, option="--as-of") if as_of is not None else None
@@ -92,6 +96,8 @@ def extractions_command(
 
     if user is not None and correlation_id is not None:
         raise fail("give --user or --correlation-id, not both", code=ExitCode.USAGE)
+    if user is not None and (problem := identifier_problem(user, "--user")):
+        raise fail(problem, error="InvalidIdentifier", code=ExitCode.USAGE)
 
     async def main() -> list[Extraction]:
         settings = Settings()
