@@ -358,13 +358,20 @@ _EMPTY = "SELECT NULL::text AS memory_id, NULL::bigint AS r, NULL::float8 AS {co
 def _search_sql(mode: SearchMode, space: tuple[str, int] | None) -> str:
     vec = _vector_ranking(space) if mode != SearchMode.KEYWORD else _EMPTY.format(column="similarity")
     kw = _KEYWORD_RANKING if mode != SearchMode.VECTOR else _EMPTY.format(column="rank")
-    return f"""WITH parameters AS ({_PARAMETERS}), vec AS MATERIALIZED ({vec}), kw AS MATERIALIZED ({kw})
+    # The fused hits are materialized before the join: joined on the FULL JOIN's merged column (a
+    # COALESCE, which PostgreSQL does not hold leakproof), rows under row-level security could only
+    # be read by a scan of every row; on a plain column, by the primary key, one row per hit.
+    return f"""WITH parameters AS ({_PARAMETERS}), vec AS MATERIALIZED ({vec}), kw AS MATERIALIZED ({kw}),
+        fused AS MATERIALIZED (
+            SELECT memory_id, vec.similarity, kw.rank::float8 AS keyword_rank,
+                (coalesce(1.0 / ({RRF_K} + vec.r), 0) + coalesce(1.0 / ({RRF_K} + kw.r), 0))::float8 AS score
+            FROM vec FULL JOIN kw USING (memory_id))
         SELECT m.memory_id, m.user_id, m.text, m.kind, m.status, m.created_at, m.valid_from, m.valid_to,
                m.episode_id, m.correlation_id, m.workflow_id, m.embedder,
-               (coalesce(1.0 / ({RRF_K} + vec.r), 0) + coalesce(1.0 / ({RRF_K} + kw.r), 0))::float8 AS score,
-               vec.similarity, kw.rank::float8 AS keyword_rank
-        FROM vec FULL JOIN kw USING (memory_id) JOIN {{t}} m USING (memory_id)
-        ORDER BY score DESC, m.memory_id LIMIT $9"""
+               f.score, f.similarity, f.keyword_rank
+        FROM fused f JOIN {{t}} m ON m.memory_id = f.memory_id
+        WHERE m.user_id = $1
+        ORDER BY f.score DESC, m.memory_id LIMIT $9"""
 
 
 def _space(embedder: str, dimension: int) -> tuple[str, int] | None:
