@@ -55,7 +55,17 @@ from sagas.memory_extraction.ports import AdapterError
 
 T = TypeVar("T")
 
-WorkflowIdArg = Annotated[str, typer.Argument(help="The saga's workflow id (extract-…).")]
+
+def _workflow_id(value: str) -> str:
+    """The workflow id as given; one memsaga could never have started is refused (exit 2)."""
+    if problem := identifier_problem(value, "WORKFLOW_ID"):
+        raise fail(problem, error="InvalidIdentifier", code=ExitCode.USAGE)
+    return value
+
+
+WorkflowIdArg = Annotated[
+    str, typer.Argument(help="The saga's workflow id (extract-…).", callback=_workflow_id)
+]
 ReviewerOption = Annotated[
     str | None, typer.Option("--reviewer", help="Who decides (recorded in the event).")
 ]

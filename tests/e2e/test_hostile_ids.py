@@ -145,11 +145,16 @@ async def test_ids_that_are_not_utf8_are_refused_from_the_command_line(
     search_stack: Stack, tmp_path: Path
 ) -> None:
     before = await events(search_stack)
-    for command in (b"extract", b"memories", b"search"):
-        argv = [sys.executable.encode(), b"-m", b"memsaga", command, b"--user", b"caf\xe9", b"--json"]
-        argv += (
-            [b"--text", b"I love tea."] if command == b"extract" else [b"tea"] if command == b"search" else []
-        )
+    bad = b"caf\xe9"  # Latin-1, not UTF-8
+    for tail in (
+        [b"extract", b"--user", bad, b"--text", b"I love tea."],
+        [b"memories", b"--user", bad],
+        [b"search", b"--user", bad, b"tea"],
+        [b"extractions", b"--user", bad],
+        [b"status", b"extract-" + bad],
+        [b"approve", b"extract-" + bad],
+    ):
+        argv = [sys.executable.encode(), b"-m", b"memsaga", *tail, b"--json"]
         proc = await asyncio.create_subprocess_exec(
             *argv,
             env={**os.environ, **environ(search_stack, tmp_path)},
@@ -157,7 +162,7 @@ async def test_ids_that_are_not_utf8_are_refused_from_the_command_line(
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await proc.communicate()
-        assert proc.returncode == 2 and b"Traceback" not in err, (command, out, err)
+        assert proc.returncode == 2 and b"Traceback" not in err, (tail, out, err)
         shown = json.loads(out)
         assert shown["exit_code"] == 2 and "not valid UTF-8" in shown["message"]
     assert await events(search_stack) == before
