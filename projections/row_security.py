@@ -22,6 +22,7 @@ from typing import Literal
 
 import asyncpg
 
+from eventstore import MigrationError
 from eventstore.postgres import Connection
 from projections.errors import ProjectionsError
 
@@ -48,16 +49,32 @@ class ReaderRoleUnavailable(ProjectionsError):
 
 
 async def protect_tables(conn: Connection, tables: Iterable[str]) -> None:
-    """Enable and force row-level security on ``tables`` (qualified names), with their policies."""
+    """Enable and force row-level security on ``tables`` (qualified names), with their policies.
+
+    :raises MigrationError: the schema predates row-level security (run ``memsaga migrate``).
+    """
     for table in tables:
-        await conn.execute("SELECT memsaga.protect_read_model($1::regclass)", table)
+        await _call(conn, "SELECT memsaga.protect_read_model($1::regclass)", table)
 
 
 async def expose_views(conn: Connection, views: Iterable[str]) -> None:
     """Make reader ``views`` run with the reader's rights, and let the read role query those
-    with a user column."""
+    with a user column.
+
+    :raises MigrationError: the schema predates row-level security (run ``memsaga migrate``).
+    """
     for view in views:
-        await conn.execute("SELECT memsaga.expose_read_model_view($1::regclass)", view)
+        await _call(conn, "SELECT memsaga.expose_read_model_view($1::regclass)", view)
+
+
+async def _call(conn: Connection, sql: str, name: str) -> None:
+    try:
+        await conn.execute(sql, name)
+    except asyncpg.UndefinedFunctionError:
+        raise MigrationError(
+            "the schema predates row-level security on the read models (projections migration 4):"
+            " run `memsaga migrate`"
+        ) from None
 
 
 @contextlib.asynccontextmanager

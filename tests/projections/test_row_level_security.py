@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from eventstore import NewEvent, PostgresEventStore, migrate
+from eventstore import MigrationError, NewEvent, PostgresEventStore, migrate
 from memsaga.bootstrap import MIGRATION_SOURCES, build_registry
 from memsaga.devstack import DatabaseFactory
 from memsaga.settings import Settings
@@ -208,6 +208,8 @@ async def test_a_login_of_its_own_in_the_read_role(world: World) -> None:
     finally:
         await outside.close()
     assert Settings(read_database_url=dsn).read_database_url == dsn
+    for role in (login, outsider):  # roles outlive databases: leave the cluster as it was
+        await world.pool.execute(f'DROP ROLE "{role}"')
 
 
 async def test_the_projector_writes_under_forced_security_as_a_plain_owner(
@@ -239,6 +241,24 @@ async def test_the_projector_writes_under_forced_security_as_a_plain_owner(
         assert await pool.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") is False
         assert await pool.fetchval("SELECT count(*) FROM memsaga_read.memories") == 2  # the owner: every row
         assert [m.text for m in await query_memories(pool, "bob")] == ["coffee"]
+    finally:
+        await pool.close()
+    await fresh_database.drop(admin_dsn)
+    admin = await asyncpg.connect(fresh_database.admin_url)
+    try:
+        await admin.execute(f'DROP ROLE "{owner}"')
+    finally:
+        await admin.close()
+
+
+async def test_a_schema_without_the_migration_is_a_clear_error(fresh_database: DatabaseFactory) -> None:
+    dsn = await migrated_database(fresh_database)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await pool.execute("DROP FUNCTION memsaga.protect_read_model(regclass)")
+        store = PostgresEventStore(pool, build_registry())
+        with pytest.raises(MigrationError, match="run `memsaga migrate`"):
+            await rebuild(pool, store, MEMORIES)
     finally:
         await pool.close()
 
