@@ -92,6 +92,7 @@ async def test_printable_hostile_ids_are_kept_verbatim_and_match_only_themselves
         assert len(memories) == 3 and {m["user_id"] for m in memories} == {user}
         sagas = await cli(search_stack, tmp_path, "extractions", "--user", user, "--json")
         assert [s["correlation_id"] for s in sagas] == [f"{user} {tag}"]
+    await cli(search_stack, tmp_path, "extractions", "--user", "*", "--correlation-id", "c", code=2)
     for pattern in ("%", "_", "a", "a.b", ".", "'"):  # no pattern or prefix matches anyone
         assert await cli(search_stack, tmp_path, "memories", "--user", pattern, "--json") == []
     async with Recall.open(search_stack.settings) as recall:

@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from memsaga.mcp_server import WrongUser, build_server, scoped_user
+from memsaga.settings import Settings
 from projections.subjects import subject_token
 from sagas.memory_extraction.identifiers import MAX_ID_CHARS, RULE, identifier_problem, identifier_problems
 
@@ -63,3 +65,11 @@ def test_subject_tokens_are_plain_names_unchanged_and_never_shared() -> None:
     assert subject_token("a.b") == "a~2Eb" and subject_token("") == "~"
     tokens = [subject_token(t) for t in dict.fromkeys(TOKENS)]
     assert len(set(tokens)) == len(tokens)  # "a.b" and "a_b" (or "a~2Eb") no longer share one
+
+
+def test_the_mcp_server_refuses_a_user_it_could_not_serve() -> None:
+    assert scoped_user(None, "'; DROP TABLE events;--") == "'; DROP TABLE events;--"
+    with pytest.raises(WrongUser, match="NUL"):
+        scoped_user(None, "u\x00")
+    with pytest.raises(WrongUser, match="more than 200"):
+        build_server(Settings(), user="x" * 201)
