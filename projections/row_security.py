@@ -79,14 +79,17 @@ async def _call(conn: Connection, sql: str, name: str) -> None:
 
 @contextlib.asynccontextmanager
 async def as_user(
-    pool: asyncpg.Pool, user_id: str | None, *, isolation: Isolation | None = None
+    db: asyncpg.Pool | Connection, user_id: str | None, *, isolation: Isolation | None = None
 ) -> AsyncIterator[Connection]:
     """A read-only transaction as :data:`READER_ROLE` that sees ``user_id``'s rows only (none
-    when ``user_id`` is None or empty); the role and the user end with it.
+    when ``user_id`` is None or empty), on a connection of the pool ``db`` (or on ``db``, a
+    connection); the role and the user end with it.
 
-    :raises ReaderRoleUnavailable: the pool's login cannot switch to the read role.
+    :raises ReaderRoleUnavailable: the login cannot switch to the read role.
     """
-    async with pool.acquire() as conn, conn.transaction(isolation=isolation, readonly=True):
+    async with contextlib.AsyncExitStack() as stack:
+        conn = await stack.enter_async_context(db.acquire()) if isinstance(db, asyncpg.Pool) else db
+        await stack.enter_async_context(conn.transaction(isolation=isolation, readonly=True))
         try:
             await conn.execute(_ENTER, READER_ROLE, USER_SETTING, user_id or "")
         except (asyncpg.InsufficientPrivilegeError, asyncpg.InvalidParameterValueError) as exc:

@@ -7,18 +7,25 @@ protected. The others read as ``memsaga_reader`` without a ``WHERE`` and see one
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
 import pytest_asyncio
+from click.testing import Result
+from typer.testing import CliRunner
 
 from eventstore import MigrationError, NewEvent, PostgresEventStore, migrate
 from memsaga.bootstrap import MIGRATION_SOURCES, build_registry
+from memsaga.cli import app
 from memsaga.devstack import DatabaseFactory
+from memsaga.read_connection import read_pool
 from memsaga.settings import Settings
 from projections import EXTRACTIONS, MEMORIES, MEMORY_SEARCH, PROJECTIONS, list_extractions, rebuild
 from projections.memories import query_memories
@@ -181,7 +188,15 @@ async def test_query_functions_read_as_the_user(world: World) -> None:
     assert await query_memories(world.pool, f"{ana[:3]}%") == []  # no pattern matching on user ids
 
 
-async def test_a_login_of_its_own_in_the_read_role(world: World) -> None:
+async def memories_cli(dsn: str, read_dsn: str, user: str, state: Path) -> Result:
+    """``memsaga memories --user USER --json`` with ``MEMSAGA_READ_DATABASE_URL=read_dsn``."""
+    env = {"MEMSAGA_DATABASE_URL": dsn, "MEMSAGA_READ_DATABASE_URL": read_dsn}
+    env["MEMSAGA_STATE_DIR"] = str(state)
+    args = ["memories", "--user", user, "--json"]
+    return await asyncio.to_thread(CliRunner().invoke, app, args, env=env)
+
+
+async def test_a_login_of_its_own_in_the_read_role(world: World, tmp_path: Path) -> None:
     """MEMSAGA_READ_DATABASE_URL's kind of login: member of memsaga_reader, nothing else."""
     login = f"reader_{uuid.uuid4().hex[:8]}"
     await world.pool.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE {READER_ROLE}')
@@ -207,7 +222,15 @@ async def test_a_login_of_its_own_in_the_read_role(world: World) -> None:
             await query_memories(outside, ana)
     finally:
         await outside.close()
-    assert Settings(read_database_url=dsn).read_database_url == dsn
+    settings = Settings(database_url=world.dsn, read_database_url=dsn)
+    async with read_pool(settings, world.pool) as reading:
+        assert reading is not world.pool and await reading.fetchval("SELECT current_user") == login
+    async with read_pool(Settings(database_url=world.dsn), world.pool) as reading:
+        assert reading is world.pool
+    shown = await memories_cli(world.dsn, dsn, bob, tmp_path)
+    assert shown.exit_code == 0 and {m["user_id"] for m in json.loads(shown.stdout)} == {bob}
+    refused = await memories_cli(world.dsn, world.dsn.replace("postgres@", f"{outsider}@", 1), bob, tmp_path)
+    assert refused.exit_code == 3 and "memsaga_reader" in refused.stdout + refused.stderr
     for role in (login, outsider):  # roles outlive databases: leave the cluster as it was
         await world.pool.execute(f'DROP ROLE "{role}"')
 
