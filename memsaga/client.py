@@ -99,6 +99,7 @@ from sagas.memory_extraction.domain import (
     request_problems,
 )
 from sagas.memory_extraction.events import CandidatesExtracted, episode_stream
+from sagas.memory_extraction.identifiers import identifier_problems
 from workflows.memory_extraction import CORRELATION_ID, USER_ID, MemoryExtraction
 
 WORKFLOW_ID_PREFIX = "extract-"
@@ -178,7 +179,8 @@ async def start_extraction(
     The correlation id defaults to the workflow id. Text over 16 KiB is put in ``blobs``
     first and the workflow gets only its hash (history stays small).
 
-    :raises InvalidExtractionRequest: the request is malformed, or its text is long and no
+    :raises InvalidExtractionRequest: the request is malformed (an id that
+        :mod:`sagas.memory_extraction.identifiers` refuses, too), or its text is long and no
         blob store was given.
     """
     settings = settings or Settings()
@@ -267,7 +269,9 @@ async def start_extraction_of_text(
 async def _prepared(
     request: ExtractionRequest, workflow_id: str, blobs: BlobStore | None
 ) -> ExtractionRequest:
-    problems = request_problems(request)
+    problems = request_problems(request) + identifier_problems(
+        user_id=request.user_id, workflow_id=workflow_id, correlation_id=request.correlation_id
+    )
     if problems:
         raise InvalidExtractionRequest("invalid extraction request: " + "; ".join(problems))
     update: dict[str, object] = {"correlation_id": request.correlation_id or workflow_id}

@@ -9,6 +9,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
 from sagas.forgetting import ForgetRequest, ForgetResult, forget_workflow_id
+from sagas.memory_extraction.identifiers import identifier_problem
 from workflows.forget_user import ForgetUser
 
 
@@ -26,11 +27,12 @@ async def forget_user(
     """Forget ``user_id`` and return what was done; a user forgotten before is reported as
     ``already_forgotten`` (nothing more happens). A request while one runs joins it.
 
-    :raises InvalidForgetRequest: an empty user id.
+    :raises InvalidForgetRequest: the user id breaks the identifier rule (identifiers.py).
     :raises ForgetFailed: the saga failed.
     """
-    if not user_id.strip():
-        raise InvalidForgetRequest("give the user to forget: --user USER")
+    problem = identifier_problem(user_id, "--user")
+    if problem is not None:
+        raise InvalidForgetRequest(problem)
     request = ForgetRequest(user_id=user_id, requested_by=requested_by)
     handle = await client.start_workflow(
         ForgetUser.run,

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEMSAGA_", extra="ignore")
 
     database_url: str | None = Field(default=None, description="PostgreSQL DSN of the event store")
+    read_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL DSN the read side (memories, search, MCP) queries with: a login IN ROLE"
+        " memsaga_reader (default: the event store's DSN; either way reads run as memsaga_reader)",
+    )
     nats_url: str | None = Field(default=None, description="NATS server URL (JetStream enabled)")
     temporal_address: str | None = Field(default=None, description="Temporal frontend host:port")
     temporal_ui_url: str | None = Field(default=None, description="Temporal web UI base URL")

@@ -34,6 +34,7 @@ from eventstore.postgres import Connection
 from projections.base import Projection, Tables, payload_of
 from projections.errors import ProjectionNotInitialized, ProjectionsError
 from projections.memory_lifecycle import LIFECYCLE_TYPES, created_row, lifecycle_ddl, refold, states_update
+from projections.row_security import as_user
 from projections.sealed import forgetting_handler, user_blobs
 from sagas.forgetting import UserForgotten
 from sagas.memory_extraction.embedders import bytes_to_vector
@@ -370,13 +371,20 @@ _EMPTY = "SELECT NULL::text AS memory_id, NULL::bigint AS r, NULL::float8 AS {co
 def _search_sql(mode: SearchMode, space: tuple[str, int] | None) -> str:
     vec = _vector_ranking(space) if mode != SearchMode.KEYWORD else _EMPTY.format(column="similarity")
     kw = _KEYWORD_RANKING if mode != SearchMode.VECTOR else _EMPTY.format(column="rank")
-    return f"""WITH parameters AS ({_PARAMETERS}), vec AS MATERIALIZED ({vec}), kw AS MATERIALIZED ({kw})
+    # The fused hits are materialized before the join: joined on the FULL JOIN's merged column (a
+    # COALESCE, which PostgreSQL does not hold leakproof), rows under row-level security could only
+    # be read by a scan of every row; on a plain column, by the primary key, one row per hit.
+    return f"""WITH parameters AS ({_PARAMETERS}), vec AS MATERIALIZED ({vec}), kw AS MATERIALIZED ({kw}),
+        fused AS MATERIALIZED (
+            SELECT memory_id, vec.similarity, kw.rank::float8 AS keyword_rank,
+                (coalesce(1.0 / ({RRF_K} + vec.r), 0) + coalesce(1.0 / ({RRF_K} + kw.r), 0))::float8 AS score
+            FROM vec FULL JOIN kw USING (memory_id))
         SELECT m.memory_id, m.user_id, m.text, m.kind, m.status, m.created_at, m.valid_from, m.valid_to,
                m.episode_id, m.correlation_id, m.workflow_id, m.embedder,
-               (coalesce(1.0 / ({RRF_K} + vec.r), 0) + coalesce(1.0 / ({RRF_K} + kw.r), 0))::float8 AS score,
-               vec.similarity, kw.rank::float8 AS keyword_rank
-        FROM vec FULL JOIN kw USING (memory_id) JOIN {{t}} m USING (memory_id)
-        ORDER BY score DESC, m.memory_id LIMIT $9"""
+               f.score, f.similarity, f.keyword_rank
+        FROM fused f JOIN {{t}} m ON m.memory_id = f.memory_id
+        WHERE m.user_id = $1
+        ORDER BY f.score DESC, m.memory_id LIMIT $9"""
 
 
 def _space(embedder: str, dimension: int) -> tuple[str, int] | None:
@@ -414,12 +422,14 @@ async def _prepare_scan(conn: Connection, query: SearchQuery) -> None:
 async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchHit]:
     """The ``k`` best memories of ``query.user_id`` for ``query``, best first: current ones, or
     with ``query.valid_at`` those valid then (superseded and invalidated ones too, never retracted).
+    Read as that user (:func:`projections.row_security.as_user`): no other user's row can match.
 
     :raises ProjectionNotInitialized: the memory_search projection never ran.
+    :raises ReaderRoleUnavailable: the pool's login cannot switch to the read role.
     """
     sql, args = _statement(query)
     try:
-        async with pool.acquire() as conn, conn.transaction(readonly=True):
+        async with as_user(pool, query.user_id) as conn:
             await _prepare_scan(conn, query)
             rows = await conn.fetch(sql, *args)
     except asyncpg.UndefinedTableError:
@@ -435,7 +445,7 @@ async def explain_search(pool: asyncpg.Pool, query: SearchQuery, *, analyze: boo
     sql, args = _statement(query)
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
     try:
-        async with pool.acquire() as conn, conn.transaction(readonly=True):
+        async with as_user(pool, query.user_id) as conn:
             await _prepare_scan(conn, query)
             plan = await conn.fetchval(f"EXPLAIN ({options}) {sql}", *args)
     except asyncpg.UndefinedTableError:

@@ -51,6 +51,7 @@ from projections.errors import (
     ProjectionNotInitialized,
     UnknownProjection,
 )
+from projections.row_security import ReaderRoleUnavailable
 from sagas.memory_extraction.domain import InvalidExtractionRequest
 from sagas.memory_extraction.ports import AdapterError
 
@@ -119,6 +120,7 @@ _KINDS: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
             MasterKeyMissing,
             InvalidMasterKey,
             WrongMasterKey,
+            ReaderRoleUnavailable,
         ),
         ExitCode.CONFIG,
     ),
