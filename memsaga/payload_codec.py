@@ -29,7 +29,7 @@ from temporalio.converter import (
 
 from eventstore.encryption import open_bytes, seal_bytes
 from eventstore.errors import DataErased
-from eventstore.keys import KeyRing, MasterKey
+from eventstore.keys import DEFAULT_CACHE_SECONDS, KeyRing, MasterKey
 
 ENCODING = b"binary/memsaga-sealed"
 USER = "memsaga-user"
@@ -66,9 +66,10 @@ class KeyAccess:
     """A pool, the owners and the key ring, made on first use (a Temporal client connects
     before any database work is needed, and some commands never need it)."""
 
-    def __init__(self, dsn: str, master: MasterKey) -> None:
+    def __init__(self, dsn: str, master: MasterKey, *, cache_seconds: float = DEFAULT_CACHE_SECONDS) -> None:
         self.dsn = dsn
         self.master = master
+        self.cache_seconds = cache_seconds
         self._ready: tuple[SagaOwners, KeyRing] | None = None
         self._lock = asyncio.Lock()
 
@@ -78,7 +79,10 @@ class KeyAccess:
             async with self._lock:
                 if self._ready is None:
                     pool = await asyncpg.create_pool(self.dsn, min_size=0, max_size=4)
-                    self._ready = SagaOwners(pool), KeyRing(pool, self.master)
+                    self._ready = (
+                        SagaOwners(pool),
+                        KeyRing(pool, self.master, cache_seconds=self.cache_seconds),
+                    )
         return self._ready
 
 

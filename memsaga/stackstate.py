@@ -22,6 +22,7 @@ class ServiceState(BaseModel):
     managed: bool  # True: started by `memsaga dev up` (and stopped by `down`); False: reused
     pid: int | None = None
     ui_url: str | None = None  # Temporal only
+    codec_url: str | None = None  # Temporal only: where its UI asks `memsaga codec-server` to decode
     data_dir: str | None = None
     log_file: str | None = None
 

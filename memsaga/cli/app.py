@@ -7,6 +7,7 @@ import sys
 import typer
 
 from memsaga.cli.bench import register_bench_commands
+from memsaga.cli.codec import register_codec_commands
 from memsaga.cli.common import EXIT_CODES_HELP, ExitCode, fail
 from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
@@ -15,6 +16,7 @@ from memsaga.cli.doctor import register_doctor_commands
 from memsaga.cli.eval import register_eval_commands
 from memsaga.cli.forget import register_forget_commands
 from memsaga.cli.history import register_history_commands
+from memsaga.cli.keys import register_keys_commands
 from memsaga.cli.mcp import register_mcp_commands
 from memsaga.cli.projections import register_projection_commands
 from memsaga.cli.read_models import register_read_model_commands
@@ -42,6 +44,8 @@ register_demo_commands(app)
 register_saga_commands(app)
 register_retract_commands(app)
 register_forget_commands(app)
+register_keys_commands(app)
+register_codec_commands(app)
 register_trace_commands(app)
 register_relay_commands(app)
 register_projection_commands(app)

@@ -149,7 +149,12 @@ async def _ensure_running(
         return await start_nats(state_dir, port=port, prefer_default_port=prefer_default_ports)
     ui_port = _free_recorded_port(recorded.ui_url) if recorded is not None and recorded.ui_url else None
     ports = (port, ui_port or free_port(exclude=(port,))) if port is not None else None
-    return await start_temporal(state_dir, ports=ports, prefer_default_ports=prefer_default_ports)
+    codec_port = (
+        _free_recorded_port(recorded.codec_url) if recorded is not None and recorded.codec_url else None
+    )
+    return await start_temporal(
+        state_dir, ports=ports, codec_port=codec_port, prefer_default_ports=prefer_default_ports
+    )
 
 
 def _free_recorded_port(url: str | None) -> int | None:
