@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventstore import failpoints
 from eventstore.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from memsaga.errors import InvalidSettings, ServiceNotConfigured
 from memsaga.stackstate import load_stack_state
@@ -130,6 +131,15 @@ class Settings(BaseSettings):
     embedder: str = Field(
         default="wordllama", description="embedder of new sagas: wordllama | hashing | http"
     )
+
+    # Operating (docs/reliability.md: Failpoints).
+    failpoints: str = Field(default="", description="faults to inject: see Failpoints in docs/reliability.md")
+
+    @field_validator("failpoints")
+    @classmethod
+    def _valid_failpoints(cls, value: str) -> str:
+        failpoints.parse(value)  # InvalidFailpoints is a ValueError: named with its variable
+        return value
 
     @field_validator("extractor")
     @classmethod
