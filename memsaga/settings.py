@@ -8,6 +8,7 @@ A URL left unset falls back to the local stack started by ``memsaga dev up``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,7 +133,10 @@ class Settings(BaseSettings):
         default="wordllama", description="embedder of new sagas: wordllama | hashing | http"
     )
 
-    # Operating (docs/reliability.md: Failpoints).
+    # Operating (docs/reliability.md: Logs, Failpoints).
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="log lines of the long-running commands: text or json"
+    )
     failpoints: str = Field(default="", description="faults to inject: see Failpoints in docs/reliability.md")
 
     @field_validator("failpoints")
