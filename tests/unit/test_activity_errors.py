@@ -22,6 +22,7 @@ from eventstore.errors import (
     UnknownEventType,
     WrongExpectedVersion,
 )
+from eventstore.failpoints import FailpointTriggered
 from sagas.memory_extraction.domain import CandidateNotInEpisode
 
 
@@ -51,6 +52,7 @@ PERMANENT: list[Exception] = [
     UnknownAdapter("extractor", "llama", ("rules", "http")),
     EmbedderResponseInvalid("no data[0].embedding"),
     EmbedderUnavailable("http://embedder/v1", "HTTP 400", retryable=False, status=400),
+    FailpointTriggered("activity.after_append"),
 ]
 TRANSIENT: list[Exception] = [
     ConnectionRefusedError("connection refused"),

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from activities.errors import to_application_error
 from eventstore import failpoints
 from eventstore.failpoints import FailpointTriggered, InvalidFailpoints
 
@@ -125,13 +124,6 @@ def test_kill_is_sigkill_of_the_own_process_with_no_cleanup() -> None:
     assert done.returncode == -signal.SIGKILL
     assert "survived" not in done.stdout and "cleanup ran" not in done.stdout
     assert "failpoint relay.before_publish: kill (hit 2)" in done.stderr
-
-
-def test_in_an_activity_a_raised_failpoint_fails_the_step_for_good() -> None:
-    translated = to_application_error(FailpointTriggered("activity.after_append"))
-
-    assert translated is not None and translated.non_retryable
-    assert translated.type == "FailpointTriggered"
 
 
 @pytest.mark.parametrize("command", [["relay"], ["worker"], ["memories", "--user", "u"]])
