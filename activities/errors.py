@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from eventstore import failpoints
 from eventstore.errors import (
     BlobNotFound,
     DataErased,
@@ -62,6 +63,7 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     UserWasForgotten,
     ValidationError,
     CandidateNotInEpisode,
+    failpoints.FailpointTriggered,  # `raise` at a failpoint: a step that took effect, then failed for good
 )
 """Errors no retry of a saga step can fix: the step fails at once."""
 
@@ -129,7 +131,9 @@ def translating_errors(
     @functools.wraps(fn)
     async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return await fn(*args, **kwargs)
+            result = await fn(*args, **kwargs)
+            await failpoints.hit_async("activity.after_append")  # done, and Temporal does not know it
+            return result
         except Exception as error:
             failure = to_application_error(error, compensation=compensation)
             if failure is None:

@@ -40,6 +40,7 @@ from activities.memory_extraction_io import (
 from activities.memory_index import MemoryIndex
 from activities.metrics import records_outcome
 from eventstore import ANY, NO_STREAM, BlobStore, EventStore, NewEvent, WrongExpectedVersion, sha256_hex
+from eventstore.failpoints import hit_async as failpoint
 from sagas.memory_extraction import domain
 from sagas.memory_extraction.domain import (
     COMPENSATE,
@@ -324,6 +325,7 @@ class MemoryExtractionActivities:
             retraction = saga_event(input.envelope, key, payload, causation_id=input.causation_id)
             if all(e.event_id != retraction.event_id for e in events):
                 await self.store.append(stream, [retraction], expected_version=len(events))
+                await failpoint("compensation.after_first")
             result.retracted_memory_ids.append(planned.memory_id)
             result.retracted_event_ids.append(planned.created_event_id)
         return result
@@ -359,6 +361,7 @@ class MemoryExtractionActivities:
         event = saga_event(input.envelope, event_key(COMPENSATE), payload, causation_id=causation_id)
         # Nothing recorded: the stream must still be new (a late record attempt makes this one retry).
         await self.store.append(stream, [*first, event], expected_version=NO_STREAM if first else ANY)
+        await failpoint("compensation.after_first")
         return CompensateResult(event_id=str(event.event_id))
 
     @activity_defn("memory_extraction.record_compensation_failed", compensation=True)
@@ -426,6 +429,7 @@ class MemoryExtractionActivities:
             reinstated = saga_event(input.envelope, key, payload, causation_id=input.causation_id)
             if all(e.event_id != reinstated.event_id for e in events):
                 await self.store.append(stream, [reinstated], expected_version=len(events))
+                await failpoint("compensation.after_first")
             result.reinstated_memory_ids.append(memory_id)
             result.reinstated_event_ids.append(str(ending_id))
 

@@ -8,10 +8,12 @@ A URL left unset falls back to the local stack started by ``memsaga dev up``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventstore import failpoints
 from eventstore.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from memsaga.errors import InvalidSettings, ServiceNotConfigured
 from memsaga.stackstate import MASTER_KEY_FILE, load_stack_state
@@ -158,6 +160,18 @@ class Settings(BaseSettings):
     embedder: str = Field(
         default="wordllama", description="embedder of new sagas: wordllama | hashing | http"
     )
+
+    # Operating (docs/reliability.md: Logs, Failpoints).
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="log lines of the long-running commands: text or json"
+    )
+    failpoints: str = Field(default="", description="faults to inject: see Failpoints in docs/reliability.md")
+
+    @field_validator("failpoints")
+    @classmethod
+    def _valid_failpoints(cls, value: str) -> str:
+        failpoints.parse(value)  # InvalidFailpoints is a ValueError: named with its variable
+        return value
 
     @field_validator("extractor")
     @classmethod

@@ -27,7 +27,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from eventstore import EventTail, PostgresEventStore, RecordedEvent
+from eventstore import EventTail, PostgresEventStore, RecordedEvent, failpoints
 from projections.base import TRANSIENT_ERRORS
 from projections.metrics import RelayMetrics
 from projections.stream import DEFAULT_DUPLICATE_WINDOW, DEFAULT_STREAM, ensure_stream
@@ -200,7 +200,9 @@ class Relay:
                     if ahead is None and (to_position is None or pending[-1].position < to_position):
                         # One read at a time, in tail order: this one is awaited before the next starts.
                         ahead = asyncio.create_task(self._read(tail, to_position))
+                    await failpoints.hit_async("relay.before_publish")
                     await self._publish(pending)
+                    await failpoints.hit_async("relay.after_publish")
                     await save_checkpoint(self.pool, cfg.stream, pending[-1].position, len(pending))
                     await self.metrics.lag(self.store, pending[-1].position)
                 except RETRIED_ERRORS as exc:

@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from eventstore import PostgresEventStore, RecordedEvent, SchemaRegistry
+from eventstore import PostgresEventStore, RecordedEvent, SchemaRegistry, failpoints
 from projections.base import Projection
 from projections.errors import ConsumerFiltersIgnored, ProjectionCodeMismatch, ProjectionNotInitialized
 from projections.metrics import ProjectionMetrics
@@ -230,10 +230,13 @@ class ProjectionRunner:
         heartbeat = asyncio.create_task(self._heartbeat([i.msg for i in items]))
         try:
             await self._apply(items)
+            if failpoints.enabled("projector.deliver_twice"):
+                await self._apply(items)  # again, committed apart: as a redelivery after a lost ack
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+        await failpoints.hit_async("projector.after_commit")
         await self._settle_quietly(items)
         self.stats.batches += 1
         parked = sum(1 for i in items if i.outcome is Outcome.PARK)

@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from eventstore import failpoints
 from memsaga.cli.bench import register_bench_commands
 from memsaga.cli.codec import register_codec_commands
 from memsaga.cli.common import EXIT_CODES_HELP, ExitCode, fail
@@ -66,11 +67,12 @@ def _start(ctx: typer.Context) -> None:
     """Event-sourced long-term memory for AI agents."""
     if not {"--help", "-h"} & set(sys.argv[1:]):
         try:
-            load_settings()  # once, before any command: a bad variable is named, not a traceback
+            settings = load_settings()  # once, before any command: a bad variable is named, not a traceback
         except InvalidSettings as exc:
             raise fail(
                 f"{exc} (fix or unset the variable)", error="InvalidSettings", code=ExitCode.CONFIG
             ) from None
+        failpoints.install(settings.failpoints)  # valid: load_settings checked it
     setup_tracing(_ROLES.get(ctx.invoked_subcommand or "", "client"))
     setup_metrics(_ROLES.get(ctx.invoked_subcommand or "", "client"))
 

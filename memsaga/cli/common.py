@@ -39,8 +39,10 @@ from memsaga.errors import (
     ServiceNotConfigured,
     TemporalUnreachable,
 )
+from memsaga.json_logs import JsonLogFormatter, current_role
 from memsaga.retraction import InvalidRetraction
 from memsaga.search import InvalidSearch
+from memsaga.settings import Settings
 from memsaga.telemetry import shutdown_tracing
 from projections import ProjectionsError
 from projections.errors import (
@@ -263,8 +265,14 @@ def keep_whole(table: Table, *headers: str, width: int | None = None) -> Table:
 
 def log_to_stderr() -> None:
     """INFO logs on stderr, for the long-running commands: styled on a terminal; elsewhere (a
-    file, Docker, journald) one plain line per record, never wrapped."""
+    file, Docker, journald) one plain line per record, never wrapped; with
+    ``MEMSAGA_LOG_FORMAT=json`` one JSON object per record (:mod:`memsaga.json_logs`)."""
     handler: logging.Handler
+    if Settings().log_format == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonLogFormatter(current_role()))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+        return
     if errors.is_terminal:
         handler = RichHandler(console=errors, show_path=False)
         layout = "%(message)s"

@@ -24,6 +24,7 @@ from eventstore.errors import (
     UserWasForgotten,
     WrongExpectedVersion,
 )
+from eventstore.failpoints import FailpointTriggered
 from sagas.memory_extraction.domain import CandidateNotInEpisode
 
 
@@ -55,6 +56,7 @@ PERMANENT: list[Exception] = [
     UnknownAdapter("extractor", "llama", ("rules", "http")),
     EmbedderResponseInvalid("no data[0].embedding"),
     EmbedderUnavailable("http://embedder/v1", "HTTP 400", retryable=False, status=400),
+    FailpointTriggered("activity.after_append"),
 ]
 TRANSIENT: list[Exception] = [
     ConnectionRefusedError("connection refused"),

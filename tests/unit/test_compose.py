@@ -76,3 +76,16 @@ def test_every_role_runs_an_existing_cli_command(compose: dict[str, Any]) -> Non
         assert service["command"][0] in commands, f"{name} runs unknown command {service['command'][0]!r}"
         if name != "migrate":
             assert _environment(service)["OTEL_SERVICE_NAME"] == f"memsaga-{name}"
+
+
+def test_nats_runs_jetstream_syncing_every_write(compose: dict[str, Any]) -> None:
+    nats = compose["services"]["nats"]
+    command = nats["command"]
+    config_file = command[command.index("-c") + 1]
+    [mounted] = [c for c in nats["configs"] if c["target"] == config_file]
+    content = compose["configs"][mounted["source"]]["content"]
+    jetstream = re.search(r"jetstream\s*\{([^}]*)\}", content)
+    assert jetstream is not None, content
+    settings = dict(re.findall(r"^\s*(\w+)\s*:\s*(\S+)\s*$", jetstream.group(1), re.MULTILINE))
+    assert settings["sync_interval"] == "always"
+    assert settings["store_dir"] in {v.split(":")[1] for v in nats["volumes"]}  # on the volume
