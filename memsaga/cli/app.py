@@ -22,6 +22,7 @@ from memsaga.cli.saga import register_saga_commands
 from memsaga.cli.search import register_search_commands
 from memsaga.cli.store import register_store_commands
 from memsaga.cli.trace import register_trace_commands
+from memsaga.cli.verify import register_verify_commands
 from memsaga.errors import InvalidSettings
 from memsaga.settings import load_settings
 from memsaga.telemetry import setup_tracing
@@ -43,6 +44,7 @@ register_trace_commands(app)
 register_relay_commands(app)
 register_projection_commands(app)
 register_dlq_commands(app)
+register_verify_commands(app)
 register_read_model_commands(app)
 register_history_commands(app)
 register_search_commands(app)
