@@ -7,6 +7,7 @@ import sys
 import typer
 
 from memsaga.cli.bench import register_bench_commands
+from memsaga.cli.chaos import register_chaos_commands
 from memsaga.cli.common import EXIT_CODES_HELP, ExitCode, fail
 from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
@@ -45,6 +46,7 @@ register_relay_commands(app)
 register_projection_commands(app)
 register_dlq_commands(app)
 register_verify_commands(app)
+register_chaos_commands(app)
 register_read_model_commands(app)
 register_history_commands(app)
 register_search_commands(app)

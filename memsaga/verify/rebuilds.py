@@ -21,6 +21,7 @@ from an event).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,8 @@ from projections.parked import list_parked
 from projections.tracking import applied_event_ids
 from projections.versions import active_checkpoint
 
+BATCH = 500
+TAIL_TIMEOUT = 10.0
 VOLATILE_COLUMNS: Mapping[str, tuple[str, ...]] = {}
 """Columns left out of a table's hash because a rebuild may legitimately differ there, by
 logical table name. Empty: no shipped read model stores a clock or a random value."""
@@ -93,6 +96,40 @@ async def apply_in_order(
     await flush()
 
 
+async def _applied_events(
+    store: PostgresEventStore,
+    projection: Projection,
+    applied: set[uuid.UUID],
+    parked: set[uuid.UUID],
+    checkpoint: int,
+    max_lag: float,
+) -> tuple[list[RecordedEvent], int]:
+    """The ``applied`` events from the store in position order, and how many events the
+    projection handles at or below ``checkpoint``, older than ``max_lag``, were neither
+    applied nor parked. An applied event the tail has not reached yet (a writer still running
+    when the read began) is waited for up to :data:`TAIL_TIMEOUT` seconds.
+    """
+    handled = set(projection.event_types)
+    settled = datetime.now(UTC) - timedelta(seconds=max_lag)
+    events: list[RecordedEvent] = []
+    unapplied = 0
+    position = 0
+    deadline = time.monotonic() + TAIL_TIMEOUT
+    while True:
+        async for batch in store.read_all(after_position=position):
+            position = batch[-1].position
+            for e in batch:
+                if e.event_type not in handled:
+                    continue
+                if e.event_id in applied:
+                    events.append(e)
+                elif e.position <= checkpoint and e.event_id not in parked and e.recorded_at < settled:
+                    unapplied += 1
+        if len(events) >= len(applied) or time.monotonic() > deadline:
+            return events, unapplied
+        await asyncio.sleep(0.2)
+
+
 async def check_read_model(
     pool: asyncpg.Pool, store: PostgresEventStore, projection: Projection, *, max_lag: float
 ) -> ReadModelCheck:
@@ -129,24 +166,15 @@ async def _compare(
     }
     applied = await applied_event_ids(conn, name, active.version)
     parked = {p.event_id for p in await list_parked(conn, projection=name, include_resolved=True)}
+    events, unapplied = await _applied_events(store, projection, applied, parked, active.position, max_lag)
+    # Only now does this transaction write (and take a transaction id): the store's gap-safe
+    # tail, read above on other connections, waits for running writers to pass.
     schema = f"memsaga_verify_{uuid.uuid4().hex[:12]}"
     await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")
     scratch = scratch_tables(projection, schema)
     await conn.execute(scratch_ddl(projection, scratch))
-    handled = set(projection.event_types)
-    settled = datetime.now(UTC) - timedelta(seconds=max_lag)
-    unapplied = 0
-    async for batch in store.read_all(after_position=0):
-        mine = [e for e in batch if e.event_type in handled]
-        await apply_in_order(conn, projection, scratch, [e for e in mine if e.event_id in applied])
-        unapplied += sum(
-            1
-            for e in mine
-            if e.position <= active.position
-            and e.event_id not in applied
-            and e.event_id not in parked
-            and e.recorded_at < settled
-        )
+    for start in range(0, len(events), BATCH):
+        await apply_in_order(conn, projection, scratch, events[start : start + BATCH])
     digests = []
     for t in projection.tables:
         rows, digest = await table_digest(conn, scratch[t], VOLATILE_COLUMNS.get(t, ()))
