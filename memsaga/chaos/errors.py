@@ -16,3 +16,12 @@ class ServiceDidNotComeBack(ChaosError):
         self.name = name
         where = f"came back at {found}" if found else "did not come back"
         super().__init__(f"{name} {where}, not at {url}: see its log under the run's directory")
+
+
+class ChaosStopped(ChaosError):
+    """SIGINT or SIGTERM stopped the run before its checks; everything it started is stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "chaos run stopped by a signal before its checks; every process it started is stopped"
+        )

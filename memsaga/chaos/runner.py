@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from typing import Protocol
 
 import asyncpg
 from temporalio.client import Client
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from eventstore import PostgresEventStore
 from memsaga.bootstrap import build_stores, create_pool
@@ -30,6 +32,7 @@ from memsaga.chaos.checks import (
     check_requests,
     check_settled,
 )
+from memsaga.chaos.errors import ChaosStopped
 from memsaga.chaos.faults import LONG_OUTAGE, Injector, Supervisor, schedule
 from memsaga.chaos.ledger import FaultRecord, Ledger
 from memsaga.chaos.report import ChaosReport
@@ -48,6 +51,18 @@ GAP = (0.5, 2.5)
 CATCH_UP_TIMEOUT = 120.0
 UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ProjectionNotInitialized)
 """What reading the read models may raise while PostgreSQL is down or before the first build."""
+
+
+def quiet_temporal_core() -> None:
+    """Temporal's core logs a warning on stdout for every call it retries; faults make many, and
+    stdout carries the report (``--json``): forward only its errors, to Python logging (stderr)."""
+    logging_config = LoggingConfig(
+        filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("memsaga.chaos.temporal")),
+    )
+    Runtime.set_default(
+        Runtime(telemetry=TelemetryConfig(logging=logging_config)), error_if_already_set=False
+    )
 
 
 class Reporter(Protocol):
@@ -94,9 +109,11 @@ async def run_chaos(
 ) -> ChaosReport:
     """Run it; the report says what was injected and what each check found.
 
+    :raises ChaosStopped: ``stop`` was set before the checks.
     :raises ChaosError: the run could not go on (a service did not come back).
     :raises DevstackError: the stack did not start.
     """
+    quiet_temporal_core()
     root = Path(tempfile.mkdtemp(prefix="memsaga-chaos-"))
     run = _Run(options, root, reporter or Quiet(), stop)
     report: ChaosReport | None = None
@@ -140,7 +157,7 @@ class _Run:
             body.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await body
-            raise asyncio.CancelledError
+            raise ChaosStopped(str(self.stack.root))
         return body.result()
 
     async def _phase(self, name: str, work: Callable[[], Awaitable[None]]) -> None:

@@ -213,3 +213,19 @@ class ChaosStack:
                 except ProcessLookupError:
                     continue
             stop_service(service, timeout=10.0)
+        for pid in _servers_under(self.root):  # started, but not yet recorded when the run was cut short
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _servers_under(root: Path) -> list[int]:
+    """Processes whose command line names ``root`` (our servers: data dir, config, database file)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(root) in command and int(entry.name) != os.getpid():
+            found.append(int(entry.name))
+    return found

@@ -38,6 +38,10 @@ RETRY = StepRetry(initial_interval_seconds=0.5, maximum_interval_seconds=2.0, ma
 """Quick resumption after an outage (backoff capped at 2 s); a failing adapter gives up after 3
 attempts. Infrastructure errors are still retried for the default six hours."""
 
+HEARTBEAT_SECONDS = 10.0
+"""An extractor's or embedder's attempt lost with a killed worker is retried after this silence
+(the default, 60 s, would hold a saga past the run's settle time)."""
+
 
 def closed_port() -> int:
     """A local port nobody listens on (the failing embedder's)."""
@@ -72,6 +76,7 @@ def request_for(saga: SagaRecord) -> ExtractionRequest:
         extractor="rules",
         embedder="http" if saga.kind == "failing" else "hashing",
         embedder_base_url=f"http://127.0.0.1:{closed_port()}" if saga.kind == "failing" else None,
+        heartbeat_timeout_seconds=HEARTBEAT_SECONDS,
         retry=RETRY,
     )
     return ExtractionRequest(user_id=saga.user_id, text=saga.text, source="chaos", options=options)
