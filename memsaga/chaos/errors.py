@@ -21,7 +21,9 @@ class ServiceDidNotComeBack(ChaosError):
 class ChaosStopped(ChaosError):
     """SIGINT or SIGTERM stopped the run before its checks; everything it started is stopped."""
 
-    def __init__(self) -> None:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
         super().__init__(
             "chaos run stopped by a signal before its checks; every process it started is stopped"
+            f" (data and logs: {state_dir})"
         )
