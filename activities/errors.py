@@ -33,12 +33,14 @@ from temporalio.exceptions import ApplicationError
 
 from eventstore.errors import (
     BlobNotFound,
+    DataErased,
     EventIdConflict,
     InvalidEvent,
     InvalidPayload,
     PartialDuplicate,
     PayloadTooLarge,
     UnknownEventType,
+    UserWasForgotten,
     WrongExpectedVersion,
 )
 from sagas.memory_extraction.domain import CandidateNotInEpisode, StepRetry
@@ -56,6 +58,8 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     InvalidEvent,
     PayloadTooLarge,
     BlobNotFound,
+    DataErased,
+    UserWasForgotten,
     ValidationError,
     CandidateNotInEpisode,
 )

@@ -38,6 +38,7 @@ from activities.memory_extraction_io import (
     StoreResult,
 )
 from activities.memory_index import MemoryIndex
+from activities.metrics import records_outcome
 from eventstore import ANY, NO_STREAM, BlobStore, EventStore, NewEvent, WrongExpectedVersion, sha256_hex
 from sagas.memory_extraction import domain
 from sagas.memory_extraction.domain import (
@@ -148,7 +149,7 @@ class MemoryExtractionActivities:
         """``CandidatesExtracted``; the extractor heartbeats while it waits for an LLM."""
         state = await self._episode(input.episode_id)
         if CandidatesExtracted.event_type not in state.event_types:
-            text = await self._text(state)
+            text = await self._text(state, input.envelope.user_id)
             extractor = self.extractors(input.options)
             candidates = await adapter_call(
                 input.options.retry, extractor.extract(text, heartbeat=activity.heartbeat)
@@ -175,7 +176,9 @@ class MemoryExtractionActivities:
             )
             refs = [
                 EmbeddingRef(
-                    candidate_id=c.candidate_id, vector_sha256=await self._put_vector(v), dimension=len(v)
+                    candidate_id=c.candidate_id,
+                    vector_sha256=await self._put_vector(input.envelope.user_id, v),
+                    dimension=len(v),
                 )
                 for c, v in zip(state.candidates, vectors, strict=True)
             ]
@@ -286,6 +289,7 @@ class MemoryExtractionActivities:
         return result
 
     @activity_defn("memory_extraction.complete_extraction")
+    @records_outcome("completed")
     async def complete_extraction(self, input: CompleteInput) -> Appended:
         """``ExtractionCompleted`` with the counts."""
         payload = ExtractionCompleted(
@@ -325,6 +329,7 @@ class MemoryExtractionActivities:
         return result
 
     @activity_defn("memory_extraction.compensate_extraction", compensation=True)
+    @records_outcome("compensated")
     async def compensate_extraction(self, input: CompensateExtractionInput) -> CompensateResult:
         """Compensation: ``ExtractionCompensated``.
 
@@ -357,6 +362,7 @@ class MemoryExtractionActivities:
         return CompensateResult(event_id=str(event.event_id))
 
     @activity_defn("memory_extraction.record_compensation_failed", compensation=True)
+    @records_outcome("compensation_failed")
     async def record_compensation_failed(self, input: RecordCompensationFailedInput) -> Appended:
         """``CompensationFailed``: a compensation gave up; a human must finish undoing the saga."""
         payload = CompensationFailed(step=input.step, error=input.error)
@@ -433,22 +439,24 @@ class MemoryExtractionActivities:
         )
         return await self._episode(input.episode_id)
 
-    async def _put_vector(self, vector: list[float]) -> str:
-        return await self.blobs.put(vector_to_bytes(vector))
+    async def _put_vector(self, user_id: str, vector: list[float]) -> str:
+        return await self.blobs.put(vector_to_bytes(vector), user_id=user_id)
 
-    async def _text(self, state: EpisodeState) -> str:
+    async def _text(self, state: EpisodeState, user_id: str) -> str:
         if state.text is not None:
             return state.text
-        return (await self.blobs.get(state.text_sha256 or "")).decode("utf-8")
+        return (await self.blobs.get(state.text_sha256 or "", user_id=user_id)).decode("utf-8")
 
     async def _episode_text(self, input: RecordEpisodeInput) -> tuple[str | None, str, int]:
-        """``(inline text or None, its sha256, its size in bytes)``; long text goes to the blob store."""
+        """``(inline text or None, its address or sha256, its size in bytes)``; long text goes to the
+        blob store, sealed with the user's key."""
+        user_id = input.envelope.user_id
         if input.text is None:
-            data = await self.blobs.get(input.text_sha256 or "")
-            return None, sha256_hex(data), len(data)
+            data = await self.blobs.get(input.text_sha256 or "", user_id=user_id)
+            return None, input.text_sha256 or sha256_hex(data), len(data)
         data = input.text.encode("utf-8")
         if len(data) > domain.INLINE_TEXT_LIMIT:
-            return None, await self.blobs.put(data), len(data)
+            return None, await self.blobs.put(data, user_id=user_id), len(data)
         return input.text, sha256_hex(data), len(data)
 
 

@@ -153,8 +153,7 @@ async def folded(
     """The baseline: read the user's events from the store and fold each memory in Python."""
     rows = await pool.fetch(_USER_EVENTS, USER)
     streams: dict[str, list[RecordedEvent]] = {}
-    for row in rows:
-        event = decode_row(row, store.registry)
+    for event in await store.open_events([decode_row(row, store.registry) for row in rows]):
         streams.setdefault(event.stream_id, []).append(event)
     wanted = LISTED_STATUSES if valid_at is not None else ("current",)
     found: set[Key] = set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import orjson
 
 from eventstore.columns import BODY_FIELDS, COLUMNS, WRITTEN, decode_row, load_json
+from eventstore.encryption import SEALED
 from eventstore.envelope import AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StreamState
 from eventstore.errors import EventIdConflict, InvalidEvent, InvalidQuery, PartialDuplicate, PayloadTooLarge
 from eventstore.registry import SchemaRegistry
@@ -18,6 +20,8 @@ from eventstore.registry import SchemaRegistry
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 # How JSON writes a NUL character (which jsonb refuses): \u0000 after an even number of
 # backslashes; after an odd number it is the text "\u0000" itself, which is fine.
+Sealer = Callable[[NewEvent, dict[str, Any]], "dict[str, Any] | None"]
+"""Encrypts a validated payload's personal fields, or returns None when it has none."""
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _FIELD = re.compile(r"[a-z_][a-z0-9_]*")
 
@@ -63,9 +67,12 @@ def prepare_batch(
     registry: SchemaRegistry,
     max_payload_bytes: int,
     trace_context: dict[str, str] | None = None,
+    seal: Sealer | None = None,
 ) -> list[PreparedEvent]:
     """Validate a batch before it touches storage; ``trace_context`` fills each event's metadata
-    where the producer did not set those keys itself.
+    where the producer did not set those keys itself. ``seal`` encrypts an event's personal
+    fields (after validation, before the size check) and returns None for an event without any;
+    a sealed event is marked in its metadata (:data:`~eventstore.encryption.SEALED`).
 
     :raises InvalidEvent: empty stream id or batch, or one event id twice in the batch.
     :raises UnknownEventType, InvalidPayload, PayloadTooLarge: from the payload checks.
@@ -80,9 +87,12 @@ def prepare_batch(
     prepared = []
     for event in events:
         payload = registry.validate(event)
+        metadata = {**(trace_context or {}), **event.metadata}
+        if seal is not None and (sealed := seal(event, payload)) is not None:
+            payload, metadata = sealed, {**metadata, SEALED: True}
         try:
             payload_json = dump_json(payload)
-            metadata_json = dump_json({**(trace_context or {}), **event.metadata})
+            metadata_json = dump_json(metadata)
         except TypeError as exc:
             raise InvalidEvent(
                 f"event {event.event_id} ({event.event_type}) cannot be stored as JSON: {exc}"

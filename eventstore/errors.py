@@ -114,3 +114,40 @@ class MigrationChecksumMismatch(MigrationError):
             f"migration {source}/{name} (version {version}) changed after it was applied: "
             "never edit an applied migration, add a new one instead"
         )
+
+
+class EncryptionError(EventStoreError):
+    """Base class of the errors of personal-data encryption (:mod:`eventstore.encryption`)."""
+
+
+class DataErased(EncryptionError):
+    """The data belongs to a user whose key was destroyed (the user was forgotten)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is erased: its user was forgotten and the key destroyed")
+
+
+class UserWasForgotten(EncryptionError):
+    """New personal data for a user who was forgotten: refused (forgetting is final for an id)."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        super().__init__(
+            f"user {user_id!r} was forgotten (its data key is destroyed): nothing personal can be"
+            " stored for this id any more; use a new user id"
+        )
+
+
+class SealedDataCorrupt(EncryptionError):
+    """A sealed value or blob does not open with its user's key (tampered, or another key)."""
+
+
+class WrongMasterKey(EncryptionError):
+    """The configured master key is not the one that wrapped the stored data keys."""
+
+    def __init__(self, configured: str, stored: list[str]) -> None:
+        super().__init__(
+            f"the master key (id {configured}) did not wrap the stored data keys (key ids"
+            f" {', '.join(stored)}): set MEMSAGA_MASTER_KEY or MEMSAGA_MASTER_KEY_FILE to the key in use,"
+            " or rotate with `memsaga keys rotate`"
+        )

@@ -23,6 +23,7 @@ from eventstore.codec import (
     resolve_duplicate,
 )
 from eventstore.columns import POSITION, SELECT_LIST, WRITTEN, decode_row
+from eventstore.encryption import BLIND
 from eventstore.envelope import (
     ANY,
     AppendResult,
@@ -32,11 +33,12 @@ from eventstore.envelope import (
     NewEvent,
     RecordedEvent,
 )
-from eventstore.errors import WrongExpectedVersion
+from eventstore.errors import InvalidQuery, WrongExpectedVersion
 from eventstore.pool import mark_session_clean
 from eventstore.registry import SchemaRegistry
 from eventstore.tail import GapGuard
 from eventstore.tracing import append_span
+from eventstore.vault import Vault
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A plain or pooled connection: what ``append(conn=...)`` accepts."""
@@ -81,12 +83,17 @@ _BACKLOG = """SELECT count(*), coalesce(extract(epoch FROM now() - min(recorded_
 
 
 @functools.cache
-def _find_sql(field: str, by_user: bool, unless: bool) -> str:
+def _find_sql(field: str, by_user: bool, unless: bool, blind: bool = False) -> str:
     """The statement of :meth:`PostgresEventStore.find_events`: ``field`` spelled out, so that an
     expression index on it applies (sagas/migrations/0001_memory_dedup_index.sql); only the
-    filters asked for, so that a generic plan need not allow for the others."""
+    filters asked for, so that a generic plan need not allow for the others. ``blind``: the
+    field is sealed, and also matched by its blind index (the last parameter)."""
     sql = f"SELECT {_COLUMNS} FROM memsaga.events c WHERE c.event_type = $1"
-    sql += f" AND c.payload->>'{field}' = ANY($2)"
+    if blind:
+        last = 3 + by_user + unless
+        sql += f" AND (c.payload->>'{field}' = ANY($2) OR c.payload->'{field}'->>'{BLIND}' = ANY(${last}))"
+    else:
+        sql += f" AND c.payload->>'{field}' = ANY($2)"
     if by_user:
         sql += " AND c.user_id = $3"
     if unless:
@@ -121,10 +128,13 @@ class PostgresEventStore:
         registry: SchemaRegistry,
         *,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        vault: Vault | None = None,
     ) -> None:
         self.pool = pool
         self.registry = registry
         self.max_payload_bytes = max_payload_bytes
+        self.vault = vault
+        """Seals personal fields at append and opens them on read; None keeps them plain."""
 
     async def append(
         self,
@@ -144,7 +154,10 @@ class PostgresEventStore:
         """
         code = expected_version_code(expected_version)
         with append_span(stream_id, events) as trace_context:
-            batch = prepare_batch(stream_id, events, self.registry, self.max_payload_bytes, trace_context)
+            seal = None if self.vault is None else await self.vault.sealer(events)
+            batch = prepare_batch(
+                stream_id, events, self.registry, self.max_payload_bytes, trace_context, seal
+            )
             query, args = _append_call(stream_id, code, batch)
             if conn is not None:
                 return await self._append_on(conn, stream_id, expected_version, batch, query, args)
@@ -208,7 +221,7 @@ class PostgresEventStore:
         else:
             start = from_version if from_version is not None else 2**62
             rows = await self.pool.fetch(_STREAM_BACKWARD, stream_id, start, limit)
-        return [decode_row(r, self.registry) for r in rows]
+        return await self._open([decode_row(r, self.registry) for r in rows])
 
     async def read_all(
         self, *, after_position: int = 0, batch_size: int = 1000
@@ -224,7 +237,7 @@ class PostgresEventStore:
             # Read ahead: PostgreSQL sends the next batch while this one is decoded and used.
             ahead = asyncio.ensure_future(tail.fetch(batch_size))
             try:
-                yield tail.decode(rows)
+                yield await self._open(tail.decode(rows))
                 rows = await ahead
             finally:
                 if not ahead.done():
@@ -233,18 +246,19 @@ class PostgresEventStore:
                         await ahead
 
     def tail(self, *, after_position: int = 0) -> EventTail:
-        """A gap-safe follower of the global order, starting after ``after_position``."""
+        """A gap-safe follower of the global order, starting after ``after_position``; its events
+        are raw, personal fields still sealed (:meth:`open_events`)."""
         return EventTail(self.pool, self.registry, after_position=after_position)
 
     async def read_correlation(self, correlation_id: str) -> list[RecordedEvent]:
         """Every event of one correlation id, in position order."""
         rows = await self.pool.fetch(_CORRELATION, correlation_id)
-        return [decode_row(r, self.registry) for r in rows]
+        return await self._open([decode_row(r, self.registry) for r in rows])
 
     async def read_causation(self, event_id: uuid.UUID) -> list[RecordedEvent]:
         """An event and all its descendants by causation id, in position order."""
         rows = await self.pool.fetch(_CAUSATION, event_id)
-        return [decode_row(r, self.registry) for r in rows]
+        return await self._open([decode_row(r, self.registry) for r in rows])
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version (0 when it has no events)."""
@@ -285,10 +299,23 @@ class PostgresEventStore:
         :raises InvalidQuery: ``payload_field`` is not a lower-case identifier.
         """
         field = checked_payload_field(payload_field)
-        sql = _find_sql(field, user_id is not None, unless_stream_has is not None)
-        args = [a for a in (user_id, unless_stream_has) if a is not None]
+        args: list[Any] = [a for a in (user_id, unless_stream_has) if a is not None]
+        blind = self.vault is not None and self.vault.indexed(event_type, field)
+        if blind and self.vault is not None:
+            if user_id is None:
+                raise InvalidQuery(f"{event_type}.{field} is personal: finding events by it needs a user_id")
+            args.append(await self.vault.blind_indexes(user_id, values))
+        sql = _find_sql(field, user_id is not None, unless_stream_has is not None, blind)
         rows = await self.pool.fetch(sql, event_type, list(values), *args)
-        return [decode_row(r, self.registry) for r in rows]
+        return await self._open([decode_row(r, self.registry) for r in rows])
+
+    async def open_events(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Raw events (from :meth:`tail`, or JetStream) with their personal fields opened; as
+        they are without a vault."""
+        return await self._open(events)
+
+    async def _open(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        return events if self.vault is None else await self.vault.open_events(events)
 
 
 class EventTail:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -24,8 +24,10 @@ from nats.js import JetStreamContext
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.forgetting import ForgettingActivities
 from activities.memory_extraction import EmbedderFactory, ExtractorFactory, MemoryExtractionActivities
 from activities.memory_index import StoreMemoryIndex
+from activities.metrics import AttemptMetrics
 from adapters import AdapterConfig, build_embedder, build_extractor
 from eventstore import (
     EVENTSTORE_MIGRATIONS,
@@ -34,11 +36,16 @@ from eventstore import (
     PostgresEventStore,
     SchemaRegistry,
 )
+from eventstore.keys import KeyRing, MasterKey
 from eventstore.pool import create_pool as create_event_store_pool
-from memsaga.errors import DatabaseUnreachable, MemsagaError
+from eventstore.vault import Vault
+from memsaga.doctor.durability import ALLOW_VARIABLE, require_durable
+from memsaga.errors import DatabaseUnreachable, MasterKeyMissing, MemsagaError
 from memsaga.settings import Settings
+from memsaga.stackstate import MASTER_KEY_FILE
 from projections import ProjectionsError, RelayConfig, RunnerConfig, connect_nats
 from projections.errors import NatsUnavailable
+from sagas.forgetting import register_forget_events
 from sagas.memory_extraction.domain import ExtractionOptions
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import register_events
@@ -61,7 +68,7 @@ MIGRATION_SOURCES: list[MigrationSource] = [
 
 def build_registry() -> SchemaRegistry:
     """The schema registry with every event type memsaga knows."""
-    return register_events(SchemaRegistry())
+    return register_forget_events(register_events(SchemaRegistry()))
 
 
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
@@ -91,10 +98,40 @@ def _quiet_pool_floor() -> None:
         logger.addFilter(_floor_retry)
 
 
+def master_key(settings: Settings) -> MasterKey:
+    """The configured master key (docs/privacy.md).
+
+    :raises MasterKeyMissing: none is configured.
+    :raises InvalidMasterKey: it is not base64 of 32 bytes, or its file cannot be read.
+    """
+    text, path = settings.master_key_source()
+    if text is not None:
+        return MasterKey.from_text(text, source="MEMSAGA_MASTER_KEY")
+    if path is not None:
+        return MasterKey.from_file(path)
+    raise MasterKeyMissing(str(settings.state_dir / MASTER_KEY_FILE))
+
+
+async def check_master_key(store: PostgresEventStore) -> None:
+    """Refuse to run with a master key that did not wrap the stored data keys.
+
+    :raises WrongMasterKey: it did not (the message says which variables to fix).
+    """
+    if store.vault is not None:
+        await store.vault.keyring.check_master()
+
+
 def build_stores(pool: asyncpg.Pool, settings: Settings) -> tuple[PostgresEventStore, PostgresBlobStore]:
-    """The event store and blob store over one pool."""
-    store = PostgresEventStore(pool, build_registry(), max_payload_bytes=settings.max_payload_bytes)
-    return store, PostgresBlobStore(pool)
+    """The event store and blob store over one pool, sealing personal data with users' keys.
+
+    :raises MasterKeyMissing, InvalidMasterKey: see :func:`master_key`.
+    """
+    registry = build_registry()
+    keyring = KeyRing(pool, master_key(settings))
+    store = PostgresEventStore(
+        pool, registry, max_payload_bytes=settings.max_payload_bytes, vault=Vault(registry, keyring)
+    )
+    return store, PostgresBlobStore(pool, keyring)
 
 
 def adapter_config(settings: Settings) -> AdapterConfig:
@@ -158,13 +195,20 @@ def build_activities(pool: asyncpg.Pool, settings: Settings) -> MemoryExtraction
 
 
 def build_worker(client: Client, activities: MemoryExtractionActivities, *, task_queue: str) -> Worker:
-    """A worker running every memsaga workflow and the saga's activities on ``task_queue``."""
+    """A worker running every memsaga workflow and the saga's activities (and, over a store that
+    seals, the forget saga's) on ``task_queue`` (counting their attempts:
+    :class:`activities.metrics.AttemptMetrics`)."""
+    every: list[Callable[..., Any]] = list(activities.all())
+    store = activities.store
+    if isinstance(store, PostgresEventStore) and store.vault is not None:  # forgetting needs the keys
+        every += ForgettingActivities(store, store.vault.keyring, client).all()
     return Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=activities.all(),
+        activities=every,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        interceptors=[AttemptMetrics()],
     )
 
 
@@ -348,12 +392,14 @@ def _reason(exc: BaseException) -> str:
 
 
 async def wait_for_pool(settings: Settings, stop: asyncio.Event, *, role: str) -> asyncpg.Pool:
-    """:func:`create_pool`, waiting (with backoff) while PostgreSQL does not answer.
+    """:func:`create_pool`, waiting (with backoff) while PostgreSQL does not answer; for a role,
+    so it refuses a server that can lose acknowledged commits (:mod:`memsaga.doctor.durability`).
 
     :raises StoppedWhileWaiting: ``stop`` was set first.
+    :raises UnsafePostgres: fsync or synchronous_commit is off and ``allow_unsafe_postgres`` unset.
     """
     address = redact(settings.require_database_url())
-    return await wait_for(
+    pool = await wait_for(
         lambda: create_pool(settings),
         role=role,
         service="PostgreSQL",
@@ -361,6 +407,15 @@ async def wait_for_pool(settings: Settings, stop: asyncio.Event, *, role: str) -
         retried=(DatabaseUnreachable,),
         stop=stop,
     )
+    try:
+        unsafe = await require_durable(pool, role=role, allow_unsafe=settings.allow_unsafe_postgres)
+    except BaseException:
+        await pool.close()
+        raise
+    if unsafe:
+        names = ", ".join(f"{s.name}=off" for s in unsafe)
+        log.warning("%s: PostgreSQL runs with %s, allowed by %s (a benchmark)", role, names, ALLOW_VARIABLE)
+    return pool
 
 
 async def wait_for_nats(settings: Settings, stop: asyncio.Event, *, role: str) -> NATS:

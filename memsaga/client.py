@@ -26,6 +26,7 @@ newest run. :func:`retry_extraction` runs a failed request again as ``<workflow 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from temporalio.common import (
 )
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -54,10 +56,11 @@ from activities.memory_extraction_io import (
     RequestReviewInput,
 )
 from eventstore import BlobStore, EventStore
-from memsaga.bootstrap import build_stores, create_pool
+from memsaga.bootstrap import build_stores, create_pool, master_key
 from memsaga.errors import MemsagaError, NotFound
 from memsaga.history import MemoryHistory as MemoryHistory
 from memsaga.history import memory_history as memory_history
+from memsaga.payload_codec import KeyAccess, SealingCodec
 from memsaga.retraction import MemoryNotFound as MemoryNotFound
 from memsaga.retraction import Retraction as Retraction
 from memsaga.retraction import retract_memory as retract_memory
@@ -96,6 +99,7 @@ from sagas.memory_extraction.domain import (
     request_problems,
 )
 from sagas.memory_extraction.events import CandidatesExtracted, episode_stream
+from sagas.memory_extraction.identifiers import identifier_problems
 from workflows.memory_extraction import CORRELATION_ID, USER_ID, MemoryExtraction
 
 WORKFLOW_ID_PREFIX = "extract-"
@@ -127,10 +131,33 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.require_temporal_address(),
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=sealing_converter(settings),
         # Once, here: workers built from this client inherit it (twice would duplicate spans).
         interceptors=[TracingInterceptor()],
     )
+
+
+def sealing_converter(settings: Settings) -> DataConverter:
+    """The pydantic data converter with each saga's payloads (and failure messages) sealed with
+    its user's key (memsaga/payload_codec.py).
+
+    :raises MasterKeyMissing, InvalidMasterKey: no usable master key is configured.
+    """
+    access = KeyAccess(settings.require_database_url(), master_key(settings))
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=SealingCodec(access),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+async def register_owner(client: Client, workflow_id: str, user_id: str) -> None:
+    """Record ``workflow_id`` as ``user_id``'s saga, so that its payloads are sealed with the
+    user's key (a client without the sealing codec records nothing)."""
+    codec = client.data_converter.payload_codec
+    if isinstance(codec, SealingCodec):
+        owners, _ = await codec.access.get()
+        await owners.register(workflow_id, user_id)
 
 
 def workflow_id_for(key: str | None = None) -> str:
@@ -152,7 +179,8 @@ async def start_extraction(
     The correlation id defaults to the workflow id. Text over 16 KiB is put in ``blobs``
     first and the workflow gets only its hash (history stays small).
 
-    :raises InvalidExtractionRequest: the request is malformed, or its text is long and no
+    :raises InvalidExtractionRequest: the request is malformed (an id that
+        :mod:`sagas.memory_extraction.identifiers` refuses, too), or its text is long and no
         blob store was given.
     """
     settings = settings or Settings()
@@ -162,6 +190,7 @@ async def start_extraction(
     attributes = TypedSearchAttributes(
         [SearchAttributePair(CORRELATION_ID, correlation_id), SearchAttributePair(USER_ID, request.user_id)]
     )
+    await register_owner(client, workflow_id, request.user_id)
     try:
         handle = await client.start_workflow(
             MemoryExtraction.run,
@@ -240,7 +269,9 @@ async def start_extraction_of_text(
 async def _prepared(
     request: ExtractionRequest, workflow_id: str, blobs: BlobStore | None
 ) -> ExtractionRequest:
-    problems = request_problems(request)
+    problems = request_problems(request) + identifier_problems(
+        user_id=request.user_id, workflow_id=workflow_id, correlation_id=request.correlation_id
+    )
     if problems:
         raise InvalidExtractionRequest("invalid extraction request: " + "; ".join(problems))
     update: dict[str, object] = {"correlation_id": request.correlation_id or workflow_id}
@@ -250,7 +281,10 @@ async def _prepared(
                 f"the text is over {INLINE_TEXT_LIMIT} bytes: pass blobs= (a BlobStore) to store it, "
                 "or put it in the blob store yourself and send text_sha256"
             )
-        update |= {"text": None, "text_sha256": await blobs.put(request.text.encode("utf-8"))}
+        update |= {
+            "text": None,
+            "text_sha256": await blobs.put(request.text.encode("utf-8"), user_id=request.user_id),
+        }
     return request.model_copy(update=update)
 
 

@@ -44,3 +44,13 @@ class TemporalUnreachable(MemsagaError):
     def __init__(self, address: str, cause: Exception) -> None:
         self.address = address
         super().__init__(f"cannot connect to Temporal at {address}: {cause} (is `memsaga dev up` running?)")
+
+
+class MasterKeyMissing(MemsagaError):
+    """No master key is configured: personal data cannot be sealed or opened."""
+
+    def __init__(self, looked_at: str) -> None:
+        super().__init__(
+            "no master key: set MEMSAGA_MASTER_KEY (base64 of 32 bytes, `memsaga keys new` makes one)"
+            f" or MEMSAGA_MASTER_KEY_FILE, or start the local stack (`memsaga dev up` creates {looked_at})"
+        )

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from eventstore import BlobNotFound, BlobStore, EventStore, RecordedEvent
+from eventstore.encryption import ERASED
+from eventstore.errors import DataErased
 from memsaga.retraction import MemoryNotFound
 from memsaga.trace import workflow_url
 from sagas.memory_extraction.events import (
@@ -140,9 +142,12 @@ async def _episode(store: EventStore, blobs: BlobStore | None, episode_id: str) 
             text, where = p.text, "inline"
         elif blobs is not None:
             try:
-                text, where = (await blobs.get(p.text_sha256)).decode("utf-8", errors="replace"), "blob"
+                data = await blobs.get(p.text_sha256, user_id=recorded.user_id)
+                text, where = data.decode("utf-8", errors="replace"), "blob"
             except BlobNotFound:
                 where = "blob missing"
+            except DataErased:
+                text, where = ERASED, "blob"
         else:
             where = "blob missing"
     review = reviews[-1] if reviews else None

@@ -42,6 +42,7 @@ from sagas.memory_extraction.domain import (
     InvalidExtractionRequest,
 )
 from sagas.memory_extraction.events import MemoryKind
+from sagas.memory_extraction.identifiers import identifier_problem
 from sagas.memory_extraction.ports import AdapterError
 
 SERVER_NAME = "memsaga"
@@ -53,8 +54,8 @@ UserIdArg = Annotated[
 ]
 
 
-class WrongUser(MemsagaError):
-    """A call's user is missing, or is not the one the server was started for."""
+class WrongUser(MemsagaError, ValueError):
+    """A call's user is missing, not one memsaga accepts, or not the one the server was started for."""
 
 
 @dataclass
@@ -85,6 +86,8 @@ def scoped_user(fixed: str | None, given: str | None) -> str:
     if fixed is None:
         if not given:
             raise WrongUser("user_id is required: this server serves any user, so each call names one")
+        if problem := identifier_problem(given, "user_id"):
+            raise WrongUser(problem)
         return given
     if given and given != fixed:
         raise WrongUser(
@@ -163,7 +166,12 @@ async def remember(
 def build_server(
     settings: Settings, *, user: str | None = None, wait_seconds: float = DEFAULT_WAIT_SECONDS
 ) -> MCPServer[Services]:
-    """The MCP server over ``settings``' stack, for ``user`` only when one is given."""
+    """The MCP server over ``settings``' stack, for ``user`` only when one is given.
+
+    :raises WrongUser: ``user`` is not an id memsaga accepts.
+    """
+    if user is not None and (problem := identifier_problem(user, "--user")):
+        raise WrongUser(problem)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from eventstore import PostgresEventStore
 from memsaga.bootstrap import build_search_embedder, build_stores, create_pool
 from memsaga.errors import MemsagaError
+from memsaga.read_connection import read_pool
 from memsaga.settings import Settings
 from memsaga.trace import workflow_url
 from projections import MEMORY_SEARCH, SearchMode, SearchQuery, search
@@ -29,6 +30,7 @@ from projections import SearchHit as SearchHit
 from projections.consistency import applied_position, has_applied
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import MemoryKind
+from sagas.memory_extraction.identifiers import identifier_problem
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 100
@@ -70,6 +72,8 @@ def check_search(query: str, *, user_id: str, k: int, kinds: Sequence[str]) -> s
     text = query.strip()
     if not user_id.strip():
         raise InvalidSearch("a search needs a user id: pass --user")
+    if problem := identifier_problem(user_id, "the user id"):
+        raise InvalidSearch(problem)
     if not text:
         raise InvalidSearch('the query is empty: ask a question, e.g. "where does the user live?"')
     if len(text) > MAX_QUERY_CHARS:
@@ -117,13 +121,16 @@ async def search_memories(
     timeout: float = 10.0,
     temporal_ui: str | None = None,
     namespace: str = "default",
+    reader: asyncpg.Pool | None = None,
 ) -> SearchResult:
     """The ``k`` memories of ``user_id`` that best answer ``query``, best first.
 
     Current memories only, or with ``valid_at`` those true in the world then (superseded and
     invalidated ones too; retracted ones never). ``query_vector`` replaces embedding the query
     (it must be in ``embedder``'s space).
-    ``temporal_ui`` (the UI's base URL) adds a link to each hit's saga.
+    ``temporal_ui`` (the UI's base URL) adds a link to each hit's saga. The search runs on
+    ``reader`` (default ``pool``), as ``user_id`` only (:func:`projections.row_security.as_user`);
+    waiting for ``after_position`` reads checkpoints on ``pool``.
 
     :raises InvalidSearch: bad input (nothing is searched).
     :raises NotYetApplied: ``after_position`` was not reached within ``timeout`` seconds.
@@ -143,7 +150,7 @@ async def search_memories(
     if after_position is not None:
         await wait_until_applied(pool, store, after_position, timeout=timeout)
     rows = await search(
-        pool,
+        reader or pool,
         SearchQuery(
             user_id=user_id,
             text=text,
@@ -193,11 +200,14 @@ class Recall:
     store: PostgresEventStore
     embedder: Embedder
     settings: Settings
+    reader: asyncpg.Pool | None = None
+    """Where searches run (``MEMSAGA_READ_DATABASE_URL``'s pool); None: ``pool``."""
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[Recall]:
-        """Connect to PostgreSQL and build the configured embedder; close the pool after.
+        """Connect to PostgreSQL (and to ``MEMSAGA_READ_DATABASE_URL`` when set) and build the
+        configured embedder; close the pools after.
 
         :raises DatabaseUnreachable: PostgreSQL cannot be reached.
         :raises AdapterError: the configured embedder cannot be built.
@@ -206,7 +216,8 @@ class Recall:
         pool = await create_pool(settings, min_size=1, max_size=4)
         try:
             store, _ = build_stores(pool, settings)
-            yield cls(pool, store, embedder, settings)
+            async with read_pool(settings, pool) as reader:
+                yield cls(pool, store, embedder, settings, None if reader is pool else reader)
         finally:
             await pool.close()
 
@@ -239,4 +250,5 @@ class Recall:
             timeout=timeout,
             temporal_ui=self.settings.temporal_ui(),
             namespace=self.settings.temporal_namespace,
+            reader=self.reader,
         )

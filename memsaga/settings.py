@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventstore.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from memsaga.errors import InvalidSettings, ServiceNotConfigured
-from memsaga.stackstate import load_stack_state
+from memsaga.stackstate import MASTER_KEY_FILE, load_stack_state
 from sagas.memory_extraction.domain import (
     DEFAULT_ADAPTER_RETRY_SECONDS,
     DEFAULT_STEP_SCHEDULE_TO_CLOSE_SECONDS,
@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEMSAGA_", extra="ignore")
 
     database_url: str | None = Field(default=None, description="PostgreSQL DSN of the event store")
+    read_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL DSN the read side (memories, search, MCP) queries with: a login IN ROLE"
+        " memsaga_reader (default: the event store's DSN; either way reads run as memsaga_reader)",
+    )
     nats_url: str | None = Field(default=None, description="NATS server URL (JetStream enabled)")
     temporal_address: str | None = Field(default=None, description="Temporal frontend host:port")
     temporal_ui_url: str | None = Field(default=None, description="Temporal web UI base URL")
@@ -65,6 +70,29 @@ class Settings(BaseSettings):
     projection_ack_wait_seconds: float = Field(default=30.0, gt=0, description="redelivery after silence")
     projection_max_deliver: int = Field(default=5, gt=0, description="deliveries before an event is parked")
     projection_retry_delay_seconds: float = Field(default=1.0, ge=0, description="nak delay per delivery")
+    allow_unsafe_postgres: bool = Field(
+        default=False,
+        description="let worker, relay and projector run on PostgreSQL with fsync or"
+        " synchronous_commit off (benchmarks only)",
+    )
+    nats_monitoring_url: str | None = Field(
+        default=None, description="NATS monitoring endpoint (nats-server -m), for `memsaga doctor`"
+    )
+
+    master_key: SecretStr | None = Field(
+        default=None, description="key-encryption key: base64 of 32 bytes (docs/privacy.md)"
+    )
+    master_key_file: Path | None = Field(default=None, description="a file holding the master key")
+
+    def master_key_source(self) -> tuple[str | None, Path | None]:
+        """``(key text, key file)``: the variable, else the file named, else the local stack's
+        ``<state_dir>/master.key`` when it exists; ``(None, None)`` when none is known."""
+        if self.master_key is not None:
+            return self.master_key.get_secret_value(), None
+        if self.master_key_file is not None:
+            return None, self.master_key_file
+        stack_key = self.state_dir / MASTER_KEY_FILE
+        return (None, stack_key) if stack_key.exists() else (None, None)
 
     def _from_stack(self, service: str, key: str = "url") -> str | None:
         state = load_stack_state(self.state_dir)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
 
 STATE_FILE = "stack.json"
+MASTER_KEY_FILE = "master.key"
+"""The local stack's master key (docs/privacy.md), made by ``memsaga dev up`` when missing."""
 
 
 class ServiceState(BaseModel):
@@ -18,6 +22,7 @@ class ServiceState(BaseModel):
     managed: bool  # True: started by `memsaga dev up` (and stopped by `down`); False: reused
     pid: int | None = None
     ui_url: str | None = None  # Temporal only
+    codec_url: str | None = None  # Temporal only: where its UI asks `memsaga codec-server` to decode
     data_dir: str | None = None
     log_file: str | None = None
 
@@ -42,3 +47,14 @@ def save_stack_state(state_dir: Path, state: StackState) -> None:
     tmp = state_dir / (STATE_FILE + ".tmp")
     tmp.write_text(state.model_dump_json(indent=2))
     tmp.replace(state_dir / STATE_FILE)
+
+
+def ensure_master_key_file(state_dir: Path, make: Callable[[], str]) -> Path:
+    """``<state_dir>/master.key``, written with ``make()`` (readable by its owner only) if missing."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / MASTER_KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(make() + "\n")
+    return path

@@ -20,8 +20,11 @@ from temporalio.service import RPCError
 from memsaga.bootstrap import (
     StoppedWhileWaiting,
     build_activities,
+    build_stores,
     build_worker,
     check_adapters,
+    check_master_key,
+    master_key,
     wait_for,
     wait_for_pool,
 )
@@ -65,15 +68,22 @@ async def run_worker(
     :raises AdapterError: the configured extractor or embedder cannot work (checked first).
     """
     check_adapters(settings)
+    master_key(settings)  # a missing or malformed key stops the worker before it waits for anything
     try:
         client = await wait_for_temporal(settings, stop)
         pool = await wait_for_pool(settings, stop, role=ROLE)
     except StoppedWhileWaiting as exc:
         log.info("%s", exc)
         return False
+    activities = build_activities(pool, settings)
+    try:
+        await check_master_key(build_stores(pool, settings)[0])
+    except BaseException:
+        await pool.close()
+        raise
     watch = asyncio.create_task(_watch_temporal(client, settings.require_temporal_address(), stop))
     try:
-        async with build_worker(client, build_activities(pool, settings), task_queue=settings.task_queue):
+        async with build_worker(client, activities, task_queue=settings.task_queue):
             if on_ready is not None:
                 on_ready()
             await stop.wait()

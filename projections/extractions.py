@@ -20,6 +20,9 @@ from eventstore import EventPayload, RecordedEvent
 from eventstore.postgres import Connection
 from projections.base import Handler, Projection, Tables, payload_of
 from projections.errors import ProjectionNotInitialized
+from projections.row_security import as_user
+from projections.sealed import every_version
+from sagas.forgetting import UserForgotten
 from sagas.memory_extraction import events as ev
 
 DDL = """
@@ -238,12 +241,28 @@ STEPS: dict[type[EventPayload], _Step] = {
     ),
 }
 
+
+async def on_user_forgotten(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
+    """The user's sagas leave both tables (the timeline by their correlation ids), in every version."""
+    for extractions, timeline in zip(
+        await every_version(conn, "extractions"),
+        await every_version(conn, "extraction_timeline"),
+        strict=True,
+    ):
+        await conn.execute(
+            f"DELETE FROM {timeline} WHERE correlation_id IN"
+            f" (SELECT correlation_id FROM {extractions} WHERE user_id = $1)",
+            event.user_id,
+        )
+        await conn.execute(f"DELETE FROM {extractions} WHERE user_id = $1", event.user_id)
+
+
 EXTRACTIONS = Projection.declare(
     "extractions",
-    version=1,
+    version=2,
     tables=("extractions", "extraction_timeline"),
     ddl=DDL,
-    handlers={model: _handler(step) for model, step in STEPS.items()},
+    handlers={model: _handler(step) for model, step in STEPS.items()} | {UserForgotten: on_user_forgotten},
     description="each extraction saga's status and timeline, by correlation id",
 )
 
@@ -314,20 +333,26 @@ async def get_extraction(pool: asyncpg.Pool, correlation_id: str) -> Extraction 
 
 
 async def list_extractions(
-    pool: asyncpg.Pool, *, status: str | None = None, limit: int = 50
+    pool: asyncpg.Pool, *, status: str | None = None, limit: int = 50, user_id: str | None = None
 ) -> list[Extraction]:
     """The most recently updated sagas (without timelines), optionally of one status.
 
+    Every user's (an operator's view, as the pool's login) unless ``user_id`` is given: then
+    that user's only, read as them (:func:`projections.row_security.as_user`).
+
     :raises ProjectionNotInitialized: the extractions projection never ran.
+    :raises ReaderRoleUnavailable: with ``user_id``, the pool's login cannot switch to the read role.
     """
     view = EXTRACTIONS.views()["extractions"]
+    sql = f"""SELECT {_COLUMNS} FROM {view} WHERE status IS NOT NULL AND ($1::text IS NULL OR status = $1)
+                AND ($3::text IS NULL OR user_id = $3)
+                ORDER BY updated_at DESC, correlation_id LIMIT $2"""
     try:
-        rows = await pool.fetch(
-            f"""SELECT {_COLUMNS} FROM {view} WHERE status IS NOT NULL AND ($1::text IS NULL OR status = $1)
-                ORDER BY updated_at DESC, correlation_id LIMIT $2""",
-            status,
-            limit,
-        )
+        if user_id is None:
+            rows = await pool.fetch(sql, status, limit, None)
+        else:
+            async with as_user(pool, user_id) as conn:
+                rows = await conn.fetch(sql, status, limit, user_id)
     except asyncpg.UndefinedTableError:
         raise ProjectionNotInitialized(EXTRACTIONS.name) from None
     return [Extraction(**dict(r)) for r in rows]

@@ -32,6 +32,9 @@ from eventstore.postgres import Connection
 from projections.base import Projection, Tables, payload_of
 from projections.errors import ProjectionNotInitialized, ProjectionsError
 from projections.memory_lifecycle import LIFECYCLE_TYPES, created_row, lifecycle_ddl, refold, states_update
+from projections.row_security import as_user
+from projections.sealed import forgetting_handler
+from sagas.forgetting import UserForgotten
 from sagas.memory_extraction.events import MemoryCreated, Polarity
 from sagas.memory_extraction.lifecycle import STATUSES, MemoryStatus
 
@@ -179,10 +182,12 @@ _CHANGES = LIFECYCLE_TYPES[1:]  # every lifecycle type but MemoryCreated
 
 MEMORIES = Projection.declare(
     "memories",
-    version=2,
+    version=3,
     tables=("memories", "memory_lifecycle"),
     ddl=DDL,
-    handlers={MemoryCreated: on_memory_created} | {t: on_lifecycle_event for t in _CHANGES},
+    handlers={MemoryCreated: on_memory_created}
+    | {t: on_lifecycle_event for t in _CHANGES}
+    | {UserForgotten: forgetting_handler("memory_lifecycle", "memories")},
     batch_handlers={MemoryCreated: on_memories_created} | {t: on_lifecycle_events for t in _CHANGES},
     description="each user's memories: status, world-time validity, successors, and every state change",
 )
@@ -333,18 +338,22 @@ async def query_memories(
       status but retracted). Retracted memories are never returned, not even ``as_of`` a
       moment before their retraction.
 
+    Read as ``user_id`` (:func:`projections.row_security.as_user`): no other user's row can match.
+
     :raises InvalidMemoryQuery: a time without a time zone, or an unknown status.
     :raises ProjectionNotInitialized: the memories projection never ran.
     :raises ReadModelOutdated: the active read model predates version 2 (rebuild it).
+    :raises ReaderRoleUnavailable: the pool's login cannot switch to the read role.
     """
     _aware("as_of", as_of)
     _aware("valid_at", valid_at)
     wanted = list(statuses_for(statuses, valid_at=valid_at))
     try:
-        if as_of is None:
-            rows = await pool.fetch(memories_sql(as_of=False), user_id, wanted, valid_at)
-        else:
-            rows = await pool.fetch(memories_sql(as_of=True), user_id, wanted, valid_at, as_of)
+        async with as_user(pool, user_id) as conn:
+            if as_of is None:
+                rows = await conn.fetch(memories_sql(as_of=False), user_id, wanted, valid_at)
+            else:
+                rows = await conn.fetch(memories_sql(as_of=True), user_id, wanted, valid_at, as_of)
     except asyncpg.UndefinedTableError:
         raise ProjectionNotInitialized(MEMORIES.name) from None
     except asyncpg.UndefinedColumnError:

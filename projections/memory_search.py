@@ -28,11 +28,15 @@ from datetime import datetime
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
-from eventstore import PostgresBlobStore, RecordedEvent
+from eventstore import RecordedEvent
+from eventstore.errors import DataErased
 from eventstore.postgres import Connection
 from projections.base import Projection, Tables, payload_of
 from projections.errors import ProjectionNotInitialized, ProjectionsError
 from projections.memory_lifecycle import LIFECYCLE_TYPES, created_row, lifecycle_ddl, refold, states_update
+from projections.row_security import as_user
+from projections.sealed import forgetting_handler, user_blobs
+from sagas.forgetting import UserForgotten
 from sagas.memory_extraction.embedders import bytes_to_vector
 from sagas.memory_extraction.events import MemoryCreated
 from sagas.memory_extraction.lifecycle import MemoryStatus
@@ -158,8 +162,16 @@ async def _vectors(conn: Connection, events: Sequence[MemoryCreated]) -> dict[st
     wanted = sorted({e.vector_sha256 for e in events if e.vector_sha256 and e.embedder})
     if not wanted:
         return {}
-    found = await PostgresBlobStore(conn).get_many(wanted)
+    blobs, found, erased = user_blobs(conn), dict[str, bytes](), set[str]()
+    for user_id in sorted({e.user_id for e in events}):  # a user's vectors are sealed with their key
+        mine = sorted({e.vector_sha256 for e in events if e.user_id == user_id and e.vector_sha256 in wanted})
+        try:
+            found.update(await blobs.get_many(mine, user_id=user_id))
+        except DataErased:  # a forgotten user's memory: no vector (its row goes at UserWasForgotten)
+            erased.add(user_id)
     for event in events:
+        if event.user_id in erased:
+            continue
         if event.vector_sha256 in wanted and event.vector_sha256 not in found:
             raise VectorBlobMissing(event.memory_id, event.vector_sha256)
     return {sha: vector_literal(bytes_to_vector(data)) for sha, data in found.items()}
@@ -248,10 +260,12 @@ _CHANGES = LIFECYCLE_TYPES[1:]  # every lifecycle type but MemoryCreated
 
 MEMORY_SEARCH = Projection.declare(
     "memory_search",
-    version=3,
+    version=4,
     tables=("memory_search", "memory_words", "memory_search_lifecycle"),
     ddl=DDL,
-    handlers={MemoryCreated: on_memory_created} | {t: on_lifecycle_event for t in _CHANGES},
+    handlers={MemoryCreated: on_memory_created}
+    | {t: on_lifecycle_event for t in _CHANGES}
+    | {UserForgotten: forgetting_handler("memory_search_lifecycle", "memory_words", "memory_search")},
     batch_handlers={MemoryCreated: on_memories_created} | {t: on_lifecycle_events for t in _CHANGES},
     extensions=("vector",),
     description="each user's memories (current by default, or valid at a moment), by vector"
@@ -357,13 +371,20 @@ _EMPTY = "SELECT NULL::text AS memory_id, NULL::bigint AS r, NULL::float8 AS {co
 def _search_sql(mode: SearchMode, space: tuple[str, int] | None) -> str:
     vec = _vector_ranking(space) if mode != SearchMode.KEYWORD else _EMPTY.format(column="similarity")
     kw = _KEYWORD_RANKING if mode != SearchMode.VECTOR else _EMPTY.format(column="rank")
-    return f"""WITH parameters AS ({_PARAMETERS}), vec AS MATERIALIZED ({vec}), kw AS MATERIALIZED ({kw})
+    # The fused hits are materialized before the join: joined on the FULL JOIN's merged column (a
+    # COALESCE, which PostgreSQL does not hold leakproof), rows under row-level security could only
+    # be read by a scan of every row; on a plain column, by the primary key, one row per hit.
+    return f"""WITH parameters AS ({_PARAMETERS}), vec AS MATERIALIZED ({vec}), kw AS MATERIALIZED ({kw}),
+        fused AS MATERIALIZED (
+            SELECT memory_id, vec.similarity, kw.rank::float8 AS keyword_rank,
+                (coalesce(1.0 / ({RRF_K} + vec.r), 0) + coalesce(1.0 / ({RRF_K} + kw.r), 0))::float8 AS score
+            FROM vec FULL JOIN kw USING (memory_id))
         SELECT m.memory_id, m.user_id, m.text, m.kind, m.status, m.created_at, m.valid_from, m.valid_to,
                m.episode_id, m.correlation_id, m.workflow_id, m.embedder,
-               (coalesce(1.0 / ({RRF_K} + vec.r), 0) + coalesce(1.0 / ({RRF_K} + kw.r), 0))::float8 AS score,
-               vec.similarity, kw.rank::float8 AS keyword_rank
-        FROM vec FULL JOIN kw USING (memory_id) JOIN {{t}} m USING (memory_id)
-        ORDER BY score DESC, m.memory_id LIMIT $9"""
+               f.score, f.similarity, f.keyword_rank
+        FROM fused f JOIN {{t}} m ON m.memory_id = f.memory_id
+        WHERE m.user_id = $1
+        ORDER BY f.score DESC, m.memory_id LIMIT $9"""
 
 
 def _space(embedder: str, dimension: int) -> tuple[str, int] | None:
@@ -401,12 +422,14 @@ async def _prepare_scan(conn: Connection, query: SearchQuery) -> None:
 async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchHit]:
     """The ``k`` best memories of ``query.user_id`` for ``query``, best first: current ones, or
     with ``query.valid_at`` those valid then (superseded and invalidated ones too, never retracted).
+    Read as that user (:func:`projections.row_security.as_user`): no other user's row can match.
 
     :raises ProjectionNotInitialized: the memory_search projection never ran.
+    :raises ReaderRoleUnavailable: the pool's login cannot switch to the read role.
     """
     sql, args = _statement(query)
     try:
-        async with pool.acquire() as conn, conn.transaction(readonly=True):
+        async with as_user(pool, query.user_id) as conn:
             await _prepare_scan(conn, query)
             rows = await conn.fetch(sql, *args)
     except asyncpg.UndefinedTableError:
@@ -422,7 +445,7 @@ async def explain_search(pool: asyncpg.Pool, query: SearchQuery, *, analyze: boo
     sql, args = _statement(query)
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
     try:
-        async with pool.acquire() as conn, conn.transaction(readonly=True):
+        async with as_user(pool, query.user_id) as conn:
             await _prepare_scan(conn, query)
             plan = await conn.fetchval(f"EXPLAIN ({options}) {sql}", *args)
     except asyncpg.UndefinedTableError:

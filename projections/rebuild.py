@@ -33,6 +33,7 @@ from projections.base import Projection
 from projections.errors import RebuildInProgress, RebuildStalled
 from projections.extensions import create_extensions
 from projections.parked import count_parked, park
+from projections.sealed import opened, using_vault
 from projections.tracing import replay_span
 from projections.tracking import apply_batch
 from projections.versions import (
@@ -257,8 +258,10 @@ class _Builder:
 
     async def _apply(self, conn: Connection, version: int, events: list[RecordedEvent], at: int) -> None:
         tables = self.projection.tables_at(version)
-        with replay_span(self.projection.name, events):
-            results = await apply_batch(conn, self.projection, version, tables, events)
+        with replay_span(self.projection.name, events), using_vault(self.store.vault):
+            results = await apply_batch(
+                conn, self.projection, version, tables, await opened(self.store, events)
+            )
             for event, result in zip(events, results, strict=True):
                 if result.error is not None:
                     await park(conn, self.projection.name, version, event.event_id, event, result.error, 1)

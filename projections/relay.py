@@ -29,6 +29,7 @@ from nats.js.api import PubAck
 
 from eventstore import EventTail, PostgresEventStore, RecordedEvent
 from projections.base import TRANSIENT_ERRORS
+from projections.metrics import RelayMetrics
 from projections.stream import DEFAULT_DUPLICATE_WINDOW, DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, event_body, event_headers, event_subject
 from projections.tracing import start_batch_trace
@@ -131,6 +132,7 @@ class Relay:
         self._republish: tuple[int, str] | None = None  # (checkpoint at start, run id) of a republish
         self._listen_dsn = listen_dsn
         self.outage = Outage(f"relay {self.config.stream}", log)
+        self.metrics = RelayMetrics(self.config.stream)
 
     async def run(
         self,
@@ -188,6 +190,7 @@ class Relay:
                         pending = await (reading or self._read(tail, to_position))
                     if not pending:
                         self.outage.recovered()  # the read worked
+                        await self.metrics.lag(self.store, self.stats.position)
                         if await self.wakeup.arm():
                             continue  # armed just now: look once more, then trust the bell
                         await self.wakeup.wait(cfg.poll_interval, stop)
@@ -199,6 +202,7 @@ class Relay:
                         ahead = asyncio.create_task(self._read(tail, to_position))
                     await self._publish(pending)
                     await save_checkpoint(self.pool, cfg.stream, pending[-1].position, len(pending))
+                    await self.metrics.lag(self.store, pending[-1].position)
                 except RETRIED_ERRORS as exc:
                     # Whatever failed, the batch is published again (re-sends are dropped by the
                     # duplicate window) and the checkpoint moves only once both steps succeeded.
@@ -250,6 +254,7 @@ class Relay:
 
     async def _read(self, tail: EventTail, to_position: int | None) -> list[RecordedEvent]:
         batch = await tail.poll(self.config.batch_size)
+        self.metrics.polled(tail.waiting_on_gap)
         if to_position is not None and batch and batch[-1].position > to_position:
             batch = [e for e in batch if e.position <= to_position]
         return batch
@@ -309,6 +314,7 @@ class Relay:
         self.stats.batches += 1
         self.stats.published += len(outcomes)
         self.stats.duplicates += sum(1 for r in outcomes if r is True)
+        self.metrics.published(len(outcomes), sum(1 for r in outcomes if r is True))
 
 
 def _connected(js: JetStreamContext) -> bool:

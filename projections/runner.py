@@ -28,9 +28,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from eventstore import PostgresEventStore, RecordedEvent, SchemaRegistry
 from projections.base import Projection
 from projections.errors import ConsumerFiltersIgnored, ProjectionCodeMismatch, ProjectionNotInitialized
+from projections.metrics import ProjectionMetrics
 from projections.parked import park
 from projections.rebuild import ensure_built
 from projections.relay import DATABASE_ERRORS
+from projections.sealed import opened, using_vault
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, type_filter
 from projections.tracing import handling_span
@@ -118,6 +120,7 @@ class ProjectionRunner:
         self.stats = RunnerStats()
         self.outage = Outage(f"projection {projection.name}", log)
         self._database = database  # how logs name the database (an address, without credentials)
+        self.metrics = ProjectionMetrics(projection.name)
 
     def consumer_config(self) -> ConsumerConfig:
         """The durable consumer: explicit acks, only this projection's event types.
@@ -169,6 +172,7 @@ class ProjectionRunner:
                 except (nats.errors.TimeoutError, TimeoutError):
                     if self._nats_connected():
                         self.outage.recovered()
+                        self.metrics.caught_up()
                     continue  # nothing to fetch within fetch_timeout: an idle stream, not a fault
                 except (nats.errors.Error, OSError) as exc:
                     self.outage.failed(self._nats_address(), exc)
@@ -222,6 +226,7 @@ class ProjectionRunner:
             messages are left to be redelivered to a runner with matching code.
         """
         items = sorted((self._decode(m) for m in msgs), key=_position)
+        applied = self.stats.applied
         heartbeat = asyncio.create_task(self._heartbeat([i.msg for i in items]))
         try:
             await self._apply(items)
@@ -231,6 +236,8 @@ class ProjectionRunner:
                 await heartbeat
         await self._settle_quietly(items)
         self.stats.batches += 1
+        parked = sum(1 for i in items if i.outcome is Outcome.PARK)
+        self.metrics.batch(msgs, applied=self.stats.applied - applied, parked=parked)
 
     def _decode(self, msg: Msg) -> _Item:
         try:
@@ -252,16 +259,19 @@ class ProjectionRunner:
             require_code_version(self.projection, active)
             await lock_checkpoint(conn, name, active.version)
             tables = self.projection.tables_at(active.version)
-            decoded = [(item, item.event) for item in items if item.event is not None]
+            raw = [(item, item.event) for item in items if item.event is not None]
+            plain = await opened(self.store, [event for _, event in raw])  # parked ones stay sealed
+            decoded = [(item, event) for (item, _), event in zip(raw, plain, strict=True)]
             headers = {id(event): item.msg.headers for item, event in decoded}  # by object: ids may repeat
-            results = await apply_batch(
-                conn,
-                projection,
-                active.version,
-                tables,
-                [event for _, event in decoded],
-                around=lambda event: handling_span(name, event, headers[id(event)]),
-            )
+            with using_vault(self.store.vault):
+                results = await apply_batch(
+                    conn,
+                    projection,
+                    active.version,
+                    tables,
+                    [event for _, event in decoded],
+                    around=lambda event: handling_span(name, event, headers[id(event)]),
+                )
             for (item, _), result in zip(decoded, results, strict=True):
                 item.error = result.error
                 self.stats.duplicates += 0 if result.applied or result.error else 1

@@ -28,13 +28,26 @@ TRACESTATE = "tracestate"
 DEFAULT_PREFIX = "events"
 
 _SERIALIZER = RecordedEvent.__pydantic_serializer__
-_BAD_TOKEN = re.compile(r"[\s.*>]+")
+_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPED = re.compile(r"[^A-Za-z0-9_-]")
 _BAD_HEADER = re.compile(r"[\r\n]+")
 
 
+def _escape(match: re.Match[str]) -> str:
+    return "".join(f"~{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
+
+
 def subject_token(text: str) -> str:
-    """``text`` made safe as one subject token (no dots, wildcards or spaces; never empty)."""
-    return _BAD_TOKEN.sub("_", text) or "_"
+    """``text`` as one subject token: letters, digits, ``_`` and ``-`` as they are, every other
+    character as ``~`` and the hex of its UTF-8 bytes (``a.b`` is ``a~2Eb``; empty is ``~``).
+
+    So no token holds a dot, a wildcard (``*``, ``>``), whitespace or a control character,
+    whatever the text, and two texts never share a token (categories and event types are
+    plain names; an escaped one only ever names its own subject).
+    """
+    if _PLAIN_TOKEN.fullmatch(text):
+        return text
+    return _ESCAPED.sub(_escape, text) or "~"
 
 
 def event_subject(event: RecordedEvent, prefix: str = DEFAULT_PREFIX) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from eventstore import RecordedEvent
 from eventstore.postgres import Connection
 from projections.base import TRANSIENT_ERRORS, Executor, Projection, Tables
+from projections.sealed import erased
 
 
 async def apply_event(
@@ -92,7 +93,9 @@ async def apply_batch(
     :raises: infrastructure errors (:data:`TRANSIENT_ERRORS`): the caller retries the batch.
     """
     results = [Applied(False)] * len(events)
-    handled = [i for i, event in enumerate(events) if event.event_type in projection.handlers]
+    handled = [
+        i for i, event in enumerate(events) if event.event_type in projection.handlers and not erased(event)
+    ]
     if not handled:
         return results
     try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from eventstore.postgres import Connection
 from projections.base import Executor, Projection
 from projections.errors import ProjectionCodeMismatch
+from projections.row_security import expose_views, protect_tables
 
 _LOCK = "SELECT {fn}(hashtextextended('memsaga.projection:' || $1::text, 0))"
 
@@ -127,7 +128,8 @@ async def retire_version(conn: Connection, name: str, version: int) -> None:
 
 
 async def create_version(conn: Connection, projection: Projection, version: int) -> None:
-    """Register ``version`` as building and create its tables (one transaction, the caller's)."""
+    """Register ``version`` as building and create its tables, protected by row-level security
+    (:mod:`projections.row_security`), in one transaction (the caller's)."""
     await conn.execute(
         """INSERT INTO memsaga.projection_versions (name, version, code_version, state)
            VALUES ($1, $2, $3, 'building')""",
@@ -136,6 +138,7 @@ async def create_version(conn: Connection, projection: Projection, version: int)
         projection.version,
     )
     await conn.execute(projection.ddl_at(version))
+    await protect_tables(conn, projection.tables_at(version).values())
     await conn.execute(
         "UPDATE memsaga.projections SET building_version = $2, updated_at = now() WHERE name = $1",
         projection.name,
@@ -178,7 +181,10 @@ async def activate(conn: Connection, projection: Projection, version: int) -> No
     for logical, view in projection.views().items():
         # DROP + CREATE rather than CREATE OR REPLACE: a new code version may change columns.
         await conn.execute(f"DROP VIEW IF EXISTS {view}")
-        await conn.execute(f"CREATE VIEW {view} AS SELECT * FROM {physical[logical]}")
+        await conn.execute(
+            f"CREATE VIEW {view} WITH (security_invoker = true) AS SELECT * FROM {physical[logical]}"
+        )
+    await expose_views(conn, projection.views().values())
 
 
 # --- Checkpoints ----------------------------------------------------------------------------------

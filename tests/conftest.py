@@ -20,11 +20,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import memsaga.devstack.nats as devstack_nats
 import memsaga.devstack.postgres as devstack_postgres
 import memsaga.devstack.temporal as devstack_temporal
+from eventstore.keys import MasterKey
 from memsaga.devstack import (
     ensure_search_attributes,
     start_nats,
@@ -35,9 +37,11 @@ from memsaga.devstack import (
 )
 from memsaga.devstack.databases import DatabaseFactory
 from memsaga.devstack.temporal import connect
-from memsaga.telemetry import setup_tracing
+from memsaga.telemetry import setup_metrics, setup_tracing
 
 UNIT_TIER = os.environ.get("MEMSAGA_TEST_TIER") == "unit"
+# One master key for the whole run, inherited by the role processes tests start (docs/privacy.md).
+os.environ.setdefault("MEMSAGA_MASTER_KEY", MasterKey.generate().text())
 SERVICE_FIXTURES = frozenset({"postgres_url", "pgvector_url", "nats_url", "temporal_address"})
 
 
@@ -193,3 +197,13 @@ def span_exporter(_global_span_exporter: InMemorySpanExporter) -> InMemorySpanEx
     """Spans finished during this test, through the global provider."""
     _global_span_exporter.clear()
     return _global_span_exporter
+
+
+@pytest.fixture(scope="session", autouse=True)
+def metric_reader() -> InMemoryMetricReader:
+    """The reader of the process-wide meter provider, installed before any test runs: a provider
+    takes its readers when it is built, and a command run in-process would install one first.
+    Values are cumulative over the session: compare before and after (``tests/metric_points.py``)."""
+    reader = InMemoryMetricReader()
+    setup_metrics("client", reader=reader)
+    return reader

@@ -16,13 +16,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from eventstore import migrate
+from eventstore.keys import MasterKey
 from memsaga.bootstrap import MIGRATION_SOURCES, connect_database
 from memsaga.chaos.errors import ServiceDidNotComeBack
 from memsaga.devstack import start_nats, start_postgres, start_temporal, stop_service
 from memsaga.devstack.postgres import bin_path
 from memsaga.devstack.process import wait_for_exit
 from memsaga.settings import Settings
-from memsaga.stackstate import ServiceState
+from memsaga.stackstate import MASTER_KEY_FILE, ServiceState, ensure_master_key_file
 
 ROLES: dict[str, tuple[str, ...]] = {"worker": ("worker",), "relay": ("relay",), "projector": ("project",)}
 """Each long-running role and its ``memsaga`` arguments."""
@@ -102,7 +103,9 @@ class ChaosStack:
     roles: dict[str, RoleProcess] = field(default_factory=dict)
 
     async def start_services(self) -> None:
-        """Start PostgreSQL, NATS and Temporal on free ports (together) and migrate."""
+        """Start PostgreSQL, NATS and Temporal on free ports (together), write a master key
+        (``<root>/master.key``, found by every role through ``MEMSAGA_STATE_DIR``) and migrate."""
+        ensure_master_key_file(self.root, lambda: MasterKey.generate().text())
         results = await asyncio.gather(
             start_postgres(self.root),
             start_nats(self.root),
@@ -122,13 +125,15 @@ class ChaosStack:
             await conn.close()
 
     def settings(self) -> Settings:
-        """Settings naming this stack's services (never the user's)."""
-        return Settings(
+        """Settings naming this stack's services, its master key and the defaults for the rest:
+        none of the caller's ``MEMSAGA_*`` variables (they may name the user's deployment)."""
+        return Settings.model_construct(
             database_url=self.services["postgres"].url,
             nats_url=self.services["nats"].url,
             temporal_address=self.services["temporal"].url,
             temporal_ui_url=self.services["temporal"].ui_url,
             state_dir=self.root,
+            master_key_file=self.root / MASTER_KEY_FILE,
             embedder="hashing",
         )
 
@@ -136,7 +141,7 @@ class ChaosStack:
         """Start worker, relay and projector."""
         s = self.settings()
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("MEMSAGA_")},
             **ROLE_SETTINGS,
             "MEMSAGA_STATE_DIR": str(self.root),
             "MEMSAGA_DATABASE_URL": s.require_database_url(),

@@ -8,12 +8,16 @@ import typer
 
 from memsaga.cli.bench import register_bench_commands
 from memsaga.cli.chaos import register_chaos_commands
+from memsaga.cli.codec import register_codec_commands
 from memsaga.cli.common import EXIT_CODES_HELP, ExitCode, fail
 from memsaga.cli.demo import register_demo_commands
 from memsaga.cli.dev import register_dev_commands
 from memsaga.cli.dlq import register_dlq_commands
+from memsaga.cli.doctor import register_doctor_commands
 from memsaga.cli.eval import register_eval_commands
+from memsaga.cli.forget import register_forget_commands
 from memsaga.cli.history import register_history_commands
+from memsaga.cli.keys import register_keys_commands
 from memsaga.cli.mcp import register_mcp_commands
 from memsaga.cli.projections import register_projection_commands
 from memsaga.cli.read_models import register_read_model_commands
@@ -26,7 +30,7 @@ from memsaga.cli.trace import register_trace_commands
 from memsaga.cli.verify import register_verify_commands
 from memsaga.errors import InvalidSettings
 from memsaga.settings import load_settings
-from memsaga.telemetry import setup_tracing
+from memsaga.telemetry import setup_metrics, setup_tracing
 
 app = typer.Typer(
     name="memsaga",
@@ -41,6 +45,9 @@ register_store_commands(app)
 register_demo_commands(app)
 register_saga_commands(app)
 register_retract_commands(app)
+register_forget_commands(app)
+register_keys_commands(app)
+register_codec_commands(app)
 register_trace_commands(app)
 register_relay_commands(app)
 register_projection_commands(app)
@@ -51,6 +58,7 @@ register_read_model_commands(app)
 register_history_commands(app)
 register_search_commands(app)
 register_mcp_commands(app)
+register_doctor_commands(app)
 register_bench_commands(app)
 register_eval_commands(app)
 
@@ -68,6 +76,7 @@ def _start(ctx: typer.Context) -> None:
                 f"{exc} (fix or unset the variable)", error="InvalidSettings", code=ExitCode.CONFIG
             ) from None
     setup_tracing(_ROLES.get(ctx.invoked_subcommand or "", "client"))
+    setup_metrics(_ROLES.get(ctx.invoked_subcommand or "", "client"))
 
 
 def main() -> None:

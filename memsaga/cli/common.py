@@ -27,10 +27,13 @@ from rich.text import Text
 
 from adapters.errors import AdapterNotConfigured, EndpointUnavailable, UnknownAdapter
 from eventstore import BlobNotFound, EventStoreError, InvalidQuery, MigrationError
+from eventstore.errors import DataErased, UserWasForgotten, WrongMasterKey
+from eventstore.keys import InvalidMasterKey
 from memsaga.devstack.errors import BinaryNotFound, ServiceUnreachable, StackConflict
 from memsaga.errors import (
     DatabaseUnreachable,
     InvalidSettings,
+    MasterKeyMissing,
     MemsagaError,
     NotFound,
     ServiceNotConfigured,
@@ -48,6 +51,7 @@ from projections.errors import (
     ProjectionNotInitialized,
     UnknownProjection,
 )
+from projections.row_security import ReaderRoleUnavailable
 from sagas.memory_extraction.domain import InvalidExtractionRequest
 from sagas.memory_extraction.ports import AdapterError
 
@@ -113,6 +117,10 @@ _KINDS: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
             BinaryNotFound,
             StackConflict,
             asyncpg.UndefinedTableError,
+            MasterKeyMissing,
+            InvalidMasterKey,
+            WrongMasterKey,
+            ReaderRoleUnavailable,
         ),
         ExitCode.CONFIG,
     ),
@@ -127,8 +135,21 @@ _KINDS: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
         ),
         ExitCode.UNAVAILABLE,
     ),
-    ((NotFound, ParkedEventNotFound, UnknownProjection, BlobNotFound, LookupError), ExitCode.NOT_FOUND),
-    ((InvalidSearch, InvalidExtractionRequest, InvalidRetraction, InvalidQuery, ValueError), ExitCode.USAGE),
+    (
+        (NotFound, DataErased, ParkedEventNotFound, UnknownProjection, BlobNotFound, LookupError),
+        ExitCode.NOT_FOUND,
+    ),
+    (
+        (
+            UserWasForgotten,
+            InvalidSearch,
+            InvalidExtractionRequest,
+            InvalidRetraction,
+            InvalidQuery,
+            ValueError,
+        ),
+        ExitCode.USAGE,
+    ),
 )
 
 

@@ -11,11 +11,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from memsaga.bootstrap import services
-from memsaga.cli.common import JsonFlag, console, run_command
+from memsaga.cli.common import ExitCode, JsonFlag, console, fail, run_command
 from memsaga.errors import NotFound
+from memsaga.read_connection import read_pool
 from memsaga.settings import Settings
 from projections import Extraction, get_extraction, list_extractions
 from projections.memories import LISTED_STATUSES, Memory, parse_moment, query_memories, statuses_for
+from sagas.memory_extraction.identifiers import identifier_problem
 
 
 def memories_command(
@@ -43,13 +45,17 @@ def memories_command(
 ) -> None:
     """A user's memories: current ones, as memsaga believed them (--as-of), or true then (--valid-at)."""
 
+    if problem := identifier_problem(user, "--user"):
+        raise fail(problem, error="InvalidIdentifier", code=ExitCode.USAGE)
+
     async def main() -> list[Memory]:
         at = parse_moment(as_of, option="--as-of") if as_of is not None else None
         valid = parse_moment(valid_at, option="--valid-at") if valid_at is not None else None
         statuses = LISTED_STATUSES if every else status
         statuses_for(statuses, valid_at=valid)  # before connecting to anything
-        async with services(Settings(), with_nats=False) as svc:
-            return await query_memories(svc.pool, user, as_of=at, valid_at=valid, statuses=statuses)
+        settings = Settings()
+        async with services(settings, with_nats=False) as svc, read_pool(settings, svc.pool) as pool:
+            return await query_memories(pool, user, as_of=at, valid_at=valid, statuses=statuses)
 
     memories = run_command(main)
     if as_json:
@@ -79,13 +85,26 @@ def extractions_command(
         str | None, typer.Option("--correlation-id", "-c", help="One saga, with its timeline.")
     ] = None,
     status: Annotated[str | None, typer.Option("--status", help="Only sagas in this status.")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="Only this user's sagas (read as that user).")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many sagas to list.")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
-    """Extraction sagas and their status; one saga's timeline with --correlation-id."""
+    """Extraction sagas and their status (every user's, or --user's); one saga's timeline with
+    --correlation-id."""
+
+    if user is not None and correlation_id is not None:
+        raise fail("give --user or --correlation-id, not both", code=ExitCode.USAGE)
+    if user is not None and (problem := identifier_problem(user, "--user")):
+        raise fail(problem, error="InvalidIdentifier", code=ExitCode.USAGE)
 
     async def main() -> list[Extraction]:
-        async with services(Settings(), with_nats=False) as svc:
+        settings = Settings()
+        async with services(settings, with_nats=False) as svc:
+            if user is not None:
+                async with read_pool(settings, svc.pool) as pool:
+                    return await list_extractions(pool, status=status, limit=limit, user_id=user)
             if correlation_id is None:
                 return await list_extractions(svc.pool, status=status, limit=limit)
             found = await get_extraction(svc.pool, correlation_id)

@@ -38,6 +38,7 @@ from memsaga.client import (
     reject_extraction,
     retry_extraction,
     start_extraction_of_text,
+    workflow_id_for,
 )
 from memsaga.errors import MemsagaError
 from memsaga.settings import Settings
@@ -49,11 +50,22 @@ from sagas.memory_extraction.domain import (
     InvalidExtractionRequest,
     request_problems,
 )
+from sagas.memory_extraction.identifiers import identifier_problem
 from sagas.memory_extraction.ports import AdapterError
 
 T = TypeVar("T")
 
-WorkflowIdArg = Annotated[str, typer.Argument(help="The saga's workflow id (extract-…).")]
+
+def _workflow_id(value: str) -> str:
+    """The workflow id as given; one memsaga could never have started is refused (exit 2)."""
+    if problem := identifier_problem(value, "WORKFLOW_ID"):
+        raise fail(problem, error="InvalidIdentifier", code=ExitCode.USAGE)
+    return value
+
+
+WorkflowIdArg = Annotated[
+    str, typer.Argument(help="The saga's workflow id (extract-…).", callback=_workflow_id)
+]
 ReviewerOption = Annotated[
     str | None, typer.Option("--reviewer", help="Who decides (recorded in the event).")
 ]
@@ -142,7 +154,7 @@ def extract_command(
         correlation_id=correlation_id,
         options=extraction_options(settings, review=review),
     )
-    problems = request_problems(request)
+    problems = request_problems(request) + _id_problems(user, key, correlation_id)
     if problems:  # bad input is refused here, not by a saga that would record it and fail
         raise fail("; ".join(problems), error="InvalidExtractionRequest", code=ExitCode.USAGE)
 
@@ -151,6 +163,15 @@ def extract_command(
         return handle.model_dump()
 
     _start_and_show(start, wait=wait, as_json=as_json)
+
+
+def _id_problems(user: str, key: str | None, correlation_id: str | None) -> list[str]:
+    found = (
+        identifier_problem(user, "--user"),
+        None if key is None else identifier_problem(workflow_id_for(key), "--id"),
+        None if correlation_id is None else identifier_problem(correlation_id, "--correlation-id"),
+    )
+    return [problem for problem in found if problem is not None]
 
 
 def _start_and_show(

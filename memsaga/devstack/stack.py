@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from eventstore.keys import MasterKey
 from memsaga.devstack.errors import ServiceUnreachable, StackConflict
 from memsaga.devstack.nats import probe_nats, start_nats
 from memsaga.devstack.ports import free_port, port_is_free
@@ -21,7 +22,13 @@ from memsaga.devstack.postgres import probe_postgres, start_postgres, stop_postg
 from memsaga.devstack.process import runs, terminate
 from memsaga.devstack.temporal import connect, ensure_search_attributes, probe_temporal, start_temporal
 from memsaga.settings import Settings
-from memsaga.stackstate import ServiceState, StackState, load_stack_state, save_stack_state
+from memsaga.stackstate import (
+    ServiceState,
+    StackState,
+    ensure_master_key_file,
+    load_stack_state,
+    save_stack_state,
+)
 
 SERVICES = ("postgres", "nats", "temporal")
 ENV_VARS = {
@@ -55,6 +62,7 @@ async def up(settings: Settings, *, prefer_default_ports: bool = True) -> StackS
     """
     state_dir = settings.state_dir
     with _locked(state_dir):
+        ensure_master_key_file(state_dir, lambda: MasterKey.generate().text())
         state = load_stack_state(state_dir)
         named = _named_urls(settings, state)
         reused = await asyncio.gather(*(_reuse(name, url, settings) for name, url in named.items()))
@@ -141,7 +149,12 @@ async def _ensure_running(
         return await start_nats(state_dir, port=port, prefer_default_port=prefer_default_ports)
     ui_port = _free_recorded_port(recorded.ui_url) if recorded is not None and recorded.ui_url else None
     ports = (port, ui_port or free_port(exclude=(port,))) if port is not None else None
-    return await start_temporal(state_dir, ports=ports, prefer_default_ports=prefer_default_ports)
+    codec_port = (
+        _free_recorded_port(recorded.codec_url) if recorded is not None and recorded.codec_url else None
+    )
+    return await start_temporal(
+        state_dir, ports=ports, codec_port=codec_port, prefer_default_ports=prefer_default_ports
+    )
 
 
 def _free_recorded_port(url: str | None) -> int | None:

@@ -12,7 +12,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from memsaga.devstack.ports import LOCALHOST, free_ports
+from memsaga.devstack.ports import LOCALHOST, free_port, free_ports
 from memsaga.devstack.process import find_binary, spawn, wait_until_ready
 from memsaga.stackstate import ServiceState
 
@@ -28,6 +28,7 @@ async def start_temporal(
     state_dir: Path,
     *,
     ports: tuple[int, int] | None = None,
+    codec_port: int | None = None,
     prefer_default_ports: bool = False,
     timeout: float = STARTUP_TIMEOUT,
 ) -> ServiceState:
@@ -35,7 +36,8 @@ async def start_temporal(
 
     gRPC and UI ports are ``ports`` when given and free (a restart where it ran before),
     else 7233/8233 when ``prefer_default_ports`` and free, else free ones; the search
-    attributes in :data:`SEARCH_ATTRIBUTES` are registered.
+    attributes in :data:`SEARCH_ATTRIBUTES` are registered. The UI decodes sealed payloads with
+    the codec server (``memsaga codec-server``) on ``codec_port`` (a free one when not given).
 
     :raises BinaryNotFound: the temporal CLI is not installed.
     :raises ServiceStartFailed: the server exited.
@@ -46,12 +48,14 @@ async def start_temporal(
     root.mkdir(parents=True, exist_ok=True)
     preferred = ports or ((DEFAULT_PORT, DEFAULT_UI_PORT) if prefer_default_ports else ())
     port, ui_port, http_port, metrics_port = free_ports(4, preferred=preferred)
+    codec_port = codec_port or free_port(exclude=(port, ui_port, http_port, metrics_port))
+    codec_url = f"http://{LOCALHOST}:{codec_port}"
     argv: list[str | Path] = [find_binary("temporal", PACKAGE), "server", "start-dev", "--ip", LOCALHOST]
     argv += ["--port", str(port), "--ui-port", str(ui_port), "--http-port", str(http_port)]
     argv += ["--metrics-port", str(metrics_port), "--db-filename", root / "temporal.db"]
     for name, kind in SEARCH_ATTRIBUTES.items():
         argv += ["--search-attribute", f"{name}={kind}"]
-    argv += ["--log-level", "warn", "--ui-disable-news-fetch"]
+    argv += ["--log-level", "warn", "--ui-disable-news-fetch", "--ui-codec-endpoint", codec_url]
     proc = spawn(argv, log_file, cwd=root)
     address = f"{LOCALHOST}:{port}"
 
@@ -65,6 +69,7 @@ async def start_temporal(
         managed=True,
         pid=proc.pid,
         ui_url=f"http://{LOCALHOST}:{ui_port}",
+        codec_url=codec_url,
         data_dir=str(root),
         log_file=str(log_file),
     )

@@ -5,11 +5,15 @@ One transaction per projection, at ``REPEATABLE READ``, that is always rolled ba
 1. In its snapshot, the active version, the hash of each live table and the set of events
    that version has applied (``memsaga.projection_applied``, written in the same
    transactions as the tables, so the three agree).
-2. A scratch schema (``memsaga_verify_<hex>``) with the projection's DDL, into which the
-   projection's own handlers apply exactly those events, read from the store in position
-   order. Each event comes once, in order: what a live runner got through duplicates,
-   redeliveries and disorder must come to the same rows.
-3. The hash of each scratch table; then the rollback, which leaves no trace. The live tables,
+2. Those events, read from the store (opened, in position order) before this transaction
+   writes anything: until then it holds no transaction id, which the store's gap-safe tail
+   would wait for. A forgotten user's events are skipped, as the runner skips them.
+3. A scratch schema (``memsaga_verify_<hex>``) with the projection's DDL, into which the
+   projection's own handlers (with the store's vault, for sealed blobs) apply those events.
+   Each comes once, in order: what a live runner got through duplicates, redeliveries and
+   disorder must come to the same rows. (A ``UserForgotten`` handler deletes the user's rows
+   in every registered version: there were none left to delete, and the rollback undoes it.)
+4. The hash of each scratch table; then the rollback, which leaves no trace. The live tables,
    the checkpoints and the bookkeeping are only read.
 
 Comparing with what the live version applied (not with the whole store) makes the check
@@ -34,6 +38,7 @@ from eventstore.postgres import Connection
 from memsaga.verify.report import ReadModelCheck, TableDigest
 from projections.base import Projection, Tables, quote_ident
 from projections.parked import list_parked
+from projections.sealed import erased, using_vault
 from projections.tracking import applied_event_ids
 from projections.versions import active_checkpoint
 
@@ -119,8 +124,8 @@ async def _applied_events(
         async for batch in store.read_all(after_position=position):
             position = batch[-1].position
             for e in batch:
-                if e.event_type not in handled:
-                    continue
+                if e.event_type not in handled or erased(e):
+                    continue  # a forgotten user's events reach no handler, live or here
                 if e.event_id in applied:
                     events.append(e)
                 elif e.position <= checkpoint and e.event_id not in parked and e.recorded_at < settled:
@@ -173,8 +178,9 @@ async def _compare(
     await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")
     scratch = scratch_tables(projection, schema)
     await conn.execute(scratch_ddl(projection, scratch))
-    for start in range(0, len(events), BATCH):
-        await apply_in_order(conn, projection, scratch, events[start : start + BATCH])
+    with using_vault(store.vault):  # handlers open users' sealed blobs with it
+        for start in range(0, len(events), BATCH):
+            await apply_in_order(conn, projection, scratch, events[start : start + BATCH])
     digests = []
     for t in projection.tables:
         rows, digest = await table_digest(conn, scratch[t], VOLATILE_COLUMNS.get(t, ()))

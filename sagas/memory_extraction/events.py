@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventstore import EventPayload, SchemaRegistry
+from eventstore.personal import IndexedPersonalStr, PersonalStr
 
 MemoryKind = Literal[
     "preference", "identity", "relation", "plan", "date", "fact", "health", "finance", "identifier"
@@ -40,18 +41,18 @@ class Candidate(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     candidate_id: str
-    text: str
+    text: PersonalStr
     kind: MemoryKind
-    content_hash: str
+    content_hash: PersonalStr
     sensitive: bool = False
-    sensitivity_reason: str | None = None
-    attributes: dict[str, str] = Field(default_factory=dict)
-    slot: str | None = None
+    sensitivity_reason: PersonalStr | None = None
+    attributes: dict[str, PersonalStr] = Field(default_factory=dict)
+    slot: PersonalStr | None = None
     """What the fact is about, so that two memories can conflict: ``residence``, ``employer``,
     ``job_title``, ``name``, ``diet``, ``preference:coffee``, ``relation:sister:Ana``,
     ``relation:brother:Tom:residence``... ``None``: it conflicts with nothing (exact repeats
     are still duplicates)."""
-    value: str | None = None
+    value: PersonalStr | None = None
     """What the fact says the slot holds (``Berlin``, ``Siemens``, ``positive``); two memories of
     one slot with equal values (casefolded) state the same fact. ``None`` with ``ended``: every
     value of the slot ends."""
@@ -91,8 +92,8 @@ class EpisodeRecorded(EventPayload):
     event_type = "EpisodeRecorded"
     episode_id: str
     source: str
-    text: str | None
-    text_sha256: str
+    text: PersonalStr | None
+    text_sha256: PersonalStr
     text_bytes: int
 
 
@@ -135,10 +136,10 @@ class SlotMemory(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     memory_id: str
-    slot: str
-    value: str | None
+    slot: PersonalStr
+    value: PersonalStr | None
     polarity: Polarity
-    text: str
+    text: PersonalStr
 
 
 class Supersession(BaseModel):
@@ -192,7 +193,7 @@ class ReviewApproved(EventPayload):
 
     event_type = "ReviewApproved"
     reviewer: str | None = None
-    note: str | None = None
+    note: PersonalStr | None = None
     candidate_ids: list[str] | None = None
 
 
@@ -201,7 +202,7 @@ class ReviewRejected(EventPayload):
 
     event_type = "ReviewRejected"
     reviewer: str | None = None
-    reason: str
+    reason: PersonalStr
     timed_out: bool = False
     candidate_ids: list[str] | None = None
     """The candidates rejected (``None``: every one under review; the saga compensates)."""
@@ -215,9 +216,9 @@ class MemoryCreatedV1(EventPayload):
     memory_id: str
     user_id: str
     episode_id: str
-    text: str
+    text: PersonalStr
     kind: MemoryKind
-    content_hash: str
+    content_hash: IndexedPersonalStr
     vector_sha256: str | None
     dimension: int | None
     source: str
@@ -232,9 +233,9 @@ class MemoryCreatedV2(EventPayload):
     memory_id: str
     user_id: str
     episode_id: str
-    text: str
+    text: PersonalStr
     kind: MemoryKind
-    content_hash: str
+    content_hash: IndexedPersonalStr
     vector_sha256: str | None
     dimension: int | None
     embedder: str | None
@@ -259,16 +260,16 @@ class MemoryCreated(EventPayload):
     memory_id: str
     user_id: str
     episode_id: str
-    text: str
+    text: PersonalStr
     kind: MemoryKind
-    content_hash: str
+    content_hash: IndexedPersonalStr
     vector_sha256: str | None
     dimension: int | None
     embedder: str | None
     source: str
     sensitive: bool = False
-    slot: str | None = None
-    value: str | None = None
+    slot: IndexedPersonalStr | None = None
+    value: PersonalStr | None = None
     polarity: Polarity = "holds"
     valid_from: datetime | None = None
 
@@ -306,7 +307,7 @@ class MemoryInvalidated(EventPayload):
     user_id: str
     valid_to: datetime
     episode_id: str
-    statement: str
+    statement: PersonalStr
     """The statement that ended it, as the extractor wrote it."""
 
 
@@ -318,7 +319,7 @@ class MemoryReinstated(EventPayload):
     user_id: str
     compensates_event_id: str
     """The ``MemorySuperseded`` or ``MemoryInvalidated`` this undoes."""
-    reason: str
+    reason: PersonalStr
 
 
 class MemoryRetractedV1(EventPayload):
@@ -329,7 +330,7 @@ class MemoryRetractedV1(EventPayload):
     memory_id: str
     user_id: str
     retracts_event_id: str
-    reason: str
+    reason: PersonalStr
 
 
 class MemoryRetracted(EventPayload):
@@ -344,7 +345,7 @@ class MemoryRetracted(EventPayload):
     memory_id: str
     user_id: str
     compensates_event_id: str
-    reason: str
+    reason: PersonalStr
     retracted_by: str | None = None
 
 
@@ -368,7 +369,7 @@ class ExtractionCompensated(EventPayload):
     """The saga was undone: why, at which step, and what its compensations undid."""
 
     event_type = "ExtractionCompensated"
-    reason: str
+    reason: PersonalStr
     failed_step: str | None
     retracted_memory_ids: list[str]
     compensates_event_ids: list[str]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +47,13 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    dsn: str, temporal_address: str, nats_url: str, state_dir: Path, projection: Projection
+    dsn: str,
+    temporal_address: str,
+    nats_url: str,
+    state_dir: Path,
+    projection: Projection | Sequence[Projection],
 ) -> AsyncIterator[Stack]:
-    """A worker, the relay and ``projection``'s runner on a migrated database, in this process."""
+    """A worker, the relay and the runner of each projection on a migrated database, in this process."""
     tag = uuid.uuid4().hex[:10]
     settings = Settings(
         database_url=dsn,
@@ -71,19 +75,13 @@ async def running_stack(
         RelayConfig(stream=settings.nats_stream, subject_prefix=settings.subject_prefix, poll_interval=0.2),
         listen_dsn=dsn,
     )
-    runner = ProjectionRunner(
-        projection,
-        store,
-        js,
-        RunnerConfig(
-            stream=settings.nats_stream,
-            subject_prefix=settings.subject_prefix,
-            fetch_timeout=0.5,
-            ack_wait=5.0,
-        ),
+    config = RunnerConfig(
+        stream=settings.nats_stream, subject_prefix=settings.subject_prefix, fetch_timeout=0.5, ack_wait=5.0
     )
+    projections = [projection] if isinstance(projection, Projection) else list(projection)
+    runners = [ProjectionRunner(p, store, js, config) for p in projections]
     stop = asyncio.Event()
-    tasks = [asyncio.ensure_future(relay.run(stop)), asyncio.ensure_future(runner.run(stop))]
+    tasks = [asyncio.ensure_future(relay.run(stop)), *(asyncio.ensure_future(r.run(stop)) for r in runners)]
     try:
         async with build_worker(client, build_activities(pool, settings), task_queue=settings.task_queue):
             yield Stack(settings, client, pool, store, blobs)

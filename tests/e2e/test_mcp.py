@@ -36,6 +36,7 @@ def server_env(stack: Stack) -> dict[str, str]:
         "MEMSAGA_TEMPORAL_ADDRESS": settings.temporal_address,
         "MEMSAGA_TASK_QUEUE": settings.task_queue,
         "MEMSAGA_STATE_DIR": str(settings.state_dir),
+        "MEMSAGA_MASTER_KEY": os.environ["MEMSAGA_MASTER_KEY"],  # tests/conftest.py: one per run
     }
 
 

@@ -107,7 +107,9 @@ async def test_happy_path_stores_the_expected_memories(saga_env: SagaEnv) -> Non
     assert {e.payload["memory_id"] for e in created} == set(result.memory_ids)
     assert all(e.stream_id == f"memory-{e.payload['memory_id']}" and e.version == 1 for e in created)
     for event in created:  # vectors live in the blob store; events carry hash and dimension
-        vector = bytes_to_vector(await saga_env.blobs.get(event.payload["vector_sha256"]))
+        vector = bytes_to_vector(
+            await saga_env.blobs.get(event.payload["vector_sha256"], user_id=event.user_id)
+        )
         assert len(vector) == event.payload["dimension"] == 256
     completed = only(events, "ExtractionCompleted").payload
     assert (completed["candidates"], completed["memories_created"]) == (3, 3)
@@ -147,9 +149,11 @@ async def test_long_text_travels_by_hash(saga_env: SagaEnv) -> None:
     handle = await saga_env.start(request(long_text))
     result = await extraction_result(saga_env.client, handle.workflow_id)
 
-    recorded = only(await saga_env.events(handle), "EpisodeRecorded").payload
+    recorded_event = only(await saga_env.events(handle), "EpisodeRecorded")
+    recorded = recorded_event.payload
     assert recorded["text"] is None and recorded["text_bytes"] == len(long_text.encode())
-    assert (await saga_env.blobs.get(recorded["text_sha256"])).decode() == long_text
+    sealed = await saga_env.blobs.get(recorded["text_sha256"], user_id=recorded_event.user_id)
+    assert sealed.decode() == long_text
     history = await saga_env.client.get_workflow_handle(handle.workflow_id).fetch_history()
     assert "weather" not in history.to_json()  # the episode never entered Temporal's history
     assert result.memory_ids and result.outcome == "completed"

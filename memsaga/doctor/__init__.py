@@ -1,0 +1,1 @@
+"""``memsaga doctor``: what a deployment needs, checked (see :mod:`memsaga.doctor.report`)."""

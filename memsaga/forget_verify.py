@@ -1,0 +1,172 @@
+"""``memsaga forget --verify``: look for a string the user said everywhere memsaga keeps data.
+
+Counts, per place, where ``canary`` still occurs in plain text: the events table (payloads and
+metadata), every other table of memsaga's schemas (read models, parked events, checkpoints…),
+the blob store, the JetStream stream's stored messages (bodies and headers), the Temporal
+histories of the user's workflows (payload bytes as stored), and log files. After forgetting,
+every count must be 0 (docs/privacy.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+
+import asyncpg
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import BaseModel
+from temporalio.client import Client
+
+from activities.forgetting import visibility_literal
+from projections.base import quote_ident
+from sagas.forgetting import forget_workflow_id
+
+SCHEMAS = ("memsaga", "memsaga_read")
+_OWN_SEARCHES = ("events", "blobs")  # searched with their own statements
+
+
+class PlaceCount(BaseModel):
+    """Where the canary was looked for, and how often it was found."""
+
+    place: str
+    count: int
+    looked_at: int
+    """How many rows, blobs, messages, histories or files were searched."""
+
+
+class Verification(BaseModel):
+    """The result of one verification (``memsaga forget --verify --json`` prints it)."""
+
+    user_id: str
+    clean: bool
+    places: list[PlaceCount]
+
+
+async def count_in_tables(pool: asyncpg.Pool, canary: str) -> list[PlaceCount]:
+    """The events table, then every other table of :data:`SCHEMAS` (rows as text)."""
+    events = await pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE strpos(payload::text, $1) > 0 OR strpos(metadata::text, $1) > 0),"
+        " count(*) FROM memsaga.events",
+        canary,
+    )
+    assert events is not None
+    found = [PlaceCount(place="event store (memsaga.events)", count=events[0], looked_at=events[1])]
+    tables = await pool.fetch(
+        "SELECT table_schema, table_name FROM information_schema.tables"
+        " WHERE table_schema = ANY($1::text[]) AND table_type = 'BASE TABLE' ORDER BY 1, 2",
+        list(SCHEMAS),
+    )
+    for row in tables:
+        schema, name = row["table_schema"], row["table_name"]
+        if schema == "memsaga" and name in _OWN_SEARCHES:
+            continue
+        qualified = f"{quote_ident(schema)}.{quote_ident(name)}"
+        counted = await pool.fetchrow(
+            f"SELECT count(*) FILTER (WHERE strpos(t::text, $1) > 0), count(*) FROM {qualified} t", canary
+        )
+        assert counted is not None
+        found.append(PlaceCount(place=f"table {schema}.{name}", count=counted[0], looked_at=counted[1]))
+    return found
+
+
+async def count_in_blobs(pool: asyncpg.Pool, canary: str) -> PlaceCount:
+    """Blobs whose stored bytes hold the canary's UTF-8."""
+    row = await pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE position($1::bytea IN content) > 0), count(*) FROM memsaga.blobs",
+        canary.encode(),
+    )
+    assert row is not None
+    return PlaceCount(place="blob store (memsaga.blobs)", count=row[0], looked_at=row[1])
+
+
+async def count_in_stream(js: JetStreamContext, stream: str, canary: str) -> PlaceCount:
+    """Messages stored in ``stream`` whose body or headers hold the canary."""
+    needle = canary.encode()
+    info = await js.stream_info(stream)
+    total = info.state.messages
+    subjects = info.config.subjects or [">"]
+    sub = await js.pull_subscribe(
+        subjects[0] if len(subjects) == 1 else ">",
+        durable=None,
+        stream=stream,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=60.0
+        ),
+    )
+    seen = count = 0
+    try:
+        while seen < total:
+            try:
+                batch = await sub.fetch(batch=500, timeout=2)
+            except nats.errors.TimeoutError:
+                break
+            for msg in batch:
+                seen += 1
+                headers = "".join(f"{k}{v}" for k, v in (msg.headers or {}).items()).encode()
+                if needle in msg.data or needle in headers:
+                    count += 1
+    finally:
+        await sub.unsubscribe()
+    return PlaceCount(place=f"JetStream stream {stream}", count=count, looked_at=seen)
+
+
+async def count_in_histories(client: Client, user_id: str, canary: str) -> PlaceCount:
+    """The user's workflows (by the ``UserId`` search attribute, and the forget saga): events
+    whose stored bytes (payloads as Temporal keeps them) hold the canary."""
+    needle = canary.encode()
+    ids = {w.id async for w in client.list_workflows(f"UserId = {visibility_literal(user_id)}")}
+    ids.add(forget_workflow_id(user_id))
+    count = looked = 0
+    for workflow_id in sorted(ids):
+        try:
+            history = await client.get_workflow_handle(workflow_id).fetch_history()
+        except Exception:  # never ran (the forget saga of a user never forgotten)
+            continue
+        looked += 1
+        count += sum(needle in event.SerializeToString() for event in history.events)
+    return PlaceCount(place="Temporal histories of the user's workflows", count=count, looked_at=looked)
+
+
+def count_in_files(paths: Iterable[Path], canary: str) -> PlaceCount:
+    """Lines of the given log files that hold the canary."""
+    needle = canary.encode()
+    count = looked = 0
+    for path in paths:
+        try:
+            with path.open("rb") as lines:
+                looked += 1
+                count += sum(needle in line for line in lines)
+        except OSError:
+            continue
+    return PlaceCount(place="service logs", count=count, looked_at=looked)
+
+
+def log_files(state_dir: Path, extra: Iterable[Path] = ()) -> list[Path]:
+    """The local stack's log files (``*.log`` under its state directory) and ``extra``."""
+    found = sorted(state_dir.rglob("*.log")) if state_dir.exists() else []
+    return [*found, *extra]
+
+
+async def verify_forgotten(
+    *,
+    pool: asyncpg.Pool,
+    js: JetStreamContext | None,
+    stream: str,
+    temporal: Client | None,
+    user_id: str,
+    canary: str,
+    logs: Iterable[Path],
+) -> Verification:
+    """Count ``canary`` in every place; ``clean`` when every count is 0 (places that could not
+    be reached are left out only when their client is None)."""
+    places = await count_in_tables(pool, canary)
+    places.append(await count_in_blobs(pool, canary))
+    if js is not None:
+        places.append(await count_in_stream(js, stream, canary))
+    if temporal is not None:
+        places.append(await count_in_histories(temporal, user_id, canary))
+    places.append(await asyncio.to_thread(count_in_files, list(logs), canary))
+    return Verification(user_id=user_id, clean=all(p.count == 0 for p in places), places=places)

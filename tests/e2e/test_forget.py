@@ -1,0 +1,194 @@
+"""Forgetting a user, end to end (issue 17): canary strings through extraction, review,
+compensation, search and a rebuild, then ``ForgetUser``; afterwards the canaries occur nowhere
+memsaga keeps data (events, read models, blobs, JetStream, Temporal histories, logs, spans),
+other users' read models are unchanged, and no event was deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+import pytest_asyncio
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from memsaga.client import (
+    approve_extraction,
+    extraction_outcome,
+    reject_extraction,
+    start_extraction,
+)
+from memsaga.devstack.databases import DatabaseFactory
+from memsaga.forget_verify import verify_forgotten
+from memsaga.forgetting import forget_user
+from memsaga.search import search_memories
+from projections import EXTRACTIONS, MEMORIES, MEMORY_SEARCH
+from projections.consistency import has_applied
+from projections.rebuild import rebuild
+from sagas.memory_extraction.embedders import HashingEmbedder
+from tests.e2e.conftest import Stack, running_stack
+from tests.support import migrated_database
+from tests.workflows.support import eventually, request
+
+pytestmark = pytest.mark.services
+
+ALLERGY = "zorblaxine"
+EMAIL = "ana.k9x@example.org"
+TOKEN = "tok_9f8e7d6c5b4a3"
+CANARIES = (ALLERGY, EMAIL, TOKEN)
+PROJECTIONS = (MEMORIES, EXTRACTIONS, MEMORY_SEARCH)
+USER_TABLES = (
+    "memories", "memory_lifecycle", "memory_search", "memory_words", "memory_search_lifecycle", "extractions",
+)  # fmt: skip
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def forget_stack(
+    fresh_pgvector_database: DatabaseFactory,
+    temporal_address: str,
+    nats_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    _global_span_exporter: InMemorySpanExporter,
+) -> AsyncIterator[Stack]:
+    dsn = await migrated_database(fresh_pgvector_database)
+    state_dir = Path(tmp_path_factory.mktemp("state"))
+    async with running_stack(dsn, temporal_address, nats_url, state_dir, PROJECTIONS) as running:
+        yield running
+
+
+async def caught_up(stack: Stack) -> None:
+    head = await stack.store.head_position()
+
+    async def applied() -> bool | None:
+        for projection in PROJECTIONS:
+            if not await has_applied(stack.pool, stack.store, projection, head):
+                return None
+        return True
+
+    await eventually(applied, 60, "every projection at the store's head")
+
+
+async def rows_of(pool: asyncpg.Pool, user_id: str) -> dict[str, str]:
+    """A hash of each read-model table's rows of ``user_id`` (through the views of the active versions)."""
+    hashes = {}
+    for table in USER_TABLES:
+        rows = await pool.fetch(
+            f"SELECT t::text AS row FROM memsaga_read.{table} t WHERE user_id = $1", user_id
+        )
+        hashes[table] = hashlib.sha256("\n".join(sorted(r["row"] for r in rows)).encode()).hexdigest()
+    return hashes
+
+
+async def count_rows(pool: asyncpg.Pool, user_id: str) -> int:
+    total = 0
+    for table in USER_TABLES:
+        total += await pool.fetchval(f"SELECT count(*) FROM memsaga_read.{table} WHERE user_id = $1", user_id)
+    return int(total)
+
+
+async def test_after_forgetting_no_canary_is_anywhere_and_others_are_untouched(
+    forget_stack: Stack, span_exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack, client, settings = forget_stack, forget_stack.client, forget_stack.settings
+    caplog.set_level(logging.DEBUG)
+    user, other = f"forget-me-{uuid.uuid4().hex[:6]}", f"keep-me-{uuid.uuid4().hex[:6]}"
+    said = f"I'm allergic to {ALLERGY}. My email is {EMAIL}. My token is {TOKEN}. I love hiking."
+
+    # The other user's memories, kept throughout.
+    kept = await start_extraction(
+        client,
+        request("I live in Lisbon. I love cycling.", user_id=other, embedder="hashing"),
+        settings=settings,
+    )
+    await extraction_outcome(client, kept.workflow_id)
+    # Extraction with a review that is approved, one rejected (compensated), and one left waiting.
+    approved = await start_extraction(
+        client, request(said, user_id=user, review=True, embedder="hashing"), settings=settings
+    )
+    rejected = await start_extraction(
+        client, request(said + " Again.", user_id=user, review=True, embedder="hashing"), settings=settings
+    )
+    waiting = await start_extraction(
+        client,
+        request(said + " Once more.", user_id=user, review=True, embedder="hashing"),
+        settings=settings,
+    )
+    await asyncio.sleep(1)
+    await approve_extraction(client, approved.workflow_id, reviewer="ops", note=f"ok for {EMAIL}")
+    await reject_extraction(client, rejected.workflow_id, reviewer="ops", reason=f"not about {ALLERGY}")
+    await extraction_outcome(client, approved.workflow_id)
+    await extraction_outcome(client, rejected.workflow_id)
+    await caught_up(stack)
+    # Search and a rebuild see the user's memories.
+    found = await search_memories(
+        stack.pool, stack.store, HashingEmbedder(256), f"allergic to {ALLERGY}", user_id=user, k=5
+    )
+    assert any(ALLERGY in hit.text for hit in found.hits)
+    await rebuild(stack.pool, stack.store, MEMORY_SEARCH, wait=True)
+    assert await count_rows(stack.pool, user) > 0
+    before = await rows_of(stack.pool, other)
+    event_ids = {r[0] for r in await stack.pool.fetch("SELECT event_id FROM memsaga.events")}
+
+    done = await forget_user(client, settings, user, requested_by="test")
+
+    assert done.key_destroyed and not done.already_forgotten
+    assert done.cancelled_workflow_ids == [waiting.workflow_id]
+    await caught_up(stack)
+    assert await count_rows(stack.pool, user) == 0
+    assert await rows_of(stack.pool, other) == before
+    after_ids = {r[0] for r in await stack.pool.fetch("SELECT event_id FROM memsaga.events")}
+    assert event_ids <= after_ids  # nothing deleted: facts stay, unreadable
+
+    await rebuild(stack.pool, stack.store, MEMORY_SEARCH, wait=True)  # a rebuild after forgetting
+    await rebuild(stack.pool, stack.store, MEMORIES, wait=True)
+    assert await count_rows(stack.pool, user) == 0
+    assert await rows_of(stack.pool, other) == before
+
+    nc = await nats.connect(settings.require_nats_url())
+    try:
+        for canary in CANARIES:
+            result = await verify_forgotten(
+                pool=stack.pool, js=nc.jetstream(), stream=settings.nats_stream, temporal=client,
+                user_id=user, canary=canary, logs=[],
+            )  # fmt: skip
+            assert result.clean, [p for p in result.places if p.count]
+            histories = next(p for p in result.places if p.place.startswith("Temporal"))
+            assert histories.looked_at >= 4  # the user's three sagas and the forget saga were searched
+    finally:
+        await nc.close()
+    # Old events read as erased, never as an exception.
+    [recorded] = [
+        e
+        for e in await stack.store.read_correlation(approved.workflow_id)
+        if e.event_type == "EpisodeRecorded"
+    ]
+    assert recorded.payload["text"] == "[erased]" and recorded.metadata["erased"] is True
+
+    again = await forget_user(client, settings, user)
+    assert again.already_forgotten and again.forgotten_event_id == done.forgotten_event_id
+
+    for canary in CANARIES:  # neither a log line nor a span of the whole run carried one
+        assert not [r for r in caplog.records if canary in r.getMessage()]
+        for span in span_exporter.get_finished_spans():
+            assert not [v for v in (span.attributes or {}).values() if canary in str(v)], span.name
+
+
+async def test_a_canary_in_plain_text_is_found(forget_stack: Stack) -> None:
+    """The check can fail: a string stored unsealed (a plain blob) is counted."""
+    canary = f"plain-{uuid.uuid4().hex}"
+    await stack_blob(forget_stack, canary)
+    result = await verify_forgotten(
+        pool=forget_stack.pool, js=None, stream="", temporal=None, user_id="nobody", canary=canary, logs=[],
+    )  # fmt: skip
+    assert not result.clean
+    assert next(p for p in result.places if p.place.startswith("blob")).count == 1
+
+
+async def stack_blob(stack: Stack, text: str) -> None:
+    await stack.blobs.put(text.encode())

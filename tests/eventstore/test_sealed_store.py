@@ -1,0 +1,153 @@
+"""Personal fields sealed at append, opened on read; keys made, destroyed and re-wrapped
+(eventstore/vault.py, keys.py, blobs.py) against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from eventstore import (
+    EVENTSTORE_MIGRATIONS,
+    InvalidEvent,
+    NewEvent,
+    PostgresBlobStore,
+    PostgresEventStore,
+    SchemaRegistry,
+    create_pool,
+)
+from eventstore.encryption import ERASED, ERASED_FLAG
+from eventstore.errors import DataErased, UserWasForgotten, WrongMasterKey
+from eventstore.keys import KeyRing, MasterKey
+from eventstore.vault import Vault
+from memsaga.devstack.databases import DatabaseFactory
+from sagas.memory_extraction.events import MemoryCreated, register_events
+from tests.support import migrated_database
+
+pytestmark = pytest.mark.services
+
+
+def registry() -> SchemaRegistry:
+    return register_events(SchemaRegistry())
+
+
+def sealed_store(pool: asyncpg.Pool, master: MasterKey) -> PostgresEventStore:
+    reg = registry()
+    return PostgresEventStore(pool, reg, vault=Vault(reg, KeyRing(pool, master, cache_seconds=0)))
+
+
+def memory(user: str, text: str, *, slot: str = "residence") -> NewEvent:
+    payload = MemoryCreated(
+        memory_id=f"m-{uuid.uuid4().hex[:8]}", user_id=user, episode_id="e-1", text=text, kind="fact",
+        content_hash=f"hash-of-{text}", vector_sha256=None, dimension=None, embedder=None, source="chat",
+        slot=slot, value=text,
+    )  # fmt: skip
+    return NewEvent.of(
+        payload, correlation_id="c", causation_id="c", user_id=user,
+        occurred_at=datetime(2026, 12, 3, tzinfo=UTC),
+    )  # fmt: skip
+
+
+def user() -> str:
+    return f"u-{uuid.uuid4().hex[:8]}"
+
+
+async def test_personal_fields_are_ciphertext_in_the_table_and_plain_when_read(pg_pool: asyncpg.Pool) -> None:
+    store, u = sealed_store(pg_pool, MasterKey.generate()), user()
+    event = memory(u, "I live in Utrecht")
+    stream = f"memory-{uuid.uuid4().hex[:8]}"
+    await store.append(stream, [event])
+    raw = await pg_pool.fetchval(
+        "SELECT payload::text FROM memsaga.events WHERE event_id = $1", event.event_id
+    )
+    assert "Utrecht" not in raw and "$enc" in raw
+    [read] = await store.read_stream(stream)
+    assert read.payload["text"] == "I live in Utrecht" and read.payload["slot"] == "residence"
+    assert "sealed" not in read.metadata
+    again = await store.append(stream, [event])  # an at-least-once re-send: a duplicate, not a conflict
+    assert again.duplicate
+
+
+async def test_raw_events_from_the_tail_stay_sealed_until_opened(pg_pool: asyncpg.Pool) -> None:
+    store, u = sealed_store(pg_pool, MasterKey.generate()), user()
+    event = memory(u, "I work at Siemens")
+    result = await store.append(f"memory-{uuid.uuid4().hex[:8]}", [event])
+    tail = store.tail(after_position=result.positions[0] - 1)
+    [raw] = await tail.poll(1)
+    assert "Siemens" not in repr(raw.payload)
+    [opened] = await store.open_events([raw])
+    assert opened.payload["text"] == "I work at Siemens"
+
+
+async def test_events_are_found_by_an_indexed_personal_field_for_their_user_only(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    store, a, b = sealed_store(pg_pool, MasterKey.generate()), user(), user()
+    await store.append(f"memory-{uuid.uuid4().hex[:8]}", [memory(a, "Lisbon", slot="residence")])
+    await store.append(f"memory-{uuid.uuid4().hex[:8]}", [memory(b, "Porto", slot="residence")])
+    found = await store.find_events("MemoryCreated", payload_field="slot", values=["residence"], user_id=a)
+    assert [e.payload["text"] for e in found] == ["Lisbon"]
+
+
+async def test_personal_data_without_a_user_is_refused(pg_pool: asyncpg.Pool) -> None:
+    store = sealed_store(pg_pool, MasterKey.generate())
+    event = memory("nobody", "x").model_copy(update={"user_id": None})
+    with pytest.raises(InvalidEvent, match="no user_id"):
+        await store.append(f"memory-{uuid.uuid4().hex[:8]}", [event])
+
+
+async def test_a_destroyed_key_erases_old_events_and_refuses_new_ones(pg_pool: asyncpg.Pool) -> None:
+    master, u = MasterKey.generate(), user()
+    store = sealed_store(pg_pool, master)
+    stream = f"memory-{uuid.uuid4().hex[:8]}"
+    await store.append(stream, [memory(u, "I'm allergic to peanuts")])
+    keyring = KeyRing(pg_pool, master)
+    assert await keyring.destroy(u) is True
+    assert await keyring.destroy(u) is False  # idempotent
+    [read] = await store.read_stream(stream)
+    assert read.payload["text"] == ERASED and read.metadata[ERASED_FLAG] is True
+    with pytest.raises(UserWasForgotten):
+        await store.append(stream, [memory(u, "again")])
+    assert await keyring.state(u) == "destroyed"
+
+
+async def test_blobs_of_a_user_are_sealed_and_erased_with_the_key(pg_pool: asyncpg.Pool) -> None:
+    master, a, b = MasterKey.generate(), user(), user()
+    keyring = KeyRing(pg_pool, master, cache_seconds=0)
+    blobs = PostgresBlobStore(pg_pool, keyring)
+    data = b"a long episode about peanuts " * 50
+    address_a, address_b = await blobs.put(data, user_id=a), await blobs.put(data, user_id=b)
+    assert address_a != address_b
+    content = await pg_pool.fetchval("SELECT content FROM memsaga.blobs WHERE sha256 = $1", address_a)
+    assert b"peanuts" not in bytes(content)
+    assert await blobs.get(address_a, user_id=a) == data
+    await keyring.destroy(a)
+    with pytest.raises(DataErased):
+        await blobs.get(address_a, user_id=a)
+    assert await blobs.get(address_b, user_id=b) == data
+
+
+async def test_another_master_key_is_refused_and_rotation_keeps_data_readable(
+    fresh_database: DatabaseFactory,
+) -> None:
+    dsn = await migrated_database(fresh_database, [EVENTSTORE_MIGRATIONS])
+    pool = await create_pool(dsn, min_size=1, max_size=4)
+    try:
+        await _rotate(pool)
+    finally:
+        await pool.close()
+
+
+async def _rotate(pg_pool: asyncpg.Pool) -> None:
+    old, new, u = MasterKey.generate(), MasterKey.generate(), user()
+    store = sealed_store(pg_pool, old)
+    stream = f"memory-{uuid.uuid4().hex[:8]}"
+    await store.append(stream, [memory(u, "I live in Ghent")])
+    with pytest.raises(WrongMasterKey):
+        await sealed_store(pg_pool, new).read_stream(stream)
+    rotated = await KeyRing(pg_pool, old).rewrap(new)
+    assert rotated >= 1
+    [read] = await sealed_store(pg_pool, new).read_stream(stream)
+    assert read.payload["text"] == "I live in Ghent"
