@@ -56,7 +56,9 @@ def render(report: VerifyReport) -> Table:
         table.add_row("events in JetStream", _mark("stream" not in kinds), seen)
     for r in report.read_models:
         rows = ", ".join(f"{d.table} {d.live_rows:,}" for d in r.tables)
-        seen = f"v{r.version}, {r.applied:,} events applied; rows {rows or 'none'}; {r.seconds:.1f}s"
+        seen = f"v{r.version}, {r.applied:,} events applied; rows {rows}; {r.seconds:.1f}s"
+        if r.version is None:
+            seen = "not built yet (its lag is under positions)"
         ok = r.equal and not r.unapplied
         table.add_row(f"{r.projection} = rebuild", _mark(ok), seen)
     if report.positions is not None:

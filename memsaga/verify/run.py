@@ -27,7 +27,7 @@ from memsaga.verify.report import (
 )
 from memsaga.verify.sagas import check_sagas
 from memsaga.verify.stream import check_stream
-from projections import PROJECTIONS, Projection, ProjectionNotInitialized, ProjectionsError, connect_nats
+from projections import PROJECTIONS, Projection, ProjectionsError, connect_nats
 from projections.subjects import stream_subjects
 
 
@@ -107,11 +107,7 @@ async def _sagas(svc: Services, limits: Limits, violations: list[Violation]) -> 
         client = await asyncio.wait_for(connect(svc.settings), 15)
     except (RuntimeError, TimeoutError, OSError) as exc:
         why = f"Temporal unreachable: {exc}"
-    try:
-        checked = await check_sagas(svc.pool, client, stuck_after=limits.stuck_after, why_no_temporal=why)
-    except ProjectionNotInitialized as exc:
-        violations.append(Violation(check="sagas", kind="unchecked", subject="extractions", message=str(exc)))
-        return None
+    checked = await check_sagas(svc.pool, client, stuck_after=limits.stuck_after, why_no_temporal=why)
     violations += saga_violations(checked)
     return checked
 

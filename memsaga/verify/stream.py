@@ -23,8 +23,12 @@ FETCH_TIMEOUT = 5.0
 
 
 async def stream_event_ids(js: JetStreamContext, stream: str, subjects: str) -> tuple[int, list[str]]:
-    """The stream's message count and the event id of each message, up to its last sequence now."""
-    info = await js.stream_info(stream)
+    """The stream's message count and the event id of each message, up to its last sequence now
+    (none when the stream does not exist: a relay never ran)."""
+    try:
+        info = await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        return 0, []
     last = info.state.last_seq
     if info.state.messages == 0:
         return 0, []

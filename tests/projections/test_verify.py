@@ -93,3 +93,10 @@ async def test_verify_passes_then_finds_each_broken_invariant(env: Env, nats_url
     assert len(missing) == 1 and missing[0].fix is not None
     assert missing[0].fix.startswith("memsaga relay --from-position ")
     assert ("read_model_differs", "extractions") not in kinds
+
+
+async def test_a_fresh_deployment_verifies_clean(env: Env, nats_url: str) -> None:
+    report = await verify(settings_for(env, nats_url), projections=CHECKED)  # no stream, nothing built
+    assert report.ok, report.violations
+    assert report.stream is not None and report.stream.messages == 0
+    assert [r.version for r in report.read_models] == [None, None]
