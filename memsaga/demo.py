@@ -39,14 +39,18 @@ from memsaga.client import (
     start_extraction,
 )
 from memsaga.errors import MemsagaError
+from memsaga.forget_verify import Verification, log_files, verify_forgotten
+from memsaga.forgetting import forget_user
 from memsaga.history import MemoryHistory, memory_history
 from memsaga.search import Recall, SearchResult
 from memsaga.settings import Settings
 from memsaga.stackstate import load_stack_state, save_stack_state
 from memsaga.trace_loader import LoadedTrace, trace_on
-from projections import MEMORY_SEARCH, Memory, list_memories
+from projections import MEMORY_SEARCH, PROJECTIONS, Memory, connect_nats, list_memories
+from projections.consistency import applied_position, has_applied
 from projections.extensions import split_by_extensions
 from projections.memories import query_memories
+from sagas.forgetting import ForgetResult
 from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest, StepRetry
 
 T = TypeVar("T")
@@ -105,6 +109,8 @@ class DemoReport:
     recall: list[SearchResult] = field(default_factory=list)
     recall_skipped: str | None = None
     change: Change | None = None
+    forgotten: ForgetResult | None = None
+    verification: Verification | None = None
     started: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -125,6 +131,8 @@ class DemoReport:
             "memories": [m.model_dump(mode="json") for m in self.memories],
             "recall": [r.model_dump(mode="json") for r in self.recall],
             "recall_skipped": self.recall_skipped,
+            "forgotten": None if self.forgotten is None else self.forgotten.model_dump(mode="json"),
+            "verification": None if self.verification is None else self.verification.model_dump(mode="json"),
             "change": None
             if self.change is None
             else {
@@ -372,6 +380,38 @@ async def recall(pool: asyncpg.Pool, settings: Settings, run: SagaRun, report: D
             report.recall.append(result)
 
 
+CANARY = "allergic to peanuts"
+"""What the demo's user said (memsaga/samples/episode.txt), looked for after forgetting them."""
+
+
+async def forget_and_verify(
+    client: Client, pool: asyncpg.Pool, settings: Settings, user: str
+) -> tuple[ForgetResult, Verification]:
+    """Forget ``user``, wait until every read model applied it, and look for :data:`CANARY`."""
+    done = await forget_user(client, settings, user, requested_by="demo")
+    store, _ = build_stores(pool, settings)
+    position = done.position or await store.head_position()
+
+    async def applied() -> bool | None:
+        for projection in PROJECTIONS.values():
+            if await applied_position(pool, projection) is None:
+                continue  # not run here (memory_search without pgvector)
+            if not await has_applied(pool, store, projection, position):
+                return None
+        return True
+
+    await eventually(applied, timeout=60, what="the read models to drop the forgotten user")
+    nc = await connect_nats(settings.require_nats_url(), name="memsaga-demo-verify")
+    try:
+        verification = await verify_forgotten(
+            pool=pool, js=nc.jetstream(), stream=settings.nats_stream, temporal=client, user_id=user,
+            canary=CANARY, logs=log_files(settings.state_dir),
+        )  # fmt: skip
+    finally:
+        await nc.close()
+    return done, verification
+
+
 async def run_demo(settings: Settings, *, keep: bool, say: Callable[[str], None]) -> DemoReport:
     """Run the demo; ``say`` reports progress. :raises DemoFailed: a step failed (all stopped)."""
     report = DemoReport(user=f"{DEMO_USER_PREFIX}{uuid.uuid4().hex[:6]}")
@@ -400,6 +440,10 @@ async def run_demo(settings: Settings, *, keep: bool, say: Callable[[str], None]
             report.sagas = [first, report.change.run, third]
             say("loading the causation trees")
             await wait_for_projections(pool, report.sagas, settings)
+            say(f"forgetting {report.user}: their sagas cancelled, their key destroyed, their rows dropped")
+            report.forgotten, report.verification = await forget_and_verify(
+                client, pool, settings, report.user
+            )
         finally:
             await pool.close()
     finally:

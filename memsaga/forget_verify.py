@@ -1,9 +1,10 @@
 """``memsaga forget --verify``: look for a string the user said everywhere memsaga keeps data.
 
-Counts, per place, where ``canary`` still occurs in plain text: the events table (payloads and
-metadata), every other table of memsaga's schemas (read models, parked events, checkpoints…),
-the blob store, the JetStream stream's stored messages (bodies and headers), the Temporal
-histories of the user's workflows (payload bytes as stored), and log files. After forgetting,
+Counts, per place, where ``canary`` still occurs in plain text: the user's events (payloads and
+metadata), every other table of memsaga's schemas (read models, parked events, checkpoints…;
+the user's rows where a table has a user column), the blob store, the user's messages stored in
+the JetStream stream (bodies and headers), the Temporal histories of the user's workflows
+(payload bytes as stored), and log files (every line: no log may carry what a user said). After forgetting,
 every count must be 0 (docs/privacy.md).
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import asyncpg
 import nats.errors
+import orjson
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel
@@ -45,18 +47,25 @@ class Verification(BaseModel):
     places: list[PlaceCount]
 
 
-async def count_in_tables(pool: asyncpg.Pool, canary: str) -> list[PlaceCount]:
-    """The events table, then every other table of :data:`SCHEMAS` (rows as text)."""
+async def count_in_tables(pool: asyncpg.Pool, user_id: str, canary: str) -> list[PlaceCount]:
+    """The user's events, then every other table of :data:`SCHEMAS` (rows as text): the user's
+    rows where the table has a ``user_id`` column (another user may have said the same), all
+    rows otherwise."""
     events = await pool.fetchrow(
         "SELECT count(*) FILTER (WHERE strpos(payload::text, $1) > 0 OR strpos(metadata::text, $1) > 0),"
-        " count(*) FROM memsaga.events",
+        " count(*) FROM memsaga.events WHERE user_id = $2",
         canary,
+        user_id,
     )
     assert events is not None
     found = [PlaceCount(place="event store (memsaga.events)", count=events[0], looked_at=events[1])]
     tables = await pool.fetch(
-        "SELECT table_schema, table_name FROM information_schema.tables"
-        " WHERE table_schema = ANY($1::text[]) AND table_type = 'BASE TABLE' ORDER BY 1, 2",
+        "SELECT t.table_schema, t.table_name, EXISTS (SELECT 1 FROM information_schema.columns c"
+        "   WHERE c.table_schema = t.table_schema AND c.table_name = t.table_name"
+        "   AND c.column_name = 'user_id')"
+        " AS by_user"
+        " FROM information_schema.tables t"
+        " WHERE t.table_schema = ANY($1::text[]) AND t.table_type = 'BASE TABLE' ORDER BY 1, 2",
         list(SCHEMAS),
     )
     for row in tables:
@@ -64,8 +73,11 @@ async def count_in_tables(pool: asyncpg.Pool, canary: str) -> list[PlaceCount]:
         if schema == "memsaga" and name in _OWN_SEARCHES:
             continue
         qualified = f"{quote_ident(schema)}.{quote_ident(name)}"
+        where = "WHERE user_id = $2" if row["by_user"] else "WHERE $2::text IS NOT NULL"
         counted = await pool.fetchrow(
-            f"SELECT count(*) FILTER (WHERE strpos(t::text, $1) > 0), count(*) FROM {qualified} t", canary
+            f"SELECT count(*) FILTER (WHERE strpos(t::text, $1) > 0), count(*) FROM {qualified} t {where}",
+            canary,
+            user_id,
         )
         assert counted is not None
         found.append(PlaceCount(place=f"table {schema}.{name}", count=counted[0], looked_at=counted[1]))
@@ -82,8 +94,9 @@ async def count_in_blobs(pool: asyncpg.Pool, canary: str) -> PlaceCount:
     return PlaceCount(place="blob store (memsaga.blobs)", count=row[0], looked_at=row[1])
 
 
-async def count_in_stream(js: JetStreamContext, stream: str, canary: str) -> PlaceCount:
-    """Messages stored in ``stream`` whose body or headers hold the canary."""
+async def count_in_stream(js: JetStreamContext, stream: str, user_id: str, canary: str) -> PlaceCount:
+    """The user's messages stored in ``stream`` (by the envelope's ``user_id``; a body that is not
+    an envelope counts as the user's) whose body or headers hold the canary."""
     needle = canary.encode()
     info = await js.stream_info(stream)
     total = info.state.messages
@@ -104,6 +117,8 @@ async def count_in_stream(js: JetStreamContext, stream: str, canary: str) -> Pla
             except nats.errors.TimeoutError:
                 break
             for msg in batch:
+                if _user_of(msg.data) not in (user_id, None):
+                    continue
                 seen += 1
                 headers = "".join(f"{k}{v}" for k, v in (msg.headers or {}).items()).encode()
                 if needle in msg.data or needle in headers:
@@ -111,6 +126,15 @@ async def count_in_stream(js: JetStreamContext, stream: str, canary: str) -> Pla
     finally:
         await sub.unsubscribe()
     return PlaceCount(place=f"JetStream stream {stream}", count=count, looked_at=seen)
+
+
+def _user_of(body: bytes) -> str | None:
+    try:
+        envelope = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    user = envelope.get("user_id") if isinstance(envelope, dict) else None
+    return user if isinstance(user, str) else None
 
 
 async def count_in_histories(client: Client, user_id: str, canary: str) -> PlaceCount:
@@ -162,10 +186,10 @@ async def verify_forgotten(
 ) -> Verification:
     """Count ``canary`` in every place; ``clean`` when every count is 0 (places that could not
     be reached are left out only when their client is None)."""
-    places = await count_in_tables(pool, canary)
+    places = await count_in_tables(pool, user_id, canary)
     places.append(await count_in_blobs(pool, canary))
     if js is not None:
-        places.append(await count_in_stream(js, stream, canary))
+        places.append(await count_in_stream(js, stream, user_id, canary))
     if temporal is not None:
         places.append(await count_in_histories(temporal, user_id, canary))
     places.append(await asyncio.to_thread(count_in_files, list(logs), canary))

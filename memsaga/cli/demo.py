@@ -14,7 +14,7 @@ from rich.table import Table
 from temporalio.service import RPCError
 
 from memsaga.cli.common import JsonFlag, console, errors, fail, fail_with
-from memsaga.demo import MOVE, Change, DemoReport, run_demo
+from memsaga.demo import CANARY, MOVE, Change, DemoReport, run_demo
 from memsaga.errors import MemsagaError
 from memsaga.history import history_lines
 from memsaga.settings import Settings
@@ -47,6 +47,8 @@ def _print_report(console: Console, report: DemoReport, *, keep: bool) -> None:
             title = f"{run.handle.workflow_id} · {run.outcome} · correlation {run.handle.correlation_id}"
             console.print(render_tree(run.trace.roots, title=title))
         console.print(f"  Temporal UI: {run.handle.url}", soft_wrap=True, highlight=False)
+    if report.forgotten is not None and report.verification is not None:
+        _print_forgetting(console, report)
     console.print(f"\nTemporal UI: {report.ui_url}", soft_wrap=True, highlight=False)
     if keep:
         console.print(
@@ -57,6 +59,22 @@ def _print_report(console: Console, report: DemoReport, *, keep: bool) -> None:
         )
     elif report.started:
         console.print(f"Stopped what the demo started ({', '.join(report.started)}); `--keep` leaves it up.")
+
+
+def _print_forgetting(console: Console, report: DemoReport) -> None:
+    assert report.forgotten is not None and report.verification is not None
+    done, verified = report.forgotten, report.verification
+    console.print(
+        f"\n[bold]forgot {report.user}[/]: key destroyed, UserForgotten at position {done.position};"
+        f" looking for {CANARY!r} everywhere memsaga keeps data:",
+        highlight=False,
+    )
+    table = Table("place", "found", "searched")
+    for place in verified.places:
+        table.add_row(place.place, str(place.count), str(place.looked_at))
+    console.print(table)
+    verdict = "[green]nothing left[/]" if verified.clean else "[red]the canary was found[/]"
+    console.print(f"  {verdict} (`memsaga forget --verify --user {report.user} --canary TEXT`)")
 
 
 def _print_change(console: Console, change: Change) -> None:

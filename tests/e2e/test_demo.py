@@ -81,6 +81,13 @@ async def test_demo_runs_its_sagas_and_stops_only_what_it_started(
     assert (history["memory_id"], history["status"]) == (lisbon["memory_id"], "superseded")
     assert history["superseded_by"] in moved["memory_ids"]
     assert [e["event_type"] for e in history["events"]] == ["MemoryCreated", "MemorySuperseded"]
+    forgotten, verification = report["forgotten"], report["verification"]  # the demo ends by forgetting
+    assert forgotten["user_id"] == report["user"] and forgotten["key_destroyed"] is True
+    assert verification["clean"] is True
+    places = {p["place"]: p for p in verification["places"]}
+    assert places["event store (memsaga.events)"]["looked_at"] > 0
+    assert places["Temporal histories of the user's workflows"]["looked_at"] == 4  # 3 sagas + forgetting
+    assert places["service logs"]["looked_at"] == 3
     logs = sorted(p.name for p in (tmp_path / "state" / "logs").iterdir())
     assert logs == ["demo-projector.log", "demo-relay.log", "demo-worker.log"]
 
