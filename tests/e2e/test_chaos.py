@@ -4,6 +4,7 @@ rebuild, no lag, nothing parked, every saga terminal within 60 s of the last fau
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -45,4 +46,6 @@ def test_a_short_chaos_run_finds_no_violation() -> None:
         "events in JetStream",
     }
     assert report["verify"]["stream"]["checked"] > SAGAS * 5
+    if importlib.util.find_spec("eventstore.failpoints") is not None:  # once the failpoints exist
+        assert report["failpoints"] == {"fired": 1, "not_fired": 0}  # seed 15: projector.after_commit
     assert report["state_dir"] is None  # passed: its directory is gone
