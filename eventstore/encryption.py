@@ -1,13 +1,15 @@
 """Encryption of personal fields and blobs with a user's data key (AES-256-GCM).
 
-A sealed field's value becomes ``{"$enc": "<base64 nonce + ciphertext>"}``: a JSON object where
-the plain value was a string, so a sealed value can never be mistaken for a plain one and
-opening needs no schema. The associated data binds a ciphertext to its event id and user.
+A sealed field's value becomes ``{"$enc": i}`` (a JSON object where the plain value was a string,
+so a sealed value can never be mistaken for a plain one), and the event's plain values, with
+their paths, go into one ciphertext at the payload's top-level key ``"$sealed"``: one AES-GCM
+operation per event, and opening needs no schema. The associated data binds the ciphertext to
+its event id and user.
 
-The nonce is synthetic: an HMAC of the event id, the field's path and the plain value under a
-key of its own. Re-sending an event (at-least-once) therefore seals it to the same bytes, and the
-store's duplicate check stays a byte comparison; two different values never share a nonce under
-one key, since the nonce depends on the value.
+The nonce is synthetic: an HMAC of the event id and the plain values under a key of its own.
+Re-sending an event (at-least-once) therefore seals it to the same bytes, and the store's
+duplicate check stays a comparison of payloads; two different contents never share a nonce under
+one key, since the nonce depends on them.
 
 A blob of a user is stored under an HMAC of its content with the user's address key (equal
 content of two users gets two addresses, and an address reveals nothing without the key), and its
@@ -16,7 +18,7 @@ content is sealed with the address as associated data.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -25,13 +27,18 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from eventstore.errors import DataErased, SealedDataCorrupt
 from eventstore.personal import ITEMS, Path, PersonalField
 
 TOKEN = "$enc"
+"""Key of the object that stands in for a sealed value: ``{"$enc": <its index>}``."""
 BLIND = "$idx"
+"""Key of a sealed value's blind index, beside :data:`TOKEN`."""
+SEALED_VALUES = "$sealed"
+"""Top-level payload key of an event's sealed values (one ciphertext per event)."""
 ERASED = "[erased]"
 """What a personal field reads as once its user's key is destroyed."""
 SEALED = "sealed"
@@ -100,80 +107,109 @@ def _event_aad(event_id: uuid.UUID, user_id: str) -> bytes:
     return event_id.bytes + user_id.encode()
 
 
-def seal_value(
-    key: DataKey, event_id: uuid.UUID, path: Path, value: str, *, indexed: bool = False
-) -> dict[str, str]:
-    """``value`` sealed as a token (deterministic for one event, path and value); ``indexed``
-    adds its blind index (:meth:`DataKey.blind_index`)."""
-    plain = value.encode()
-    nonce = key._nonce(event_id.bytes, "/".join(path).encode(), plain)
-    sealed = key._fields.encrypt(nonce, plain, _event_aad(event_id, key.user_id))
-    token = {TOKEN: base64.b64encode(nonce + sealed).decode()}
-    if indexed:
-        token[BLIND] = key.blind_index(value)
-    return token
-
-
-def open_value(key: DataKey, event_id: uuid.UUID, token: dict[str, Any]) -> str:
-    """The plain value of a token. :raises SealedDataCorrupt: it does not open with ``key``."""
-    try:
-        raw = base64.b64decode(token[TOKEN], validate=True)
-        plain = key._fields.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _event_aad(event_id, key.user_id))
-    except Exception as exc:  # InvalidTag, binascii.Error, TypeError: all mean "not ours"
-        raise SealedDataCorrupt(
-            f"a sealed field of event {event_id} does not open with its user's key"
-        ) from exc
-    return plain.decode()
+Located = list[tuple[list[str | int], str]]
+"""Each sealed value with its concrete path in the payload (list indices and dict keys included)."""
 
 
 def seal_payload(
     payload: dict[str, Any], fields: tuple[PersonalField, ...], key: DataKey, event_id: uuid.UUID
 ) -> dict[str, Any]:
-    """A copy of ``payload`` with the string values of ``fields`` sealed (None stays None)."""
+    """A copy of ``payload`` with the string values of ``fields`` sealed (None stays None).
 
-    def seal(value: Any, path: Path, at: Path, indexed: bool) -> Any:
+    Each value is replaced by ``{"$enc": i}`` (plus ``"$idx"``, its blind index, for an indexed
+    field), and the values go, with their paths, into one ciphertext under :data:`SEALED_VALUES`:
+    one AES-GCM operation per event. The nonce is synthetic (an HMAC of the event id and the
+    plain text), so sealing one event twice gives the same bytes.
+    """
+    located: Located = []
+
+    def seal(value: Any, path: Path, at: list[str | int], indexed: bool) -> Any:
         if not path:
             if not isinstance(value, str):
                 return value
-            return seal_value(key, event_id, at, value, indexed=indexed)
+            token: dict[str, Any] = {TOKEN: len(located)}
+            if indexed:
+                token[BLIND] = key.blind_index(value)
+            located.append((at, value))
+            return token
         head, rest = path[0], path[1:]
         if head == ITEMS:
             if isinstance(value, dict):
-                return {k: seal(v, rest, (*at, k), indexed) for k, v in value.items()}
+                return {k: seal(v, rest, [*at, k], indexed) for k, v in value.items()}
             if not isinstance(value, list):
                 return value
-            return [seal(item, rest, (*at, str(i)), indexed) for i, item in enumerate(value)]
+            return [seal(item, rest, [*at, i], indexed) for i, item in enumerate(value)]
         if not isinstance(value, dict) or head not in value:
             return value
-        return {**value, head: seal(value[head], rest, (*at, head), indexed)}
+        return {**value, head: seal(value[head], rest, [*at, head], indexed)}
 
     sealed: Any = payload
     for personal in fields:
-        sealed = seal(sealed, personal.path, (), personal.indexed)
-    result: dict[str, Any] = sealed
-    return result
+        sealed = seal(sealed, personal.path, [], personal.indexed)
+    if not located:
+        result: dict[str, Any] = sealed
+        return result
+    plain = orjson.dumps(located)
+    nonce = key._nonce(event_id.bytes, plain)
+    ciphertext = key._fields.encrypt(nonce, plain, _event_aad(event_id, key.user_id))
+    return {**sealed, SEALED_VALUES: binascii.b2a_base64(nonce + ciphertext, newline=False).decode()}
 
 
 def is_token(value: Any) -> bool:
-    """Whether ``value`` is a sealed field."""
+    """Whether ``value`` stands for a sealed field."""
     return isinstance(value, dict) and TOKEN in value and len(value) <= 2
 
 
 def open_payload(payload: dict[str, Any], key: DataKey | None, event_id: uuid.UUID) -> dict[str, Any]:
-    """A copy of ``payload`` with every token opened, or replaced by :data:`ERASED` when
-    ``key`` is None (destroyed)."""
+    """A copy of ``payload`` with its sealed values put back, or :data:`ERASED` in their place
+    when ``key`` is None (destroyed); a payload without sealed values is returned as it is.
 
-    def walk(value: Any) -> Any:
-        if isinstance(value, dict):
-            if is_token(value):
-                return ERASED if key is None else open_value(key, event_id, value)
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
-
-    opened: dict[str, Any] = walk(payload)
+    :raises SealedDataCorrupt: the values do not open with ``key``.
+    """
+    packed = payload.get(SEALED_VALUES)
+    if packed is None:
+        return payload
+    opened = dict(payload)
+    del opened[SEALED_VALUES]
+    if key is None:
+        erased: dict[str, Any] = _erase(opened)
+        return erased
+    try:
+        raw = binascii.a2b_base64(packed)
+        plain = key._fields.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _event_aad(event_id, key.user_id))
+        located: Located = orjson.loads(plain)
+    except Exception as exc:  # InvalidTag, binascii.Error, TypeError: all mean "not ours"
+        raise SealedDataCorrupt(
+            f"the sealed fields of event {event_id} do not open with its user's key"
+        ) from exc
+    for path, value in located:
+        if len(path) == 1:
+            opened[path[0]] = value  # type: ignore[index]
+        else:
+            _put(opened, path, value)
     return opened
+
+
+def _put(root: dict[str, Any], path: list[str | int], value: str) -> None:
+    """Set ``value`` at ``path`` in ``root`` (a fresh top-level copy), copying the containers on
+    the way so that the sealed payload it came from is not changed."""
+    node: Any = root
+    for step in path[:-1]:
+        child = node[step]
+        child = dict(child) if isinstance(child, dict) else list(child)
+        node[step] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _erase(value: Any) -> Any:
+    if isinstance(value, dict):
+        if is_token(value):
+            return ERASED
+        return {k: _erase(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_erase(v) for v in value]
+    return value
 
 
 _BLOB_MAGIC = b"msb1"

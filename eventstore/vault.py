@@ -15,6 +15,7 @@ from eventstore.codec import Sealer
 from eventstore.encryption import (
     ERASED_FLAG,
     SEALED,
+    SEALED_VALUES,
     DataKey,
     open_payload,
     seal_payload,
@@ -78,28 +79,31 @@ class Vault:
         return seal
 
     async def open_events(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
-        """``events`` with sealed fields opened; every event of a forgotten user (its key
-        destroyed) is marked :data:`~eventstore.encryption.ERASED_FLAG` in its metadata and its
-        sealed fields read :data:`~eventstore.encryption.ERASED`. Others are returned as they are."""
+        """``events`` with sealed fields opened (their metadata still says they were sealed); every
+        event of a forgotten user (its key destroyed) is marked
+        :data:`~eventstore.encryption.ERASED_FLAG` in its metadata and its sealed fields read
+        :data:`~eventstore.encryption.ERASED`. Others are returned as they are; opening twice
+        changes nothing."""
         users = {e.user_id for e in events if e.user_id}
         if not users:
             return events
         keys = await self.keyring.keys_for_read(users)
         forgotten = {u for u, k in keys.items() if k is None}
-        if not forgotten and not any(e.metadata.get(SEALED) for e in events):
+        if not forgotten and not any(SEALED in e.metadata for e in events):
             return events
         result = []
+        trusted = RecordedEvent.trusted
         for event in events:
-            sealed, erased = bool(event.metadata.get(SEALED)), event.user_id in forgotten
-            if not sealed and not erased:
+            if event.user_id in forgotten:
+                payload = open_payload(event.payload, None, event.event_id)
+                metadata = {**event.metadata, ERASED_FLAG: True}
+                result.append(trusted({**event.__dict__, "payload": payload, "metadata": metadata}))
+            elif SEALED in event.metadata and SEALED_VALUES in event.payload:
+                key = keys.get(event.user_id or "")
+                payload = open_payload(event.payload, key, event.event_id)
+                result.append(trusted({**event.__dict__, "payload": payload}))
+            else:
                 result.append(event)
-                continue
-            metadata = {k: v for k, v in event.metadata.items() if k != SEALED}
-            if erased:
-                metadata[ERASED_FLAG] = True
-            key = None if erased else keys.get(event.user_id or "")
-            payload = open_payload(event.payload, key, event.event_id) if sealed else event.payload
-            result.append(RecordedEvent.trusted({**event.__dict__, "payload": payload, "metadata": metadata}))
         return result
 
     async def key(self, user_id: str) -> DataKey:

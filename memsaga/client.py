@@ -56,7 +56,7 @@ from activities.memory_extraction_io import (
     RequestReviewInput,
 )
 from eventstore import BlobStore, EventStore
-from memsaga.bootstrap import build_stores, create_pool, master_key
+from memsaga.bootstrap import build_stores, create_pool
 from memsaga.errors import MemsagaError, NotFound
 from memsaga.history import MemoryHistory as MemoryHistory
 from memsaga.history import memory_history as memory_history
@@ -139,11 +139,9 @@ async def connect(settings: Settings) -> Client:
 
 def sealing_converter(settings: Settings) -> DataConverter:
     """The pydantic data converter with each saga's payloads (and failure messages) sealed with
-    its user's key (memsaga/payload_codec.py).
-
-    :raises MasterKeyMissing, InvalidMasterKey: no usable master key is configured.
-    """
-    access = KeyAccess(settings.require_database_url(), master_key(settings))
+    its user's key (memsaga/payload_codec.py); the database and the master key are needed once a
+    sealed payload is encoded or decoded."""
+    access = KeyAccess(settings)
     return dataclasses.replace(
         pydantic_data_converter,
         payload_codec=SealingCodec(access),

@@ -29,7 +29,9 @@ from temporalio.converter import (
 
 from eventstore.encryption import open_bytes, seal_bytes
 from eventstore.errors import DataErased
-from eventstore.keys import DEFAULT_CACHE_SECONDS, KeyRing, MasterKey
+from eventstore.keys import DEFAULT_CACHE_SECONDS, KeyRing
+from memsaga.bootstrap import master_key
+from memsaga.settings import Settings
 
 ENCODING = b"binary/memsaga-sealed"
 USER = "memsaga-user"
@@ -63,26 +65,30 @@ class SagaOwners:
 
 
 class KeyAccess:
-    """A pool, the owners and the key ring, made on first use (a Temporal client connects
-    before any database work is needed, and some commands never need it)."""
+    """A pool, the owners and the key ring, made on first use from ``settings`` (a Temporal client
+    connects before any database work is needed, and a command whose payloads are all plain
+    never needs the database or the master key)."""
 
-    def __init__(self, dsn: str, master: MasterKey, *, cache_seconds: float = DEFAULT_CACHE_SECONDS) -> None:
-        self.dsn = dsn
-        self.master = master
+    def __init__(self, settings: Settings, *, cache_seconds: float = DEFAULT_CACHE_SECONDS) -> None:
+        self.settings = settings
         self.cache_seconds = cache_seconds
         self._ready: tuple[SagaOwners, KeyRing] | None = None
         self._lock = asyncio.Lock()
 
     async def get(self) -> tuple[SagaOwners, KeyRing]:
-        """The owners and key ring (connecting the first time)."""
+        """The owners and key ring (connecting the first time).
+
+        :raises ServiceNotConfigured: no database is configured.
+        :raises MasterKeyMissing, InvalidMasterKey: no usable master key is configured.
+        """
         if self._ready is None:
             async with self._lock:
                 if self._ready is None:
-                    pool = await asyncpg.create_pool(self.dsn, min_size=0, max_size=4)
-                    self._ready = (
-                        SagaOwners(pool),
-                        KeyRing(pool, self.master, cache_seconds=self.cache_seconds),
+                    master = master_key(self.settings)
+                    pool = await asyncpg.create_pool(
+                        self.settings.require_database_url(), min_size=0, max_size=4
                     )
+                    self._ready = SagaOwners(pool), KeyRing(pool, master, cache_seconds=self.cache_seconds)
         return self._ready
 
 

@@ -7,7 +7,6 @@ from urllib.parse import urlsplit
 
 import typer
 
-from memsaga.bootstrap import master_key
 from memsaga.cli.common import console, run_command
 from memsaga.codec_server import codec_app
 from memsaga.payload_codec import KeyAccess, SealingCodec
@@ -38,7 +37,9 @@ def codec_server_command(
     settings = Settings()
 
     async def check() -> SealingCodec:
-        return SealingCodec(KeyAccess(settings.require_database_url(), master_key(settings)))
+        access = KeyAccess(settings)
+        await access.get()  # a missing database or master key is said now, not on the first request
+        return SealingCodec(access)
 
     codec = run_command(check)
     chosen = port or _stack_codec_port(settings) or DEFAULT_PORT

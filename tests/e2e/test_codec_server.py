@@ -20,6 +20,7 @@ from eventstore.keys import KeyRing, MasterKey
 from memsaga.codec_server import codec_app
 from memsaga.devstack.databases import DatabaseFactory
 from memsaga.payload_codec import ENCODING, KeyAccess, SealingCodec
+from memsaga.settings import Settings
 from tests.support import migrated_database
 
 pytestmark = pytest.mark.services
@@ -37,7 +38,8 @@ async def test_a_users_saga_payloads_are_sealed_and_the_codec_server_opens_them(
 ) -> None:
     dsn = await migrated_database(fresh_database, [EVENTSTORE_MIGRATIONS, SAGAS])
     master, user, workflow = MasterKey.generate(), f"u-{uuid.uuid4().hex[:6]}", "extract-codec-1"
-    access = KeyAccess(dsn, master)
+    settings = Settings(database_url=dsn, master_key=master.text())
+    access = KeyAccess(settings)
     owners, keyring = await access.get()
     await owners.register(workflow, user)
     codec = SealingCodec(access).with_context(
@@ -52,7 +54,7 @@ async def test_a_users_saga_payloads_are_sealed_and_the_codec_server_opens_them(
     )
     assert other.data == b'"no owner"'  # a workflow without an owner stays plain
 
-    app = codec_app(SealingCodec(KeyAccess(dsn, master, cache_seconds=0)), origins=["http://127.0.0.1:8233"])
+    app = codec_app(SealingCodec(KeyAccess(settings, cache_seconds=0)), origins=["http://127.0.0.1:8233"])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec") as http:
         answer = await http.post("/decode", json={"payloads": [MessageToDict(sealed)]})
         assert answer.status_code == 200

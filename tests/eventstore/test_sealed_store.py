@@ -65,7 +65,7 @@ async def test_personal_fields_are_ciphertext_in_the_table_and_plain_when_read(p
     assert "Utrecht" not in raw and "$enc" in raw
     [read] = await store.read_stream(stream)
     assert read.payload["text"] == "I live in Utrecht" and read.payload["slot"] == "residence"
-    assert "sealed" not in read.metadata
+    assert read.metadata["sealed"] is True and "$sealed" not in read.payload
     again = await store.append(stream, [event])  # an at-least-once re-send: a duplicate, not a conflict
     assert again.duplicate
 

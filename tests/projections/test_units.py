@@ -91,11 +91,12 @@ def test_every_kind_of_limit_is_reported() -> None:
 
 def test_projection_declarations() -> None:
     assert set(PROJECTIONS) == {"memories", "extractions", "memory_search"}
-    assert MEMORIES.event_types == tuple(sorted(LIFECYCLE_EVENTS))  # every event of a memory's stream
+    # every event of a memory's stream, and the one that drops a forgotten user's rows
+    assert MEMORIES.event_types == tuple(sorted({*LIFECYCLE_EVENTS, "UserForgotten"}))
     assert MEMORY_SEARCH.event_types == MEMORIES.event_types and MEMORY_SEARCH.extensions == ("vector",)
     assert MEMORIES.extensions == EXTRACTIONS.extensions == ()
     assert set(EXTRACTIONS.event_types) == {
-        m.event_type for m in ALL_EVENTS
+        *(m.event_type for m in ALL_EVENTS), "UserForgotten"
     }  # every saga event is on the timeline
     assert MEMORIES.durable_name == "proj-memories"
     assert MEMORIES.tables_at(3)["memories"] == 'memsaga_read."memories_v3"'

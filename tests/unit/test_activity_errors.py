@@ -14,12 +14,14 @@ from adapters.errors import UnknownAdapter
 from adapters.http_embedder import EmbedderResponseInvalid, EmbedderUnavailable
 from eventstore.errors import (
     BlobNotFound,
+    DataErased,
     EventIdConflict,
     InvalidEvent,
     InvalidPayload,
     PartialDuplicate,
     PayloadTooLarge,
     UnknownEventType,
+    UserWasForgotten,
     WrongExpectedVersion,
 )
 from sagas.memory_extraction.domain import CandidateNotInEpisode
@@ -46,6 +48,8 @@ PERMANENT: list[Exception] = [
     InvalidEvent("empty batch"),
     PayloadTooLarge("EpisodeRecorded", 2_000_000, 1_000_000),
     BlobNotFound("0" * 64),
+    DataErased("blob 00"),
+    UserWasForgotten("u-1"),
     _validation_error(),
     CandidateNotInEpisode("c-1", "e"),
     UnknownAdapter("extractor", "llama", ("rules", "http")),

@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from memsaga.bootstrap import build_activities, build_stores, build_worker
+from memsaga.client import connect
 from memsaga.devstack.databases import DatabaseFactory
 from memsaga.settings import Settings
 from tests.support import migrated_database
@@ -38,9 +38,9 @@ def saga_settings(saga_dsn: str, temporal_address: str, tmp_path_factory: pytest
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def temporal_client(temporal_address: str) -> Client:
-    """A client with the pydantic data converter."""
-    return await Client.connect(temporal_address, data_converter=pydantic_data_converter)
+async def temporal_client(saga_settings: Settings) -> Client:
+    """A client as memsaga connects one: the pydantic data converter, each saga's payloads sealed."""
+    return await connect(saga_settings)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -32,6 +32,7 @@ def memsaga(env: SagaEnv, *args: str) -> subprocess.CompletedProcess[str]:
         "MEMSAGA_DATABASE_URL": env.settings.require_database_url(),
         "MEMSAGA_TASK_QUEUE": env.settings.task_queue,
         "MEMSAGA_STATE_DIR": str(env.settings.state_dir),
+        "MEMSAGA_MASTER_KEY": os.environ["MEMSAGA_MASTER_KEY"],
     }
     argv = [sys.executable, "-m", "memsaga", *args]
     return subprocess.run(argv, env=variables, capture_output=True, text=True, timeout=60)

@@ -35,6 +35,8 @@ def memsaga_status(env: SagaEnv, workflow_id: str) -> subprocess.CompletedProces
         "MEMSAGA_TEMPORAL_ADDRESS": env.settings.require_temporal_address(),
         "MEMSAGA_TASK_QUEUE": env.settings.task_queue,
         "MEMSAGA_STATE_DIR": str(env.settings.state_dir),
+        "MEMSAGA_DATABASE_URL": env.settings.require_database_url(),  # to open the sealed payloads
+        "MEMSAGA_MASTER_KEY": os.environ["MEMSAGA_MASTER_KEY"],
     }
     argv = [sys.executable, "-m", "memsaga", "status", workflow_id, "--json"]
     return subprocess.run(argv, env=variables, capture_output=True, text=True, timeout=60)
