@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	&& { echo $$p; break; }; done)
 
-.PHONY: venv test test-unit lint demo down clean bench bench-quick
+.PHONY: venv test test-unit lint demo down clean bench bench-quick soak
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ bench: venv
 
 bench-quick: venv
 	$(BIN)/memsaga bench --quick
+
+# The soak of issue 15 (docs/reliability.md, "Chaos and soak"): 2,000 sagas under 500 random faults
+# on a stack of its own (never the configured services). SOAK_SEED=N repeats a run.
+SOAK_SEED ?= 15
+soak: venv
+	$(BIN)/memsaga chaos --sagas 2000 --faults 500 --seed $(SOAK_SEED)
 
 # The whole product once (memsaga/demo.py); `memsaga demo --keep` leaves the stack up for the UI.
 demo: venv

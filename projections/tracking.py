@@ -197,3 +197,11 @@ async def projections_that_applied(
     for row in await db.fetch(_APPLIED_BY_ACTIVE, list(event_ids)):
         applied.setdefault(row["event_id"], []).append(row["name"])
     return applied
+
+
+async def applied_event_ids(db: Executor, name: str, version: int) -> set[uuid.UUID]:
+    """Every event read-model ``version`` of ``name`` has applied (``memsaga verify`` rebuilds from them)."""
+    rows = await db.fetch(
+        "SELECT event_id FROM memsaga.projection_applied WHERE name = $1 AND version = $2", name, version
+    )
+    return {row[0] for row in rows}

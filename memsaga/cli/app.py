@@ -8,6 +8,7 @@ import typer
 
 from eventstore import failpoints
 from memsaga.cli.bench import register_bench_commands
+from memsaga.cli.chaos import register_chaos_commands
 from memsaga.cli.codec import register_codec_commands
 from memsaga.cli.common import EXIT_CODES_HELP, ExitCode, fail
 from memsaga.cli.demo import register_demo_commands
@@ -27,6 +28,7 @@ from memsaga.cli.saga import register_saga_commands
 from memsaga.cli.search import register_search_commands
 from memsaga.cli.store import register_store_commands
 from memsaga.cli.trace import register_trace_commands
+from memsaga.cli.verify import register_verify_commands
 from memsaga.errors import InvalidSettings
 from memsaga.settings import load_settings
 from memsaga.telemetry import setup_metrics, setup_tracing
@@ -51,6 +53,8 @@ register_trace_commands(app)
 register_relay_commands(app)
 register_projection_commands(app)
 register_dlq_commands(app)
+register_verify_commands(app)
+register_chaos_commands(app)
 register_read_model_commands(app)
 register_history_commands(app)
 register_search_commands(app)
