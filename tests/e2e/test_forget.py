@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -192,3 +196,59 @@ async def test_a_canary_in_plain_text_is_found(forget_stack: Stack) -> None:
 
 async def stack_blob(stack: Stack, text: str) -> None:
     await stack.blobs.put(text.encode())
+
+
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    settings = stack.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMSAGA_")}
+    env |= {
+        "MEMSAGA_DATABASE_URL": settings.require_database_url(),
+        "MEMSAGA_TEMPORAL_ADDRESS": settings.require_temporal_address(),
+        "MEMSAGA_NATS_URL": settings.require_nats_url(),
+        "MEMSAGA_NATS_STREAM": settings.nats_stream,
+        "MEMSAGA_TASK_QUEUE": settings.task_queue,
+        "MEMSAGA_STATE_DIR": str(settings.state_dir),
+        "MEMSAGA_MASTER_KEY": os.environ["MEMSAGA_MASTER_KEY"],
+    }
+    argv = [sys.executable, "-m", "memsaga", *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+
+async def test_the_cli_forgets_verifies_and_refuses_bad_requests(forget_stack: Stack) -> None:
+    user = f"cli-forget-{uuid.uuid4().hex[:6]}"
+    started = await start_extraction(
+        forget_stack.client,
+        request(f"I love {ALLERGY}. I live in Porto.", user_id=user, embedder="hashing"),
+        settings=forget_stack.settings,
+    )
+    await asyncio.wait_for(extraction_outcome(forget_stack.client, started.workflow_id), 60)
+
+    found = await asyncio.to_thread(
+        cli, forget_stack, "forget", "--verify", "--user", user, "--canary", ALLERGY, "--json"
+    )
+    assert found.returncode == 1, found.stderr  # not forgotten yet: the read models hold it
+    assert json.loads(found.stdout)["clean"] is False
+
+    done = await asyncio.to_thread(cli, forget_stack, "forget", "--user", user, "--by", "ops", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["user_id"], result["key_destroyed"], result["already_forgotten"]) == (user, True, False)
+    again = await asyncio.to_thread(cli, forget_stack, "forget", "--user", user)
+    assert again.returncode == 0 and "forgotten already" in again.stdout
+
+    await caught_up(forget_stack)
+    clean = await asyncio.to_thread(
+        cli, forget_stack, "forget", "--verify", "--user", user, "--canary", ALLERGY, "--json"
+    )
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    shape = json.loads(clean.stdout)
+    assert shape["clean"] is True and {"place", "count", "looked_at"} == set(shape["places"][0])
+
+    for bad, needle in (
+        (["forget", "--user", " padded "], "whitespace"),
+        (["forget", "--verify", "--user", user], "--canary"),
+        (["forget", "--user", user, "--canary", "x"], "--verify"),
+    ):
+        refused = await asyncio.to_thread(cli, forget_stack, *bad)
+        assert refused.returncode == 2 and needle in refused.stderr, (bad, refused.stderr)
+        assert "Traceback" not in refused.stderr
