@@ -16,6 +16,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from memsaga.client import sealing_converter
+from memsaga.settings import Settings
 from tests.workflows.record_histories import MANIFEST, SHAPES, record_histories
 from tests.workflows.support import HISTORIES, SagaEnv
 from workflows.memory_extraction import MemoryExtraction
@@ -32,8 +34,11 @@ async def load_all(directory: Path) -> AsyncIterator[WorkflowHistory]:
         yield load(directory, shape)
 
 
-def replayer() -> Replayer:
-    return Replayer(workflows=[MemoryExtraction], data_converter=pydantic_data_converter)
+def replayer(settings: Settings | None = None) -> Replayer:
+    """Replays committed histories (plain payloads); with ``settings``, also histories whose
+    payloads a memsaga client sealed (its converter opens them, and passes plain ones through)."""
+    converter = pydantic_data_converter if settings is None else sealing_converter(settings)
+    return Replayer(workflows=[MemoryExtraction], data_converter=converter)
 
 
 RELEASED = (HISTORIES, HISTORIES / "before_reconcile")
@@ -52,5 +57,7 @@ async def test_the_recorder_writes_histories_that_replay(saga_env: SagaEnv, tmp_
     written = await record_histories(saga_env, tmp_path)
 
     assert sorted(p.stem for p in written) == sorted(SHAPES)
-    results = await replayer().replay_workflows(load_all(tmp_path), raise_on_replay_failure=False)
+    results = await replayer(saga_env.settings).replay_workflows(
+        load_all(tmp_path), raise_on_replay_failure=False
+    )
     assert results.replay_failures == {}
