@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventstore import failpoints
 from eventstore.codec import DEFAULT_MAX_PAYLOAD_BYTES
+from eventstore.keys import InvalidMasterKey, MasterKey
 from memsaga.errors import InvalidSettings, ServiceNotConfigured
 from memsaga.stackstate import MASTER_KEY_FILE, load_stack_state
 from sagas.memory_extraction.domain import (
@@ -173,6 +174,16 @@ class Settings(BaseSettings):
         failpoints.parse(value)  # InvalidFailpoints is a ValueError: named with its variable
         return value
 
+    @field_validator("master_key")
+    @classmethod
+    def _usable_master_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                MasterKey.from_text(value.get_secret_value(), source="the key")
+            except InvalidMasterKey as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("extractor")
     @classmethod
     def _known_extractor(cls, value: str) -> str:
@@ -200,5 +211,11 @@ def load_settings() -> Settings:
             described = Settings.model_fields[field].description if field in Settings.model_fields else None
             what = f" ({described})" if described else ""
             message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"MEMSAGA_{field.upper()}={error.get('input')!r}: {message}{what}")
+            secret = (
+                Settings.model_fields[field].annotation in (SecretStr, SecretStr | None)
+                if field in Settings.model_fields
+                else False
+            )
+            shown = "(hidden)" if secret else repr(error.get("input"))
+            problems.append(f"MEMSAGA_{field.upper()}={shown}: {message}{what}")
         raise InvalidSettings(problems) from None

@@ -124,3 +124,17 @@ def test_help_lists_the_exit_codes() -> None:
     done = memsaga("--help")
 
     assert done.returncode == 0 and "Exit codes" in done.stdout and "5 not found" in done.stdout
+
+
+@pytest.mark.parametrize("key", ["abc", "not base64 at all!", "QUJD" * 20])
+def test_a_malformed_master_key_stops_every_command_without_showing_it(key: str) -> None:
+    done = memsaga("forget", "--user", "u", MEMSAGA_MASTER_KEY=key)
+    assert done.returncode == 3, done.stderr
+    assert "MEMSAGA_MASTER_KEY=(hidden)" in done.stderr and "memsaga keys new" in done.stderr
+    assert key not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_no_master_key_is_named_with_how_to_make_one(tmp_path: Path) -> None:
+    done = memsaga("worker", MEMSAGA_STATE_DIR=str(tmp_path))
+    assert done.returncode == 3, done.stderr
+    assert "no master key" in done.stderr and "MEMSAGA_MASTER_KEY" in done.stderr
