@@ -32,6 +32,8 @@ from memsaga.client import (
     workflow_id_for,
 )
 from memsaga.errors import MemsagaError, TemporalUnreachable
+from memsaga.history import MemoryHistory, memory_history
+from memsaga.retraction import MemoryNotFound, Retraction, retract_memory
 from memsaga.search import MAX_K, Recall, SearchResult
 from memsaga.settings import Settings
 from projections import ProjectionsError
@@ -56,6 +58,19 @@ UserIdArg = Annotated[
 
 class WrongUser(MemsagaError, ValueError):
     """A call's user is missing, not one memsaga accepts, or not the one the server was started for."""
+
+
+async def owned_history(services: Services, memory_id: str, user_id: str) -> MemoryHistory:
+    """``memory_id``'s history when it is ``user_id``'s memory.
+
+    :raises MemoryNotFound: there is no such memory of this user (another user's is not shown).
+    """
+    history = await memory_history(
+        services.recall.store, memory_id, temporal_ui=services.settings.temporal_ui()
+    )
+    if history.user_id != user_id:
+        raise MemoryNotFound(memory_id)
+    return history
 
 
 @dataclass
@@ -244,6 +259,36 @@ def build_server(
                 after_position=after_position,
             )
 
-    for name, tool in (("remember", remember_tool), ("recall", recall_tool)):
+    async def memory_history_tool(
+        ctx: Context[Services, Any],
+        memory_id: Annotated[str, Field(min_length=1, description="A memory id (from recall).")],
+        user_id: UserIdArg = None,
+    ) -> MemoryHistory:
+        """A memory's state now (current, superseded, invalidated, retracted; its validity in
+        time) and every event that made it so, each with the episode and saga it came from."""
+        with _tool_errors():
+            services = ctx.request_context.lifespan_context
+            return await owned_history(services, memory_id, scoped_user(user, user_id))
+
+    async def forget_memory_tool(
+        ctx: Context[Services, Any],
+        memory_id: Annotated[str, Field(min_length=1, description="A memory id (from recall).")],
+        reason: Annotated[str, Field(min_length=1, description="Why (recorded in the event).")],
+        user_id: UserIdArg = None,
+    ) -> Retraction:
+        """Withdraw one memory (the user asked for it to be forgotten): MemoryRetracted is
+        appended and the memory leaves recall; retracting it again reports that it was already."""
+        with _tool_errors():
+            services = ctx.request_context.lifespan_context
+            await owned_history(services, memory_id, scoped_user(user, user_id))
+            return await retract_memory(services.recall.store, memory_id, reason=reason, retracted_by="mcp")
+
+    tools = (
+        ("remember", remember_tool),
+        ("recall", recall_tool),
+        ("memory_history", memory_history_tool),
+        ("forget_memory", forget_memory_tool),
+    )
+    for name, tool in tools:
         server.add_tool(tool, name=name, description=inspect.getdoc(tool))
     return server

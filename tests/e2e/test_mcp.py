@@ -87,7 +87,7 @@ async def test_over_stdio_one_user_remembers_then_recalls(search_stack: Stack, t
             bad_k = await client.call_tool("recall", {"query": "hiking", "k": 0})
             blank = await client.call_tool("remember", {"text": " "})
 
-    assert set(tools) == {"remember", "recall"}
+    assert set(tools) == {"remember", "recall", "memory_history", "forget_memory"}
     assert tools["recall"].input_schema["required"] == ["query"]
     assert remembered["user_id"] == user and remembered["workflow_id"] in remembered["url"]
     assert f"serves user {user!r} only" in error_text(other) and "someone-else" in error_text(other)
@@ -104,9 +104,47 @@ async def test_over_http_each_call_names_its_user(search_stack: Stack, tmp_path:
         _, texts = await remember_then_recall(client, {"user_id": user})
         missing = await client.call_tool("recall", {"query": "where does the user live?"})
 
-    assert {tool.name for tool in tools} == {"remember", "recall"}
+    assert {tool.name for tool in tools} == {"remember", "recall", "memory_history", "forget_memory"}
     assert any("Lisbon" in text for text in texts)
     assert "user_id is required" in error_text(missing)
+
+
+async def test_a_memory_s_history_and_forgetting_it_are_the_user_s_own(search_stack: Stack) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    server = build_server(search_stack.settings)
+    async with Client(server) as client:
+        remembered, _ = await remember_then_recall(client, {"user_id": user})
+        memory_id = remembered["result"]["memory_ids"][0]
+        history = structured(
+            await client.call_tool("memory_history", {"memory_id": memory_id, "user_id": user})
+        )
+        stranger = await client.call_tool(
+            "memory_history", {"memory_id": memory_id, "user_id": "someone-else"}
+        )
+        refused = await client.call_tool(
+            "forget_memory", {"memory_id": memory_id, "reason": "not mine", "user_id": "someone-else"}
+        )
+        done = structured(
+            await client.call_tool(
+                "forget_memory", {"memory_id": memory_id, "reason": "asked", "user_id": user}
+            )
+        )
+        again = structured(
+            await client.call_tool(
+                "forget_memory", {"memory_id": memory_id, "reason": "asked", "user_id": user}
+            )
+        )
+        after = structured(
+            await client.call_tool("memory_history", {"memory_id": memory_id, "user_id": user})
+        )
+
+    assert (history["memory_id"], history["status"]) == (memory_id, "current")
+    assert history["events"][0]["event_type"] == "MemoryCreated"
+    assert f"no memory {memory_id!r}" in error_text(stranger) and f"no memory {memory_id!r}" in error_text(
+        refused
+    )
+    assert (done["outcome"], again["outcome"]) == ("retracted", "already_retracted")
+    assert after["status"] == "retracted"
 
 
 async def test_a_tool_call_is_the_parent_of_the_saga_start_span(
