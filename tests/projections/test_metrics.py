@@ -37,6 +37,7 @@ async def test_relay_and_runner_report_published_applied_and_lag(
         await append_all(env.store, later)
         head = await env.store.head_position()
         await wait_until(lambda: _relayed(env, head), what="the relay to catch up again", bg=bg)
+        await wait_until(lambda: _applied(env, COUNTER.name, head), what="the later events applied", bg=bg)
 
         async def settled() -> bool:
             return (
