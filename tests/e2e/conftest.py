@@ -117,7 +117,22 @@ async def search_stack(
     _global_span_exporter: InMemorySpanExporter,
 ) -> AsyncIterator[Stack]:
     """:func:`stack` with the memory_search projection, on a PostgreSQL that has pgvector."""
-    dsn = await migrated_database(fresh_pgvector_database)
+    async with pgvector_stack(
+        fresh_pgvector_database, temporal_address, nats_url, tmp_path_factory, MEMORY_SEARCH
+    ) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def pgvector_stack(
+    databases: DatabaseFactory,
+    temporal_address: str,
+    nats_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    projection: Projection | Sequence[Projection],
+) -> AsyncIterator[Stack]:
+    """:func:`running_stack` on a fresh migrated database of a PostgreSQL that has pgvector."""
+    dsn = await migrated_database(databases)
     state_dir = Path(tmp_path_factory.mktemp("state"))
-    async with running_stack(dsn, temporal_address, nats_url, state_dir, MEMORY_SEARCH) as running:
+    async with running_stack(dsn, temporal_address, nats_url, state_dir, projection) as running:
         yield running

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import nats
@@ -36,8 +35,7 @@ from projections import EXTRACTIONS, MEMORIES, MEMORY_SEARCH
 from projections.consistency import has_applied
 from projections.rebuild import rebuild
 from sagas.memory_extraction.embedders import HashingEmbedder
-from tests.e2e.conftest import Stack, running_stack
-from tests.support import migrated_database
+from tests.e2e.conftest import Stack, pgvector_stack
 from tests.workflows.support import eventually, request
 
 pytestmark = pytest.mark.services
@@ -60,9 +58,9 @@ async def forget_stack(
     tmp_path_factory: pytest.TempPathFactory,
     _global_span_exporter: InMemorySpanExporter,
 ) -> AsyncIterator[Stack]:
-    dsn = await migrated_database(fresh_pgvector_database)
-    state_dir = Path(tmp_path_factory.mktemp("state"))
-    async with running_stack(dsn, temporal_address, nats_url, state_dir, PROJECTIONS) as running:
+    async with pgvector_stack(
+        fresh_pgvector_database, temporal_address, nats_url, tmp_path_factory, PROJECTIONS
+    ) as running:
         yield running
 
 
