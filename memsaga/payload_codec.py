@@ -14,7 +14,8 @@ After a user is forgotten their payloads cannot be decoded by anyone: decoding o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Self
 
 import asyncpg
@@ -30,37 +31,60 @@ from temporalio.converter import (
 from eventstore.encryption import open_bytes, seal_bytes
 from eventstore.errors import DataErased
 from eventstore.keys import DEFAULT_CACHE_SECONDS, KeyRing
-from memsaga.bootstrap import master_key
+from memsaga.bootstrap import master_key, redact
+from memsaga.errors import DatabaseUnreachable
 from memsaga.settings import Settings
+from projections.relay import DATABASE_ERRORS
 
 ENCODING = b"binary/memsaga-sealed"
 USER = "memsaga-user"
 WORKFLOW = "memsaga-workflow"
 
 
+_UNREACHABLE: tuple[type[Exception], ...] = (
+    *(e for e in DATABASE_ERRORS if issubclass(e, Exception)),
+    OSError,
+)
+
+
+@contextlib.contextmanager
+def _database(dsn: str) -> Iterator[None]:
+    """PostgreSQL errors of the codec's lookups as :class:`DatabaseUnreachable` (retryable by callers)."""
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        raise DatabaseUnreachable(redact(dsn), exc) from exc
+
+
 class SagaOwners:
     """``memsaga.saga_owners``: the user of each saga, by workflow id (cached; owners never change)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str = "") -> None:
         self.pool = pool
+        self.dsn = dsn
         self._known: dict[str, str | None] = {}
 
     async def register(self, workflow_id: str, user_id: str) -> None:
-        """Record that ``workflow_id`` is ``user_id``'s saga (before it starts)."""
-        await self.pool.execute(
-            "INSERT INTO memsaga.saga_owners (workflow_id, user_id) VALUES ($1, $2)"
-            " ON CONFLICT (workflow_id) DO NOTHING",
-            workflow_id,
-            user_id,
-        )
+        """Record that ``workflow_id`` is ``user_id``'s saga (before it starts).
+
+        :raises DatabaseUnreachable: PostgreSQL does not answer.
+        """
+        with _database(self.dsn):
+            await self.pool.execute(
+                "INSERT INTO memsaga.saga_owners (workflow_id, user_id) VALUES ($1, $2)"
+                " ON CONFLICT (workflow_id) DO NOTHING",
+                workflow_id,
+                user_id,
+            )
         self._known[workflow_id] = user_id
 
     async def user_of(self, workflow_id: str) -> str | None:
         """The saga's user, or None for a workflow nobody registered."""
         if workflow_id not in self._known:
-            self._known[workflow_id] = await self.pool.fetchval(
-                "SELECT user_id FROM memsaga.saga_owners WHERE workflow_id = $1", workflow_id
-            )
+            with _database(self.dsn):
+                self._known[workflow_id] = await self.pool.fetchval(
+                    "SELECT user_id FROM memsaga.saga_owners WHERE workflow_id = $1", workflow_id
+                )
         return self._known[workflow_id]
 
 
@@ -79,16 +103,18 @@ class KeyAccess:
         """The owners and key ring (connecting the first time).
 
         :raises ServiceNotConfigured: no database is configured.
+        :raises DatabaseUnreachable: it does not answer.
         :raises MasterKeyMissing, InvalidMasterKey: no usable master key is configured.
         """
         if self._ready is None:
             async with self._lock:
                 if self._ready is None:
                     master = master_key(self.settings)
-                    pool = await asyncpg.create_pool(
-                        self.settings.require_database_url(), min_size=0, max_size=4
-                    )
-                    self._ready = SagaOwners(pool), KeyRing(pool, master, cache_seconds=self.cache_seconds)
+                    dsn = self.settings.require_database_url()
+                    with _database(dsn):
+                        pool = await asyncpg.create_pool(dsn, min_size=0, max_size=4)
+                    keyring = KeyRing(pool, master, cache_seconds=self.cache_seconds)
+                    self._ready = SagaOwners(pool, dsn), keyring
         return self._ready
 
 
@@ -117,7 +143,8 @@ class SealingCodec(PayloadCodec, WithSerializationContext):
         user_id = await owners.user_of(self.workflow_id)
         if user_id is None:
             return list(payloads)
-        key = (await keyring.keys_for_write([user_id]))[user_id]
+        with _database(owners.dsn):
+            key = (await keyring.keys_for_write([user_id]))[user_id]
         aad = _aad(user_id, self.workflow_id)
         return [
             Payload(
@@ -135,8 +162,9 @@ class SealingCodec(PayloadCodec, WithSerializationContext):
         """
         if not any(p.metadata.get("encoding") == ENCODING for p in payloads):
             return list(payloads)
-        _, keyring = await self.access.get()
-        return [await _open(keyring, p) for p in payloads]
+        owners, keyring = await self.access.get()
+        with _database(owners.dsn):
+            return [await _open(keyring, p) for p in payloads]
 
 
 async def _open(keyring: KeyRing, payload: Payload) -> Payload:

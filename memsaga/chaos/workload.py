@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 
 from memsaga.chaos.ledger import Ledger, SagaKind, SagaRecord
 from memsaga.client import approve_extraction, reject_extraction, start_extraction
+from memsaga.errors import DatabaseUnreachable
 from memsaga.settings import Settings
 from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest, StepRetry
 
@@ -83,7 +84,8 @@ def request_for(saga: SagaRecord) -> ExtractionRequest:
 
 
 async def patiently(action: Callable[[], Awaitable[T]], *, stop: asyncio.Event, timeout: float = 300.0) -> T:
-    """``action()`` until Temporal answers it (it may be down or restarting), within ``timeout``.
+    """``action()`` until Temporal (and PostgreSQL, which the client's codec reads: the saga's
+    owner and key) answer it (they may be down or restarting), within ``timeout``.
 
     :raises TimeoutError: it never did.
     """
@@ -93,7 +95,7 @@ async def patiently(action: Callable[[], Awaitable[T]], *, stop: asyncio.Event, 
     while True:
         try:
             return await asyncio.wait_for(action(), timeout=15.0)
-        except (RPCError, RuntimeError, TimeoutError, OSError):
+        except (RPCError, RuntimeError, TimeoutError, OSError, DatabaseUnreachable):
             if stop.is_set() or loop.time() > deadline:
                 raise
         await asyncio.sleep(delay)
