@@ -160,16 +160,19 @@ def is_token(value: Any) -> bool:
     return isinstance(value, dict) and TOKEN in value and len(value) <= 2
 
 
-def open_payload(payload: dict[str, Any], key: DataKey | None, event_id: uuid.UUID) -> dict[str, Any]:
+def open_payload(
+    payload: dict[str, Any], key: DataKey | None, event_id: uuid.UUID, *, in_place: bool = False
+) -> dict[str, Any]:
     """A copy of ``payload`` with its sealed values put back, or :data:`ERASED` in their place
     when ``key`` is None (destroyed); a payload without sealed values is returned as it is.
+    ``in_place``: change ``payload`` itself (its caller holds the only reference: a fresh read).
 
     :raises SealedDataCorrupt: the values do not open with ``key``.
     """
     packed = payload.get(SEALED_VALUES)
     if packed is None:
         return payload
-    opened = dict(payload)
+    opened = payload if in_place else dict(payload)
     del opened[SEALED_VALUES]
     if key is None:
         erased: dict[str, Any] = _erase(opened)
@@ -186,18 +189,19 @@ def open_payload(payload: dict[str, Any], key: DataKey | None, event_id: uuid.UU
         if len(path) == 1:
             opened[path[0]] = value  # type: ignore[index]
         else:
-            _put(opened, path, value)
+            _put(opened, path, value, copy=not in_place)
     return opened
 
 
-def _put(root: dict[str, Any], path: list[str | int], value: str) -> None:
-    """Set ``value`` at ``path`` in ``root`` (a fresh top-level copy), copying the containers on
-    the way so that the sealed payload it came from is not changed."""
+def _put(root: dict[str, Any], path: list[str | int], value: str, *, copy: bool) -> None:
+    """Set ``value`` at ``path`` in ``root``; with ``copy`` (``root`` is a fresh top-level copy),
+    copy the containers on the way so that the sealed payload it came from is not changed."""
     node: Any = root
     for step in path[:-1]:
         child = node[step]
-        child = dict(child) if isinstance(child, dict) else list(child)
-        node[step] = child
+        if copy:
+            child = dict(child) if isinstance(child, dict) else list(child)
+            node[step] = child
         node = child
     node[path[-1]] = value
 

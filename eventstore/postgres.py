@@ -312,10 +312,11 @@ class PostgresEventStore:
     async def open_events(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
         """Raw events (from :meth:`tail`, or JetStream) with their personal fields opened; as
         they are without a vault."""
-        return await self._open(events)
+        return events if self.vault is None else await self.vault.open_events(events)
 
     async def _open(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
-        return events if self.vault is None else await self.vault.open_events(events)
+        """Events this store just decoded, opened in place (nobody else holds them)."""
+        return events if self.vault is None else await self.vault.open_events(events, fresh=True)
 
 
 class EventTail:

@@ -78,12 +78,16 @@ class Vault:
 
         return seal
 
-    async def open_events(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+    async def open_events(self, events: list[RecordedEvent], *, fresh: bool = False) -> list[RecordedEvent]:
         """``events`` with sealed fields opened (their metadata still says they were sealed); every
         event of a forgotten user (its key destroyed) is marked
         :data:`~eventstore.encryption.ERASED_FLAG` in its metadata and its sealed fields read
         :data:`~eventstore.encryption.ERASED`. Others are returned as they are; opening twice
-        changes nothing."""
+        changes nothing.
+
+        ``fresh``: the events were just decoded and nobody else holds them, so they are opened in
+        place instead of copied (the store's own reads); otherwise the given events stay sealed.
+        """
         users = {e.user_id for e in events if e.user_id}
         if not users:
             return events
@@ -100,8 +104,11 @@ class Vault:
                 result.append(trusted({**event.__dict__, "payload": payload, "metadata": metadata}))
             elif SEALED in event.metadata and SEALED_VALUES in event.payload:
                 key = keys.get(event.user_id or "")
-                payload = open_payload(event.payload, key, event.event_id)
-                result.append(trusted({**event.__dict__, "payload": payload}))
+                payload = open_payload(event.payload, key, event.event_id, in_place=fresh)
+                if fresh:
+                    result.append(event)
+                else:
+                    result.append(trusted({**event.__dict__, "payload": payload}))
             else:
                 result.append(event)
         return result

@@ -79,6 +79,7 @@ async def test_raw_events_from_the_tail_stay_sealed_until_opened(pg_pool: asyncp
     assert "Siemens" not in repr(raw.payload)
     [opened] = await store.open_events([raw])
     assert opened.payload["text"] == "I work at Siemens"
+    assert "Siemens" not in repr(raw.payload)  # the raw event stays sealed (a parked copy, say)
 
 
 async def test_events_are_found_by_an_indexed_personal_field_for_their_user_only(
