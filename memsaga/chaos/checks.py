@@ -44,7 +44,10 @@ def check_requests(ledger: Ledger, findings: Findings) -> None:
     """Every request reached a terminal status in the read model, the one its kind must reach."""
     lost = [
         ChaosViolation(
-            check="requests lost", subject=s.workflow_id, message=f"{s.kind} saga: {_where(s.status)}"
+            check="requests lost",
+            subject=s.workflow_id,
+            message=f"{s.kind} saga: {_where(s.status)}"
+            + (f" (its start failed: {s.start_error})" if s.start_error else ""),
         )
         for s in ledger.sagas.values()
         if s.terminal_at is None

@@ -36,6 +36,8 @@ class SagaRecord(BaseModel):
     """Seconds since the run began, once Temporal accepted the start."""
     decided: bool = False
     """Whether the review decision was delivered (``approve`` / ``reject`` only)."""
+    start_error: str | None = None
+    """Why the start or the decision could not be delivered, when it could not (a lost request)."""
     status: str | None = None
     """The last status seen in the ``extractions`` read model."""
     terminal_at: float | None = None

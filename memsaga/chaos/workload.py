@@ -8,6 +8,7 @@ the same fact in other words), which dedup and reconcile must keep to one memory
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import socket
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from memsaga.settings import Settings
 from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest, StepRetry
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 KINDS: tuple[SagaKind, ...] = ("plain", "approve", "reject", "failing")
 WEIGHTS = (0.45, 0.2, 0.15, 0.2)
@@ -105,7 +107,18 @@ async def patiently(action: Callable[[], Awaitable[T]], *, stop: asyncio.Event, 
 async def start_saga(
     client: Client, settings: Settings, saga: SagaRecord, ledger: Ledger, stop: asyncio.Event
 ) -> None:
-    """Start the saga (idempotent under its workflow id) and send its review decision."""
+    """Start the saga (idempotent under its workflow id) and send its review decision; when that
+    cannot be done in time, say why in the ledger (the checks then count the request as lost)."""
+    try:
+        await _start_and_decide(client, settings, saga, ledger, stop)
+    except Exception as exc:
+        saga.start_error = f"{type(exc).__name__}: {exc}"
+        log.warning("saga %s could not be started or decided: %s", saga.workflow_id, saga.start_error)
+
+
+async def _start_and_decide(
+    client: Client, settings: Settings, saga: SagaRecord, ledger: Ledger, stop: asyncio.Event
+) -> None:
     request = request_for(saga)
     await patiently(
         lambda: start_extraction(client, request, workflow_id=saga.workflow_id, settings=settings), stop=stop
