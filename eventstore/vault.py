@@ -16,7 +16,6 @@ from eventstore.encryption import (
     ERASED_FLAG,
     SEALED,
     SEALED_VALUES,
-    DataKey,
     open_payload,
     seal_payload,
 )
@@ -112,7 +111,3 @@ class Vault:
             else:
                 result.append(event)
         return result
-
-    async def key(self, user_id: str) -> DataKey:
-        """``user_id``'s live key (made now if it has none). :raises UserWasForgotten: destroyed."""
-        return (await self.keyring.keys_for_write([user_id]))[user_id]

@@ -33,7 +33,7 @@ from projections.base import Projection
 from projections.errors import RebuildInProgress, RebuildStalled
 from projections.extensions import create_extensions
 from projections.parked import count_parked, park
-from projections.sealed import opened, using_vault
+from projections.sealed import using_vault
 from projections.tracing import replay_span
 from projections.tracking import apply_batch
 from projections.versions import (
@@ -260,7 +260,7 @@ class _Builder:
         tables = self.projection.tables_at(version)
         with replay_span(self.projection.name, events), using_vault(self.store.vault):
             results = await apply_batch(
-                conn, self.projection, version, tables, await opened(self.store, events)
+                conn, self.projection, version, tables, await self.store.open_events(events)
             )
             for event, result in zip(events, results, strict=True):
                 if result.error is not None:

@@ -32,7 +32,7 @@ from projections.metrics import ProjectionMetrics
 from projections.parked import park
 from projections.rebuild import ensure_built
 from projections.relay import DATABASE_ERRORS
-from projections.sealed import opened, using_vault
+from projections.sealed import using_vault
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, type_filter
 from projections.tracing import handling_span
@@ -263,7 +263,7 @@ class ProjectionRunner:
             await lock_checkpoint(conn, name, active.version)
             tables = self.projection.tables_at(active.version)
             raw = [(item, item.event) for item in items if item.event is not None]
-            plain = await opened(self.store, [event for _, event in raw])  # parked ones stay sealed
+            plain = await self.store.open_events([event for _, event in raw])  # parked ones stay sealed
             decoded = [(item, event) for (item, _), event in zip(raw, plain, strict=True)]
             headers = {id(event): item.msg.headers for item, event in decoded}  # by object: ids may repeat
             with using_vault(self.store.vault):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from eventstore import PostgresEventStore, RecordedEvent
+from eventstore import RecordedEvent
 from eventstore.blobs import Executor, PostgresBlobStore
 from eventstore.encryption import ERASED_FLAG
 from eventstore.postgres import Connection
@@ -26,11 +26,6 @@ ERASURE_EVENT_TYPE = "UserForgotten"
 user is forgotten, unlike every other event of that user."""
 
 _VAULT: ContextVar[Vault | None] = ContextVar("memsaga_projection_vault", default=None)
-
-
-async def opened(store: PostgresEventStore, events: list[RecordedEvent]) -> list[RecordedEvent]:
-    """``events`` with their personal fields opened by ``store``'s vault (if it has one)."""
-    return await store.open_events(events)
 
 
 @contextmanager
