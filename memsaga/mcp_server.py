@@ -35,6 +35,7 @@ from memsaga.errors import MemsagaError, TemporalUnreachable
 from memsaga.history import MemoryHistory, memory_history
 from memsaga.retraction import MemoryNotFound, Retraction, retract_memory
 from memsaga.search import MAX_K, Recall, SearchResult
+from memsaga.settings import MCP_WAIT_SECONDS as DEFAULT_WAIT_SECONDS
 from memsaga.settings import Settings
 from projections import ProjectionsError
 from sagas.memory_extraction.domain import (
@@ -48,7 +49,6 @@ from sagas.memory_extraction.identifiers import identifier_problem
 from sagas.memory_extraction.ports import AdapterError
 
 SERVER_NAME = "memsaga"
-DEFAULT_WAIT_SECONDS = 30.0
 
 UserIdArg = Annotated[
     str | None,

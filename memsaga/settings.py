@@ -39,6 +39,8 @@ def find_state_dir(start: Path | None = None) -> Path:
 
 EXTRACTOR_CHOICES = ("rules", "http")
 EMBEDDER_CHOICES = ("wordllama", "hashing", "http")
+MCP_WAIT_SECONDS = 30.0
+"""How long the MCP tool `remember` with wait waits for an outcome, by default."""
 
 
 class Settings(BaseSettings):

@@ -9,8 +9,11 @@ from typing import Annotated
 import typer
 
 from memsaga.cli.common import exits_at_once, fail_with, known_error, log_to_stderr
-from memsaga.mcp_server import DEFAULT_WAIT_SECONDS, build_server, open_services
+from memsaga.settings import MCP_WAIT_SECONDS as DEFAULT_WAIT_SECONDS
 from memsaga.settings import Settings
+
+# memsaga.mcp_server is imported inside the command: the MCP SDK takes about half a second to
+# import, which every other command would pay at start.
 
 
 class Transport(enum.StrEnum):
@@ -36,6 +39,8 @@ def mcp_command(
     ] = DEFAULT_WAIT_SECONDS,
 ) -> None:
     """Serve the tools remember and recall over MCP (on stdio, stdout carries only the protocol)."""
+    from memsaga.mcp_server import build_server
+
     log_to_stderr()  # before the server: the SDK's own logging setup then keeps ours
     try:
         settings = Settings()
@@ -56,6 +61,8 @@ def mcp_command(
 
 
 async def _reachable(settings: Settings) -> None:
+    from memsaga.mcp_server import open_services
+
     async with open_services(settings):
         pass
 
