@@ -20,8 +20,9 @@ from eventstore.registry import SchemaRegistry
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 # How JSON writes a NUL character (which jsonb refuses): \u0000 after an even number of
 # backslashes; after an odd number it is the text "\u0000" itself, which is fine.
-Sealer = Callable[[NewEvent, dict[str, Any]], "dict[str, Any] | None"]
-"""Encrypts a validated payload's personal fields, or returns None when it has none."""
+Sealer = Callable[[NewEvent, dict[str, Any]], "tuple[dict[str, Any], bytes] | None"]
+"""Encrypts a validated payload: ``(redacted payload, sealed payload)``, or None when it has no
+personal value (:func:`eventstore.encryption.seal_event`)."""
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _FIELD = re.compile(r"[a-z_][a-z0-9_]*")
 
@@ -49,6 +50,7 @@ class PreparedEvent:
     occurred_at: datetime
     payload_json: str
     metadata_json: str
+    sealed: bytes | None = None
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -58,7 +60,7 @@ class PreparedEvent:
 
 
 # Copied from the NewEvent as they are; the JSON columns are serialised by prepare_batch.
-_PLAIN_WRITTEN = tuple(c.name for c in WRITTEN if not c.json)
+_PLAIN_WRITTEN = tuple(c.name for c in WRITTEN if not c.json and not c.derived)
 
 
 def prepare_batch(
@@ -71,8 +73,9 @@ def prepare_batch(
 ) -> list[PreparedEvent]:
     """Validate a batch before it touches storage; ``trace_context`` fills each event's metadata
     where the producer did not set those keys itself. ``seal`` encrypts an event's personal
-    fields (after validation, before the size check) and returns None for an event without any;
-    a sealed event is marked in its metadata (:data:`~eventstore.encryption.SEALED`).
+    fields (after validation, before the size check: the redacted payload and the ciphertext
+    count together) and returns None for an event without any; a sealed event is marked in its
+    metadata (:data:`~eventstore.encryption.SEALED`).
 
     :raises InvalidEvent: empty stream id or batch, or one event id twice in the batch.
     :raises UnknownEventType, InvalidPayload, PayloadTooLarge: from the payload checks.
@@ -88,8 +91,9 @@ def prepare_batch(
     for event in events:
         payload = registry.validate(event)
         metadata = {**(trace_context or {}), **event.metadata}
+        ciphertext = None
         if seal is not None and (sealed := seal(event, payload)) is not None:
-            payload, metadata = sealed, {**metadata, SEALED: True}
+            (payload, ciphertext), metadata = sealed, {**metadata, SEALED: True}
         try:
             payload_json = dump_json(payload)
             metadata_json = dump_json(metadata)
@@ -103,11 +107,13 @@ def prepare_batch(
                 f"event {event.event_id} ({event.event_type}) holds a NUL character (\\u0000), which"
                 " PostgreSQL's jsonb cannot store: strip it, or keep such content in the blob store"
             )
-        size = len(payload_json.encode())
+        size = len(payload_json.encode()) + (0 if ciphertext is None else len(ciphertext))
         if size > max_payload_bytes:
             raise PayloadTooLarge(event.event_type, size, max_payload_bytes)
         plain = {name: getattr(event, name) for name in _PLAIN_WRITTEN}
-        prepared.append(PreparedEvent(**plain, payload_json=payload_json, metadata_json=metadata_json))
+        prepared.append(
+            PreparedEvent(**plain, payload_json=payload_json, metadata_json=metadata_json, sealed=ciphertext)
+        )
     return prepared
 
 

@@ -1,15 +1,25 @@
 """Encryption of personal fields and blobs with a user's data key (AES-256-GCM).
 
-A sealed field's value becomes ``{"$enc": i}`` (a JSON object where the plain value was a string,
-so a sealed value can never be mistaken for a plain one), and the event's plain values, with
-their paths, go into one ciphertext at the payload's top-level key ``"$sealed"``: one AES-GCM
-operation per event, and opening needs no schema. The associated data binds the ciphertext to
-its event id and user.
+An event with personal fields is stored twice over, in one row:
 
-The nonce is synthetic: an HMAC of the event id and the plain values under a key of its own.
+* ``payload`` (``jsonb``) holds the payload *redacted*: each personal value replaced by
+  ``{"$enc": i}`` (a JSON object where the plain value was a string, so a redacted value can never
+  be mistaken for a plain one), plus ``"$idx"``, a blind index, for an indexed field. This is what
+  SQL sees (the blind-index lookups) and what a reader gets once the user's key is destroyed.
+* ``sealed`` (``bytea``) holds the whole plain payload as canonical JSON, sealed with the user's
+  key (:data:`PAYLOAD_FORMAT`, a 12-byte nonce, then the AES-GCM ciphertext and tag). A reader with
+  the key decrypts it and parses it instead of the ``jsonb``: one AES-GCM operation and one JSON
+  parse per event, as cheap as reading a plain row plus the decryption (issue 17's replay target).
+  The associated data binds the ciphertext to its event id and user.
+
+The nonce is synthetic: an HMAC of the event id and the plain payload under a key of its own.
 Re-sending an event (at-least-once) therefore seals it to the same bytes, and the store's
-duplicate check stays a comparison of payloads; two different contents never share a nonce under
+duplicate check stays a comparison of columns; two different contents never share a nonce under
 one key, since the nonce depends on them.
+
+Rows written before the ``sealed`` column (eventstore/migrations/0007) kept only the personal
+values, with their paths, in one ciphertext at the payload key ``"$sealed"`` (base64):
+:func:`open_payload` still opens them, so those events read as they always did.
 
 A blob of a user is stored under an HMAC of its content with the user's address key (equal
 content of two users gets two addresses, and an address reveals nothing without the key), and its
@@ -38,7 +48,9 @@ TOKEN = "$enc"
 BLIND = "$idx"
 """Key of a sealed value's blind index, beside :data:`TOKEN`."""
 SEALED_VALUES = "$sealed"
-"""Top-level payload key of an event's sealed values (one ciphertext per event)."""
+"""Top-level payload key of the sealed values of an event stored before the ``sealed`` column."""
+PAYLOAD_FORMAT = b"\x01"
+"""First byte of a ``sealed`` column value: the layout of what follows (nonce, ciphertext)."""
 ERASED = "[erased]"
 """What a personal field reads as once its user's key is destroyed."""
 SEALED = "sealed"
@@ -71,6 +83,10 @@ class DataKey:
     @cached_property
     def _blobs(self) -> AESGCM:
         return AESGCM(_derive(self.secret, b"blobs"))
+
+    @cached_property
+    def _events(self) -> AESGCM:
+        return AESGCM(_derive(self.secret, b"event-payload"))
 
     @cached_property
     def _payloads(self) -> AESGCM:
@@ -111,16 +127,52 @@ Located = list[tuple[list[str | int], str]]
 """Each sealed value with its concrete path in the payload (list indices and dict keys included)."""
 
 
-def seal_payload(
+def seal_event(
     payload: dict[str, Any], fields: tuple[PersonalField, ...], key: DataKey, event_id: uuid.UUID
-) -> dict[str, Any]:
-    """A copy of ``payload`` with the string values of ``fields`` sealed (None stays None).
+) -> tuple[dict[str, Any], bytes] | None:
+    """``(redacted payload, sealed payload)`` of an event whose ``fields`` hold string values, or
+    None when none does (None values stay None, and such a payload is stored plain).
 
-    Each value is replaced by ``{"$enc": i}`` (plus ``"$idx"``, its blind index, for an indexed
-    field), and the values go, with their paths, into one ciphertext under :data:`SEALED_VALUES`:
-    one AES-GCM operation per event. The nonce is synthetic (an HMAC of the event id and the
-    plain text), so sealing one event twice gives the same bytes.
+    The redacted payload has each value replaced by ``{"$enc": i}`` (plus ``"$idx"``, its blind
+    index, for an indexed field); the sealed bytes hold the whole payload as canonical JSON
+    (module docstring). Sealing one event twice gives the same bytes.
     """
+    redacted, located = _redact(payload, fields, key)
+    if not located:
+        return None
+    plain = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    nonce = key._nonce(b"event", event_id.bytes, plain)
+    ciphertext = key._events.encrypt(nonce, plain, _event_aad(event_id, key.user_id))
+    return redacted, PAYLOAD_FORMAT + nonce + ciphertext
+
+
+def open_event(sealed: bytes, key: DataKey, event_id: uuid.UUID) -> bytes:
+    """The plain payload JSON :func:`seal_event` sealed.
+
+    :raises SealedDataCorrupt: the bytes do not open with ``key``, or have another layout.
+    """
+    try:
+        if sealed[:1] != PAYLOAD_FORMAT:
+            raise ValueError(f"unknown layout {sealed[:1]!r}")
+        nonce, ciphertext = sealed[1 : 1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES :]
+        return key._events.decrypt(nonce, ciphertext, _event_aad(event_id, key.user_id))
+    except Exception as exc:  # InvalidTag, ValueError, TypeError: all mean "not ours"
+        raise SealedDataCorrupt(
+            f"the sealed payload of event {event_id} does not open with its user's key"
+        ) from exc
+
+
+def erase(redacted: dict[str, Any]) -> dict[str, Any]:
+    """A redacted payload with each sealed value read as :data:`ERASED` (its key is destroyed)."""
+    erased: dict[str, Any] = _erase({k: v for k, v in redacted.items() if k != SEALED_VALUES})
+    return erased
+
+
+def _redact(
+    payload: dict[str, Any], fields: tuple[PersonalField, ...], key: DataKey
+) -> tuple[dict[str, Any], Located]:
+    """``payload`` with the string values of ``fields`` replaced by tokens, and those values with
+    their concrete paths, in token order."""
     located: Located = []
 
     def seal(value: Any, path: Path, at: list[str | int], indexed: bool) -> Any:
@@ -143,9 +195,22 @@ def seal_payload(
             return value
         return {**value, head: seal(value[head], rest, [*at, head], indexed)}
 
-    sealed: Any = payload
+    redacted: Any = payload
     for personal in fields:
-        sealed = seal(sealed, personal.path, [], personal.indexed)
+        redacted = seal(redacted, personal.path, [], personal.indexed)
+    return redacted, located
+
+
+def seal_payload(
+    payload: dict[str, Any], fields: tuple[PersonalField, ...], key: DataKey, event_id: uuid.UUID
+) -> dict[str, Any]:
+    """``payload`` sealed as events were stored before the ``sealed`` column: tokens in place of
+    the values, and the values with their paths in one ciphertext under :data:`SEALED_VALUES`.
+
+    The store no longer writes this form (:func:`seal_event`); it is kept so that tests and the
+    event corpus can write such rows, which :func:`open_payload` still opens.
+    """
+    sealed, located = _redact(payload, fields, key)
     if not located:
         result: dict[str, Any] = sealed
         return result

@@ -96,9 +96,12 @@ class RecordedEvent(BaseModel):
 
     ``event_version`` is the schema version of ``payload`` as given here, after upcasting;
     ``stored_version`` is the version it was written with (events are never rewritten).
+    ``sealed`` is the ciphertext of an event with personal fields as stored, whose ``payload``
+    is then redacted (:mod:`eventstore.encryption`); None once it is opened, or for a plain
+    event. In JSON (JetStream messages) it is base64.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
     event_id: uuid.UUID
     stream_id: str
@@ -114,6 +117,7 @@ class RecordedEvent(BaseModel):
     recorded_at: datetime
     payload: dict[str, Any]
     metadata: dict[str, Any]
+    sealed: bytes | None = None
 
     @property
     def category(self) -> str:

@@ -221,7 +221,7 @@ class PostgresEventStore:
         else:
             start = from_version if from_version is not None else 2**62
             rows = await self.pool.fetch(_STREAM_BACKWARD, stream_id, start, limit)
-        return await self._open([decode_row(r, self.registry) for r in rows])
+        return await self._decode(rows)
 
     async def read_all(
         self, *, after_position: int = 0, batch_size: int = 1000
@@ -237,7 +237,7 @@ class PostgresEventStore:
             # Read ahead: PostgreSQL sends the next batch while this one is decoded and used.
             ahead = asyncio.ensure_future(tail.fetch(batch_size))
             try:
-                yield await self._open(tail.decode(rows))
+                yield await self._decode(rows)
                 rows = await ahead
             finally:
                 if not ahead.done():
@@ -253,12 +253,12 @@ class PostgresEventStore:
     async def read_correlation(self, correlation_id: str) -> list[RecordedEvent]:
         """Every event of one correlation id, in position order."""
         rows = await self.pool.fetch(_CORRELATION, correlation_id)
-        return await self._open([decode_row(r, self.registry) for r in rows])
+        return await self._decode(rows)
 
     async def read_causation(self, event_id: uuid.UUID) -> list[RecordedEvent]:
         """An event and all its descendants by causation id, in position order."""
         rows = await self.pool.fetch(_CAUSATION, event_id)
-        return await self._open([decode_row(r, self.registry) for r in rows])
+        return await self._decode(rows)
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version (0 when it has no events)."""
@@ -307,16 +307,19 @@ class PostgresEventStore:
             args.append(await self.vault.blind_indexes(user_id, values))
         sql = _find_sql(field, user_id is not None, unless_stream_has is not None, blind)
         rows = await self.pool.fetch(sql, event_type, list(values), *args)
-        return await self._open([decode_row(r, self.registry) for r in rows])
+        return await self._decode(rows)
 
     async def open_events(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
         """Raw events (from :meth:`tail`, or JetStream) with their personal fields opened; as
         they are without a vault."""
         return events if self.vault is None else await self.vault.open_events(events)
 
-    async def _open(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
-        """Events this store just decoded, opened in place (nobody else holds them)."""
-        return events if self.vault is None else await self.vault.open_events(events, fresh=True)
+    async def _decode(self, rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:
+        """Rows this store read, decoded and (with a vault) opened."""
+        if self.vault is None:
+            registry = self.registry
+            return [decode_row(r, registry) for r in rows]
+        return await self.vault.decode_rows(rows)
 
 
 class EventTail:

@@ -6,10 +6,13 @@
 -- writer, 1.08x with eight). Three statements instead of five: each PL/pgSQL statement is a trip
 -- through the executor (pgbench -M prepared, one client, eight runs of 6 s: median 2,220 calls/s
 -- against 2,018 for the same checks in five statements, and 2,510 plain inserts).
+-- The signature before the sealed column (migration 0007) goes: a new parameter is a new function.
+DROP FUNCTION IF EXISTS memsaga.append_event(text, bigint, uuid, text, integer, text, text, text,
+    timestamptz, text, text);
 CREATE OR REPLACE FUNCTION memsaga.append_event(
     p_stream_id text, p_expected bigint, p_event_id uuid, p_type text, p_version integer,
     p_correlation text, p_causation text, p_user_id text, p_occurred_at timestamptz,
-    p_payload text, p_metadata text,
+    p_payload text, p_metadata text, p_sealed bytea,
     OUT outcome text, OUT stream_version bigint, OUT event_position bigint
 )
 LANGUAGE plpgsql
@@ -38,9 +41,9 @@ BEGIN
     END IF;
     stream_version := stream_version + 1;
     INSERT INTO memsaga.events (event_id, stream_id, version, event_type, event_version,
-                                correlation_id, causation_id, user_id, occurred_at, payload, metadata)
+                                correlation_id, causation_id, user_id, occurred_at, payload, metadata, sealed)
     VALUES (p_event_id, p_stream_id, stream_version, p_type, p_version, p_correlation,
-            p_causation, p_user_id, p_occurred_at, p_payload::jsonb, p_metadata::jsonb)
+            p_causation, p_user_id, p_occurred_at, p_payload::jsonb, p_metadata::jsonb, p_sealed)
     RETURNING events.position INTO event_position;
     outcome := 'appended';
 END $$;

@@ -17,10 +17,13 @@
 -- A single event is inserted with VALUES instead of unnest() WITH ORDINALITY and array_agg: the
 -- same checks, a simpler plan (pgbench, one client: about 1.08x the calls per second); most
 -- single events come through append_event instead.
+-- The signature before the sealed column (migration 0007) goes: a new parameter is a new function.
+DROP FUNCTION IF EXISTS memsaga.append_events(text, bigint, uuid[], text[], integer[], text[], text[],
+    text[], timestamptz[], text[], text[]);
 CREATE OR REPLACE FUNCTION memsaga.append_events(
     p_stream_id text, p_expected bigint, p_event_ids uuid[], p_types text[], p_versions integer[],
     p_correlation text[], p_causation text[], p_user_ids text[], p_occurred_at timestamptz[],
-    p_payloads text[], p_metadata text[]
+    p_payloads text[], p_metadata text[], p_sealed bytea[]
 ) RETURNS TABLE (outcome text, stream_version bigint, positions bigint[])
 LANGUAGE plpgsql
 SET enable_seqscan = off
@@ -46,22 +49,24 @@ BEGIN
     END IF;
     IF cardinality(p_event_ids) = 1 THEN
         INSERT INTO memsaga.events (event_id, stream_id, version, event_type, event_version,
-                                    correlation_id, causation_id, user_id, occurred_at, payload, metadata)
+                                    correlation_id, causation_id, user_id, occurred_at, payload, metadata, sealed)
         VALUES (p_event_ids[1], p_stream_id, v_current + 1, p_types[1], p_versions[1], p_correlation[1],
-                p_causation[1], p_user_ids[1], p_occurred_at[1], p_payloads[1]::jsonb, p_metadata[1]::jsonb)
+                p_causation[1], p_user_ids[1], p_occurred_at[1], p_payloads[1]::jsonb, p_metadata[1]::jsonb,
+                p_sealed[1])
         RETURNING position INTO v_position;
         RETURN QUERY SELECT 'appended'::text, v_current + 1, ARRAY[v_position];
         RETURN;
     END IF;
     WITH inserted AS (
         INSERT INTO memsaga.events (event_id, stream_id, version, event_type, event_version,
-                                    correlation_id, causation_id, user_id, occurred_at, payload, metadata)
+                                    correlation_id, causation_id, user_id, occurred_at, payload, metadata, sealed)
         SELECT n.event_id, p_stream_id, v_current + n.ord, n.event_type, n.event_version,
-               n.correlation_id, n.causation_id, n.user_id, n.occurred_at, n.payload::jsonb, n.metadata::jsonb
+               n.correlation_id, n.causation_id, n.user_id, n.occurred_at, n.payload::jsonb, n.metadata::jsonb,
+               n.sealed
         FROM unnest(p_event_ids, p_types, p_versions, p_correlation, p_causation, p_user_ids,
-                    p_occurred_at, p_payloads, p_metadata)
+                    p_occurred_at, p_payloads, p_metadata, p_sealed)
              WITH ORDINALITY AS n(event_id, event_type, event_version, correlation_id, causation_id,
-                                  user_id, occurred_at, payload, metadata, ord)
+                                  user_id, occurred_at, payload, metadata, sealed, ord)
         ORDER BY n.ord
         RETURNING events.version, events.position
     )

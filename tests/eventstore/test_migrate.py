@@ -40,13 +40,14 @@ async def test_migrate_twice_applies_once(fresh_database: Callable[[], Any]) -> 
             "0004_append_without_jit.sql",
             "0005_append_one_event.sql",
             "0006_data_keys.sql",
+            "0007_sealed_payloads.sql",
             "functions/append_event.sql",
             "functions/append_events.sql",
             "functions/refuse_event_change.sql",
         ]
         assert second == []
         recorded = await applied_migrations(conn)
-        assert [(r["source"], r["version"]) for r in recorded] == [("eventstore", v) for v in range(1, 7)]
+        assert [(r["source"], r["version"]) for r in recorded] == [("eventstore", v) for v in range(1, 8)]
     finally:
         await conn.close()
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 import pytest
 
 from eventstore import (
@@ -18,11 +19,15 @@ from eventstore import (
     SchemaRegistry,
     create_pool,
 )
-from eventstore.encryption import ERASED, ERASED_FLAG
+from eventstore.columns import SELECT_LIST
+from eventstore.encryption import ERASED, ERASED_FLAG, PAYLOAD_FORMAT, seal_payload
+from eventstore.envelope import EventPayload
 from eventstore.errors import DataErased, UserWasForgotten, WrongMasterKey
 from eventstore.keys import KeyRing, MasterKey
+from eventstore.personal import PersonalStr
 from eventstore.vault import Vault
 from memsaga.devstack.databases import DatabaseFactory
+from projections.subjects import decode_body, event_body
 from sagas.memory_extraction.events import MemoryCreated, register_events
 from tests.support import migrated_database
 
@@ -68,6 +73,97 @@ async def test_personal_fields_are_ciphertext_in_the_table_and_plain_when_read(p
     assert read.metadata["sealed"] is True and "$sealed" not in read.payload
     again = await store.append(stream, [event])  # an at-least-once re-send: a duplicate, not a conflict
     assert again.duplicate
+
+
+async def test_the_sealed_column_holds_the_ciphertext_the_payload_tokens(pg_pool: asyncpg.Pool) -> None:
+    store, u = sealed_store(pg_pool, MasterKey.generate()), user()
+    event = memory(u, "I live in Utrecht")
+    await store.append(f"memory-{uuid.uuid4().hex[:8]}", [event])
+    row = await pg_pool.fetchrow(
+        "SELECT payload::text AS payload, sealed FROM memsaga.events WHERE event_id = $1", event.event_id
+    )
+    assert row is not None
+    assert "$sealed" not in row["payload"] and '"$idx"' in row["payload"]  # slot and hash: blind indexes
+    assert row["sealed"][:1] == PAYLOAD_FORMAT and b"Utrecht" not in row["sealed"]
+
+
+async def test_rows_sealed_before_the_sealed_column_still_open(pg_pool: asyncpg.Pool) -> None:
+    """Events stored in the first layout (values under "$sealed" in the payload) read as they did."""
+    master, u = MasterKey.generate(), user()
+    store = sealed_store(pg_pool, master)
+    keys = await KeyRing(pg_pool, master).keys_for_write([u])
+    event = memory(u, "I was born in Faro")
+    reg = registry()
+    assert store.vault is not None
+    paths = store.vault.paths("MemoryCreated", event.event_version)
+    legacy = seal_payload(reg.validate(event), paths, keys[u], event.event_id)
+    stream = f"memory-{uuid.uuid4().hex[:8]}"
+    await pg_pool.execute(
+        """INSERT INTO memsaga.events (event_id, stream_id, version, event_type, event_version,
+               correlation_id, causation_id, user_id, occurred_at, payload, metadata)
+           VALUES ($1, $2, 1, 'MemoryCreated', $5, 'c', 'c', $3, now(), $4::jsonb, '{"sealed": true}')""",
+        event.event_id, stream, u, orjson.dumps(legacy).decode(), event.event_version,
+    )  # fmt: skip
+    [read] = await store.read_stream(stream)
+    assert read.payload["text"] == "I was born in Faro" and "$sealed" not in read.payload
+    raw = await store.tail(after_position=(await store.head_position()) - 1).poll(1)
+    [opened] = await store.open_events(raw)
+    assert opened.payload["value"] == "I was born in Faro"
+    await KeyRing(pg_pool, master).destroy(u)
+    [erased] = await store.read_stream(stream)
+    assert erased.payload["text"] == ERASED and erased.metadata[ERASED_FLAG] is True
+
+
+class NoteV1(EventPayload):
+    event_type = "Note"
+    event_version = 1
+    text: PersonalStr
+
+
+class NoteV2(EventPayload):
+    event_type = "Note"
+    event_version = 2
+    text: PersonalStr
+    words: int
+
+
+async def test_an_upcaster_reads_the_opened_payload_of_an_old_version(pg_pool: asyncpg.Pool) -> None:
+    """Upcasting happens after opening: an upcaster may read a personal value."""
+    master, u, stream = MasterKey.generate(), user(), f"note-{uuid.uuid4().hex[:8]}"
+    old = SchemaRegistry()
+    old.register(NoteV1)
+    writer = PostgresEventStore(pg_pool, old, vault=Vault(old, KeyRing(pg_pool, master)))
+    note = NewEvent.of(
+        NoteV1(text="three little words"), correlation_id="c", causation_id="c", user_id=u,
+        occurred_at=datetime(2026, 12, 3, tzinfo=UTC),
+    )  # fmt: skip
+    result = await writer.append(stream, [note])
+    new = SchemaRegistry()
+    new.register(NoteV1)
+    new.register(NoteV2)
+    new.register_upcaster("Note", 1, lambda p: {**p, "words": len(p["text"].split())})
+    reader = PostgresEventStore(pg_pool, new, vault=Vault(new, KeyRing(pg_pool, master)))
+    [read] = await reader.read_stream(stream)
+    assert (read.event_version, read.stored_version, read.payload["words"]) == (2, 1, 3)
+    [raw] = await reader.tail(after_position=result.positions[0] - 1).poll(1)
+    [opened] = await reader.open_events([raw])
+    assert opened.payload == read.payload and opened.sealed is None and raw.sealed is not None
+
+
+async def test_a_raw_sealed_event_crosses_jetstream_json_and_opens(pg_pool: asyncpg.Pool) -> None:
+    store, u = sealed_store(pg_pool, MasterKey.generate()), user()
+    result = await store.append(f"memory-{uuid.uuid4().hex[:8]}", [memory(u, "I drive a Volvo")])
+    [raw] = await store.tail(after_position=result.positions[0] - 1).poll(1)
+    body = event_body(raw)
+    assert b"Volvo" not in body
+    carried = decode_body(body)
+    assert carried.sealed == raw.sealed
+    [opened] = await store.open_events([carried])
+    assert opened.payload["text"] == "I drive a Volvo"
+    rows = await pg_pool.fetch(f"SELECT {SELECT_LIST} FROM memsaga.events WHERE position = $1", raw.position)
+    assert store.vault is not None
+    [decoded] = await store.vault.decode_rows(rows)
+    assert decoded.payload == opened.payload and decoded.event_version == opened.event_version
 
 
 async def test_raw_events_from_the_tail_stay_sealed_until_opened(pg_pool: asyncpg.Pool) -> None:

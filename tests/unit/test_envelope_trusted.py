@@ -25,6 +25,7 @@ def _fields() -> dict[str, object]:
         "recorded_at": when,
         "payload": {"memory_id": "1", "reason": "user asked"},
         "metadata": {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
+        "sealed": None,
     }
 
 
@@ -44,3 +45,10 @@ def test_copies_of_trusted_events_do_not_touch_others() -> None:
     copy = first.model_copy(update={"event_version": 3})
     assert (copy.event_version, first.event_version, second.event_version) == (3, 2, 2)
     assert first.model_fields_set == second.model_fields_set == set(RecordedEvent.model_fields)
+
+
+def test_a_sealed_event_crosses_json_as_base64_and_comes_back_equal() -> None:
+    event = RecordedEvent.trusted({**_fields(), "sealed": bytes(range(256))})  # not UTF-8
+    text = event.model_dump_json()
+    assert '"sealed":"AAECAw' in text
+    assert RecordedEvent.model_validate_json(text) == event
