@@ -11,7 +11,7 @@ left untouched, and a memory someone retracted is never created again. No I/O he
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -289,42 +289,45 @@ def decide(
     """
     live = [m for m in episode_memories if m.status != "retracted"]
     found_again: set[str] = set()
-    decision = EpisodeReextracted(
-        request_id=request_id,
-        episode_id=episode_id,
-        extractor=extractor,
-        embedder=embedder,
-        candidates=list(candidates),
-        embeddings=list(embeddings),
-    )
     ending = {s.candidate_id for s in reconciled.supersessions} | {
         i.candidate_id for i in reconciled.invalidations
     }
     slot_duplicates = {d.candidate_id: d.existing_memory_id for d in reconciled.duplicates}
     blocked = set(known.retracted_hashes) | {m.content_hash for m in episode_memories if retired_for_good(m)}
+    sorted_out: dict[str, list[Any]] = {
+        "created": [], "kept_retracted": [], "duplicates": [], "conflicts": [], "held_sensitive": []
+    }  # fmt: skip
     for candidate in candidates:
         match = next((m for m in live if matches(candidate, m)), None)
         cid = candidate.candidate_id
         if match is not None:
             found_again.add(match.memory_id)
         elif candidate.content_hash in blocked:
-            decision.kept_retracted.append(cid)
+            sorted_out["kept_retracted"].append(cid)
         elif candidate.content_hash in known.live_elsewhere or cid in slot_duplicates:
             existing = known.live_elsewhere.get(candidate.content_hash) or slot_duplicates[cid]
-            decision.duplicates.append(DuplicateSkipped(candidate_id=cid, existing_memory_id=existing))
+            sorted_out["duplicates"].append(DuplicateSkipped(candidate_id=cid, existing_memory_id=existing))
         elif cid in ending or cid not in reconciled.kept:
-            decision.conflicts.append(cid)
+            sorted_out["conflicts"].append(cid)
         elif sensitivity_of(CandidateSummary.of(candidate)) is not None:
-            decision.held_sensitive.append(cid)
+            sorted_out["held_sensitive"].append(cid)
         else:
-            decision.created.append(planned[cid])
-    decision.unchanged = [m.memory_id for m in live if m.memory_id in found_again]
-    decision.retired = [
-        RetiredMemory(memory_id=m.memory_id, created_event_id=m.created_event_id)
-        for m in live
-        if m.memory_id not in found_again
-    ]
-    return decision
+            sorted_out["created"].append(planned[cid])
+    return EpisodeReextracted(
+        request_id=request_id,
+        episode_id=episode_id,
+        extractor=extractor,
+        embedder=embedder,
+        candidates=list(candidates),
+        embeddings=list(embeddings),
+        unchanged=[m.memory_id for m in live if m.memory_id in found_again],
+        retired=[
+            RetiredMemory(memory_id=m.memory_id, created_event_id=m.created_event_id)
+            for m in live
+            if m.memory_id not in found_again
+        ],
+        **sorted_out,
+    )
 
 
 def outcome_of(decision: EpisodeReextracted) -> EpisodeOutcome:
