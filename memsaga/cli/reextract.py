@@ -30,7 +30,6 @@ def _run(request: ReextractionRequest, settings: Settings, as_json: bool) -> Ree
     return run_command(main)
 
 
-@exits_at_once
 def reextract_command(
     user: Annotated[str | None, typer.Option("--user", help="Re-extract this user's episodes.")] = None,
     every: Annotated[bool, typer.Option("--all", help="Re-extract every user's episodes.")] = False,
@@ -68,6 +67,11 @@ def reextract_command(
         raise fail(str(exc), error=type(exc).__name__, code=ExitCode.USAGE) from None
     except (AdapterNotConfigured, ValueError) as exc:
         raise fail_with(exc) from None
+    _reextract(request, settings, as_json)
+
+
+@exits_at_once  # bad input above is refused before a Temporal client exists (and testable in-process)
+def _reextract(request: ReextractionRequest, settings: Settings, as_json: bool) -> None:
     if not as_json:
         console.print(
             f"request {request.request_id} (re-run with --id {request.request_id} to resume)", highlight=False
