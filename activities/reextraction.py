@@ -201,7 +201,7 @@ class ReextractionActivities:
             )
             for c in candidates
         }
-        unmatched = [c for c in candidates if not any(rx.matches(c, m) for m in mine)]
+        unmatched = rx.unmatched(candidates, mine)
         slots = [c.slot for c in unmatched if c.slot is not None]
         current = [
             m

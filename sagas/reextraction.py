@@ -263,6 +263,12 @@ def matches(candidate: Candidate, memory: EpisodeMemory) -> bool:
     )
 
 
+def unmatched(candidates: Sequence[Candidate], episode_memories: Sequence[EpisodeMemory]) -> list[Candidate]:
+    """The candidates that state no live (not retracted) memory of the episode: reconcile these."""
+    live = [m for m in episode_memories if m.status != "retracted"]
+    return [c for c in candidates if not any(matches(c, m) for m in live)]
+
+
 def retired_for_good(memory: EpisodeMemory) -> bool:
     """A memory retracted by someone (a user, a compensation), not by a re-extraction."""
     return memory.status == "retracted" and not (memory.retracted_by or "").startswith(RETRACTED_BY)
