@@ -78,6 +78,11 @@ class ReextractEpisodeInput(BaseModel):
     job: rx.EpisodeJob
 
 
+class RecordedOutcomeInput(BaseModel):
+    workflow_id: str
+    episode_id: str
+
+
 class ReextractionActivities:
     """Re-extraction's activities over injected stores and adapter factories (``memsaga.bootstrap``)."""
 
@@ -97,7 +102,7 @@ class ReextractionActivities:
 
     def all(self) -> list[Callable[..., object]]:
         """Every activity, for ``Worker(activities=...)``."""
-        return [self.record_request, self.list_episodes, self.reextract_episode]
+        return [self.record_request, self.list_episodes, self.reextract_episode, self.recorded_outcome]
 
     @activity_defn("reextraction.record_request")
     async def record_request(self, input: RecordRequestInput) -> RequestRecorded:
@@ -168,6 +173,14 @@ class ReextractionActivities:
         except (UserWasForgotten, DataErased):  # forgotten while it ran: nothing more is written
             return rx.EpisodeOutcome(episode_id=episode_id, skipped="forgotten")
         return rx.outcome_of(decision)
+
+    @activity_defn("reextraction.recorded_outcome")
+    async def recorded_outcome(self, input: RecordedOutcomeInput) -> rx.EpisodeOutcome:
+        """What an episode's saga under this request decided before (a resumed request counts it)."""
+        recorded = await self.store.read_stream(rx.episode_decision_stream(input.workflow_id))
+        if not recorded:
+            return rx.EpisodeOutcome(episode_id=input.episode_id, skipped="forgotten")
+        return rx.outcome_of(rx.EpisodeReextracted.model_validate(recorded[0].payload))
 
     async def _decide(self, input: ReextractEpisodeInput, state: EpisodeState) -> rx.EpisodeReextracted:
         job, user_id = input.job, input.job.episode.user_id

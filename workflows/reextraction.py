@@ -20,6 +20,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities.reextraction import (
         ListEpisodesInput,
+        RecordedOutcomeInput,
         RecordRequestInput,
         ReextractEpisodeInput,
         Step,
@@ -155,12 +156,20 @@ class Reextraction:
                 EpisodeReextraction.run,
                 job,
                 id=workflow_id,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                # A child that completed is never run again; one cancelled or failed (its parent
+                # was terminated, say) runs again when the request is resumed: it is idempotent.
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             )
             progress.add(outcome)
-        except WorkflowAlreadyStartedError:
-            progress.done += 1  # re-extracted under this request before: nothing to do again
+        except WorkflowAlreadyStartedError:  # re-extracted under this request before: counted, not run
+            recorded = await workflow.execute_activity_method(
+                Acts.recorded_outcome,
+                RecordedOutcomeInput(workflow_id=workflow_id, episode_id=episode.episode_id),
+                start_to_close_timeout=SHORT_STEP,
+                retry_policy=_retry(request),
+            )
+            progress.add(recorded)
             progress.already += 1
         except ChildWorkflowError as error:  # a failed episode is counted, the others go on
             workflow.logger.warning("episode %s failed: %s", episode.episode_id, error)

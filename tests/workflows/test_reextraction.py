@@ -20,7 +20,7 @@ from activities.memory_extraction import MemoryExtractionActivities
 from activities.memory_index import StoreMemoryIndex
 from eventstore import PostgresEventStore, RecordedEvent
 from memsaga.bootstrap import build_stores, build_worker
-from memsaga.client import extraction_result, reextract, retract_memory, start_extraction
+from memsaga.client import extraction_result, reextract, retract_memory, start_extraction, start_reextraction
 from memsaga.forgetting import forget_user
 from memsaga.settings import Settings
 from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest
@@ -29,7 +29,8 @@ from sagas.memory_extraction.events import Candidate, memory_stream
 from sagas.memory_extraction.extractors import Extractor, RuleBasedExtractor, make_candidate
 from sagas.memory_extraction.ports import Heartbeat
 from sagas.reextraction import RETRACTED_BY, ReextractionProgress, ReextractionRequest
-from tests.workflows.support import EPISODE, FAST_RETRY
+from tests.workflows.support import EPISODE, FAST_RETRY, eventually
+from workflows.reextraction import Reextraction
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -163,3 +164,27 @@ async def test_forgotten_and_unknown_users_are_skipped(env: Env) -> None:
 
     nobody = await env.run(f"nobody-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex)
     assert (nobody.total, nobody.done, nobody.finished) == (0, 0, True)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_request_terminated_midway_resumes_without_doing_anything_twice(env: Env) -> None:
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    first, second = await env.episode(user), await env.episode(user)  # the second: duplicates only
+    request = ReextractionRequest(
+        request_id=uuid.uuid4().hex, user_id=user, extractor="test-v2", embedder="hashing",
+        max_concurrency=1, retry=FAST_RETRY,
+    )  # fmt: skip
+    handle = await start_reextraction(env.client, request, settings=env.settings)
+
+    async def one_done() -> bool | None:
+        return (await handle.query(Reextraction.progress)).done >= 1 or None
+
+    await eventually(one_done, 30, "the first episode re-extracted")
+    await handle.terminate("killed midway")
+    done = await reextract(env.client, request, settings=env.settings, poll_seconds=0.2)
+
+    assert (done.total, done.done, done.failed) == (2, 2, [])
+    assert done.already >= 1 and (done.created, done.retired) == (1, 1)
+    for memory_id in first + second:
+        ids = [e.event_id for e in await env.memory(memory_id)]
+        assert len(ids) == len(set(ids)) <= 2
