@@ -89,6 +89,16 @@ class RetiredMemory(BaseModel):
     created_event_id: str
 
 
+class MemoryVector(BaseModel):
+    """The new embedder's vector of a memory left unchanged (for a search index of that model)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_id: str
+    vector_sha256: str
+    dimension: int
+
+
 class EpisodeReextracted(EventPayload):
     """What re-extracting one episode decided (its memories: created, retired, left as they were)."""
 
@@ -104,6 +114,9 @@ class EpisodeReextracted(EventPayload):
     retired: list[RetiredMemory] = Field(default_factory=list)
     unchanged: list[str] = Field(default_factory=list)
     """Memories of the episode the new extractor finds again: no event is written for them."""
+    vectors: list[MemoryVector] = Field(default_factory=list)
+    """The ``embedder``'s vectors of the ``unchanged`` memories (the matching candidate's), so that
+    a search index of that model can serve them (docs/evolution.md); created ones carry theirs."""
     duplicates: list[DuplicateSkipped] = Field(default_factory=list)
     """New candidates the user already has as a current memory of another episode."""
     kept_retracted: list[str] = Field(default_factory=list)
@@ -294,7 +307,8 @@ def decide(
     ``planned`` maps each candidate id to the memory it would become.
     """
     live = [m for m in episode_memories if m.status != "retracted"]
-    found_again: set[str] = set()
+    found_again: dict[str, str] = {}
+    refs = {r.candidate_id: r for r in embeddings}
     ending = {s.candidate_id for s in reconciled.supersessions} | {
         i.candidate_id for i in reconciled.invalidations
     }
@@ -307,7 +321,7 @@ def decide(
         match = next((m for m in live if matches(candidate, m)), None)
         cid = candidate.candidate_id
         if match is not None:
-            found_again.add(match.memory_id)
+            found_again.setdefault(match.memory_id, cid)
         elif candidate.content_hash in blocked:
             sorted_out["kept_retracted"].append(cid)
         elif candidate.content_hash in known.live_elsewhere or cid in slot_duplicates:
@@ -327,6 +341,11 @@ def decide(
         candidates=list(candidates),
         embeddings=list(embeddings),
         unchanged=[m.memory_id for m in live if m.memory_id in found_again],
+        vectors=[
+            MemoryVector(memory_id=m, vector_sha256=ref.vector_sha256, dimension=ref.dimension)
+            for m, cid in found_again.items()
+            if (ref := refs.get(cid)) is not None
+        ],
         retired=[
             RetiredMemory(memory_id=m.memory_id, created_event_id=m.created_event_id)
             for m in live

@@ -141,6 +141,12 @@ async def test_reextraction_retires_creates_keeps_and_never_resurrects(env: Env)
     chess = created[0].payload
     assert chess["episode_id"] == (await env.memory(lisbon))[0].payload["episode_id"]
     assert (chess["embedder"], chess["dimension"]) == ("hashing-v1", 64)
+    decided = [
+        e
+        for e in await env.store.read_correlation(f"reextract-{request_id}")
+        if e.event_type == "EpisodeReextracted"
+    ]
+    assert [v["memory_id"] for v in decided[0].payload["vectors"]] == [lisbon]  # the new model's vector of it
 
     head = await env.store.head_position()
     again = await env.run(user, request_id)  # the same request: answered, nothing run again
