@@ -83,11 +83,13 @@ def _reextract(request: ReextractionRequest, settings: Settings, as_json: bool) 
     scope = f"user {done.user_id}" if done.user_id else "every user"
     console.print(
         f"re-extracted {done.done} of {done.total or 0} episodes of {scope}"
-        f" with {done.extractor} / {done.embedder}:"
-        f" {done.created} created, {done.retired} retired, {done.unchanged} unchanged,"
-        f" {done.kept_retracted} kept retracted, {done.duplicates} duplicates, {done.conflicts} conflicts,"
-        f" {done.held_sensitive} held (sensitive), {done.skipped_forgotten} skipped (forgotten),"
-        f" {done.already} done before, {len(done.failed)} failed",
+        f" with {done.extractor} / {done.embedder}\n"
+        f"  memories    {done.created} created, {done.retired} retired, {done.unchanged} unchanged,"
+        f" {done.kept_retracted} kept retracted\n"
+        f"  candidates  {done.duplicates} duplicates, {done.conflicts} conflicts,"
+        f" {done.held_sensitive} held for review\n"
+        f"  episodes    {done.skipped_forgotten} skipped (forgotten), {done.already} done before,"
+        f" {len(done.failed)} failed",
         highlight=False,
     )
     if done.failed:
