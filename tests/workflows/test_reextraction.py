@@ -194,3 +194,13 @@ async def test_a_request_terminated_midway_resumes_without_doing_anything_twice(
     for memory_id in first + second:
         ids = [e.event_id for e in await env.memory(memory_id)]
         assert len(ids) == len(set(ids)) <= 2
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_every_user_at_once(env: Env) -> None:
+    await env.episode(f"user-{uuid.uuid4().hex[:8]}")
+
+    everyone = await env.run(None, uuid.uuid4().hex, extractor="rules")
+
+    assert everyone.scope == "all" and everyone.total is not None and everyone.total >= 1
+    assert (everyone.done, everyone.failed) == (everyone.total, [])
