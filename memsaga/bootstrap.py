@@ -28,6 +28,7 @@ from activities.forgetting import ForgettingActivities
 from activities.memory_extraction import EmbedderFactory, ExtractorFactory, MemoryExtractionActivities
 from activities.memory_index import StoreMemoryIndex
 from activities.metrics import AttemptMetrics
+from activities.reextraction import ReextractionActivities
 from adapters import AdapterConfig, build_embedder, build_extractor
 from eventstore import (
     EVENTSTORE_MIGRATIONS,
@@ -50,6 +51,7 @@ from sagas.memory_extraction.domain import ExtractionOptions
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import register_events
 from sagas.memory_extraction.extractors import Extractor
+from sagas.reextraction import register_reextraction_events
 from workflows import WORKFLOWS
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ MIGRATION_SOURCES: list[MigrationSource] = [
 
 def build_registry() -> SchemaRegistry:
     """The schema registry with every event type memsaga knows."""
-    return register_forget_events(register_events(SchemaRegistry()))
+    return register_reextraction_events(register_forget_events(register_events(SchemaRegistry())))
 
 
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
@@ -199,6 +201,9 @@ def build_worker(client: Client, activities: MemoryExtractionActivities, *, task
     seals, the forget saga's) on ``task_queue`` (counting their attempts:
     :class:`activities.metrics.AttemptMetrics`)."""
     every: list[Callable[..., Any]] = list(activities.all())
+    every += ReextractionActivities(
+        activities.store, activities.blobs, activities.index, activities.extractors, activities.embedders
+    ).all()
     store = activities.store
     if isinstance(store, PostgresEventStore) and store.vault is not None:  # forgetting needs the keys
         every += ForgettingActivities(store, store.vault.keyring, client).all()

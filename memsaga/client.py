@@ -17,6 +17,8 @@ Example::
 Recall (search) is :class:`memsaga.search.Recall`, importable from here too; see docs/search.md.
 A user's memories at a point in time (``query_memories(pool, user, as_of=..., valid_at=...)``)
 and one memory's history (``memory_history(store, memory_id)``) too; see docs/memories.md.
+Re-extraction of stored episodes with other adapters (``reextraction_request``, ``reextract``,
+``start_reextraction``, ``reextraction_progress``): see docs/evolution.md.
 
 Starting twice with the same workflow id never starts a second saga: a running saga is
 reused (``USE_EXISTING``), and a closed one is not run again (``REJECT_DUPLICATE``,
@@ -61,6 +63,12 @@ from memsaga.errors import MemsagaError, NotFound
 from memsaga.history import MemoryHistory as MemoryHistory
 from memsaga.history import memory_history as memory_history
 from memsaga.payload_codec import KeyAccess, SealingCodec
+from memsaga.reextraction import InvalidReextraction as InvalidReextraction
+from memsaga.reextraction import ReextractionFailed as ReextractionFailed
+from memsaga.reextraction import reextract as reextract
+from memsaga.reextraction import reextraction_progress as reextraction_progress
+from memsaga.reextraction import reextraction_request as reextraction_request
+from memsaga.reextraction import start_reextraction as start_reextraction
 from memsaga.retraction import MemoryNotFound as MemoryNotFound
 from memsaga.retraction import Retraction as Retraction
 from memsaga.retraction import retract_memory as retract_memory

@@ -160,6 +160,17 @@ class Settings(BaseSettings):
         description="how long an extractor's or embedder's timeouts and 5xx are retried",
     )
     extractor: str = Field(default="rules", description="extractor of new sagas: rules | http")
+    reextract_concurrency: int = Field(
+        default=4, ge=1, description="episode sagas `memsaga reextract` runs at once"
+    )
+    reextract_http_concurrency: int = Field(
+        default=2, ge=1, description="episode sagas `memsaga reextract` runs at once when an adapter is http"
+    )
+    reextract_http_rate: float = Field(
+        default=1.0,
+        gt=0,
+        description="episode sagas per second `memsaga reextract` starts at most when an adapter is http",
+    )
     embedder: str = Field(
         default="wordllama", description="embedder of new sagas: wordllama | hashing | http"
     )

@@ -22,6 +22,7 @@ from memsaga.cli.keys import register_keys_commands
 from memsaga.cli.mcp import register_mcp_commands
 from memsaga.cli.projections import register_projection_commands
 from memsaga.cli.read_models import register_read_model_commands
+from memsaga.cli.reextract import register_reextract_commands
 from memsaga.cli.relay import register_relay_commands
 from memsaga.cli.retract import register_retract_commands
 from memsaga.cli.saga import register_saga_commands
@@ -46,6 +47,7 @@ register_store_commands(app)
 register_demo_commands(app)
 register_saga_commands(app)
 register_retract_commands(app)
+register_reextract_commands(app)
 register_forget_commands(app)
 register_keys_commands(app)
 register_codec_commands(app)
