@@ -27,6 +27,10 @@ from tests.projections.histories import append_all, make_history
 from tests.projections.test_cli import REPO, settings_env
 
 UPGRADE = r"older code than the read model .*: upgrade it"
+OLD_CODE_MAIN = (  # the CLI with the counter's old code as its only projection
+    "import memsaga.cli.projections as p; from tests.projections.counter import COUNTER;"
+    " p.PROJECTIONS = {'counter': COUNTER}; from memsaga.cli import main; main()"
+)
 
 
 async def _states(env: Env) -> dict[int, str]:
@@ -133,6 +137,7 @@ async def test_a_version_bump_builds_beside_the_live_version_and_switches_once_c
 
     # Row for row what a fresh build with the new code makes.
     switched = await snapshot(env.pool, COUNTER_V2)
+    monkeypatch.delenv(V2_DELAY_ENV)  # at full speed now
     fresh = await rebuild(env.pool, env.store, COUNTER_V2)
     assert fresh.version == 3 and await snapshot(env.pool, COUNTER_V2, 3) == switched
 
@@ -142,7 +147,7 @@ async def _states_are(env: Env, want: dict[int, str]) -> bool:
 
 
 async def test_a_build_killed_midway_resumes_from_its_checkpoint_and_old_code_is_refused(
-    env: Env, nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    env: Env, nats_url: str, tmp_path: Path
 ) -> None:
     await ensure_built(env.pool, env.store, COUNTER)  # v1, by the old code
     history = make_history(seed=84, sagas=8)
@@ -200,8 +205,15 @@ async def test_a_build_killed_midway_resumes_from_its_checkpoint_and_old_code_is
         await env.runner(COUNTER).start()
     with pytest.raises(ProjectionCodeMismatch, match="upgrade it"):
         await rebuild(env.pool, env.store, COUNTER)
-    monkeypatch.setattr(cli_projections, "PROJECTIONS", {"counter": COUNTER})
-    code, out, err = await _cli(settings_env(env, nats_url, tmp_path), "project", "run", "counter")
-    assert code == 3, out + err
+    command = subprocess.run(  # `memsaga project run counter` with the old code, as a process
+        [sys.executable, "-c", OLD_CODE_MAIN, "project", "run", "counter"],
+        cwd=REPO,
+        env={**os.environ, **settings_env(env, nats_url, tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert command.returncode == 3, command.stderr
+    err = command.stderr
     assert "version 2, this process has version 1" in err and "upgrade it" in err and "Traceback" not in err
     assert await _states(env) == {1: "retired", 2: "active"}
