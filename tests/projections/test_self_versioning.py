@@ -53,6 +53,10 @@ async def _live_applied(env: Env, want: int) -> bool:
     return await applied(env.pool, COUNTER.name) == want
 
 
+async def _build_applied(env: Env, at_least: int) -> bool:
+    return (await checkpoint(env.pool, "counter", 2)).applied >= at_least
+
+
 async def _active_is(env: Env, version: int) -> bool:
     active = await env.pool.fetchval("SELECT active_version FROM memsaga.projections WHERE name = 'counter'")
     return bool(active == version)
@@ -99,6 +103,7 @@ async def test_a_version_bump_builds_beside_the_live_version_and_switches_once_c
             await append_all(env.store, during)
             live = len(before.events) + len(during.events)
             await wait_until(partial(_live_applied, env, live), what="v1 applying during the build", bg=bg)
+            await wait_until(lambda: _build_applied(env, 10), what="v2 a batch in", bg=bg)
             assert await _states(env) == {1: "active", 2: "building"}, "the build ended too soon to test"
             assert await _counter(env) == (live, live, live)
             code, out, err = await _cli(environ, "projections", "--json")
@@ -111,7 +116,8 @@ async def test_a_version_bump_builds_beside_the_live_version_and_switches_once_c
             ]
             active, building = status["versions"]
             assert (active["applied"], active["head"], active["progress"]) == (live, None, None)
-            assert 0 <= building["progress"] < 1 and building["position"] < live
+            assert 0 < building["position"] < live and 0 < building["progress"] < 1
+            assert building["applied"] >= 10 and building["head"] >= building["position"]
 
             await wait_until(partial(_active_is, env, 2), what="the switch to v2", bg=bg)
             # The old code stops applying (here idle: it notices within a fetch timeout) and says why.
