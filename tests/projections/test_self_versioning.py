@@ -54,6 +54,8 @@ async def _live_applied(env: Env, want: int) -> bool:
 
 
 async def _build_applied(env: Env, at_least: int) -> bool:
+    if 2 not in await _states(env):
+        return False
     return (await checkpoint(env.pool, "counter", 2)).applied >= at_least
 
 
@@ -223,3 +225,20 @@ async def test_a_build_killed_midway_resumes_from_its_checkpoint_and_old_code_is
     err = command.stderr
     assert "version 2, this process has version 1" in err and "upgrade it" in err and "Traceback" not in err
     assert await _states(env) == {1: "retired", 2: "active"}
+
+
+async def test_a_stop_during_the_build_abandons_it_at_once_for_the_next_run(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ensure_built(env.pool, env.store, COUNTER)
+    await append_all(env.store, make_history(seed=85, sagas=4))
+    monkeypatch.setenv(V2_DELAY_ENV, "0.05")
+    runner = ProjectionRunner(COUNTER_V2, env.store, env.js, env.runner_config(build_batch_size=5))
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(runner.run(stop))
+    await wait_until(lambda: _build_applied(env, 5), what="v2 a batch in")
+    stop.set()  # SIGTERM
+    stats = await asyncio.wait_for(running, timeout=2)  # not after the whole build
+    assert stats.batches == 0 and await _states(env) == {1: "active", 2: "building"}
+    left = await checkpoint(env.pool, "counter", 2)
+    assert left.applied % 5 == 0 and left.applied >= 5  # whole transactions: the next run resumes here
