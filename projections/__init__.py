@@ -24,7 +24,7 @@ from projections.extractions import EXTRACTIONS, Extraction, TimelineEntry, get_
 from projections.memories import MEMORIES, Memory, list_memories
 from projections.memory_search import MEMORY_SEARCH, SearchHit, SearchMode, SearchQuery, search
 from projections.parked import ParkedEvent, list_parked
-from projections.rebuild import RebuildProgress, RebuildResult, ensure_built, rebuild
+from projections.rebuild import RebuildProgress, RebuildResult, ensure_built, ensure_current, rebuild
 from projections.relay import Relay, RelayConfig, RelayStats
 from projections.runner import ProjectionRunner, RunnerConfig, RunnerStats
 from projections.stream import DEFAULT_STREAM, connect_nats, ensure_stream, stream_config, stream_limits
@@ -74,6 +74,7 @@ __all__ = [
     "connect_nats",
     "drop_parked",
     "ensure_built",
+    "ensure_current",
     "ensure_stream",
     "find_projection",
     "get_extraction",

@@ -76,7 +76,8 @@ class Projection:
     """A read model and the handlers that build it from events.
 
     ``version`` is the version of the code (handlers and DDL): bump it when either changes,
-    then ``memsaga project rebuild NAME`` builds a new read model with the new code.
+    and ``memsaga project run`` with the new code builds a new read model beside the live one,
+    then switches to it (docs/evolution.md, Changing a projection).
     ``ddl`` creates the tables; each ``{table}`` placeholder becomes the physical name.
     ``extensions`` are PostgreSQL extensions the DDL needs (created before it, when available).
     """

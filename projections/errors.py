@@ -66,20 +66,32 @@ class ProjectionNotInitialized(ProjectionsError):
 
 
 class ProjectionCodeMismatch(ProjectionsError):
-    """The active read model was built by another version of the projection's code."""
+    """The active read model was built by another version of the projection's code.
+
+    Older code than the active version's never writes to it (a downgrade, or another process
+    switched to newer code while this one ran); newer code builds its own version beside it.
+    """
 
     def __init__(self, name: str, active_code_version: int, code_version: int) -> None:
         self.name = name
         self.active_code_version = active_code_version
         self.code_version = code_version
         if active_code_version > code_version:
-            hint = "this process runs older code than the read model: upgrade it"
+            hint = (
+                "this process runs older code than the read model and does not write to it: upgrade it"
+                " (to go back to older handlers, deploy them under a higher version number)"
+            )
         else:
-            hint = f"rebuild it with this code: `memsaga project rebuild {name}`"
+            hint = f"`memsaga project run {name}` builds a version with this code beside it"
         super().__init__(
             f"the active {name!r} read model was built by code version {active_code_version}, "
             f"this process has version {code_version}: {hint}"
         )
+
+    @property
+    def downgrade(self) -> bool:
+        """Whether this process's code is older than the active version's."""
+        return self.active_code_version > self.code_version
 
 
 class RebuildInProgress(ProjectionsError):

@@ -12,6 +12,10 @@
    transaction. After it, the runner applies to the new version and skips what the build
    already applied (by event id), so each event lands in the new version exactly once.
 
+The same build runs by itself (:func:`ensure_current`, called by the runner) when a runner's
+code version is newer than the active version's: a projection versions itself. Code older than
+the active version's never builds or writes (a downgrade is refused).
+
 Old versions are kept (state *retired*); nothing is dropped implicitly.
 """
 
@@ -30,7 +34,7 @@ from asyncpg.pool import PoolConnectionProxy
 from eventstore import PostgresEventStore, RecordedEvent
 from eventstore.postgres import Connection, EventTail
 from projections.base import Projection
-from projections.errors import RebuildInProgress, RebuildStalled
+from projections.errors import ProjectionCodeMismatch, RebuildInProgress, RebuildStalled
 from projections.extensions import create_extensions
 from projections.parked import count_parked, park
 from projections.sealed import using_vault
@@ -47,6 +51,7 @@ from projections.versions import (
     latest_version,
     lock_exclusive,
     record_build_head,
+    require_code_version,
     retire_version,
 )
 
@@ -99,6 +104,7 @@ async def rebuild(
     """Build a new version of ``projection``'s read model from the store and make it active.
 
     :raises RebuildInProgress: another process rebuilds it (unless ``wait``).
+    :raises ProjectionCodeMismatch: the active version was built by newer code (a downgrade).
     :raises RebuildStalled: the final catch-up could not reach the live position in time.
     """
     builder = _Builder(pool, store, projection, batch_size, progress, catch_up_timeout)
@@ -129,6 +135,56 @@ async def ensure_built(
         built = await active_version(conn, projection.name)
     assert built is not None
     return built
+
+
+async def ensure_current(
+    pool: asyncpg.Pool,
+    store: PostgresEventStore,
+    projection: Projection,
+    *,
+    batch_size: int = 500,
+    progress: ProgressCallback | None = None,
+) -> ActiveVersion:
+    """The active version, built by ``projection``'s code: the first build, or a build beside
+    an active version of older code, which goes on serving (and being applied by the runners
+    with that code) until this one has caught up and switched. An interrupted build of this
+    code resumes from its checkpoint. Concurrent callers wait for one build.
+
+    :raises ProjectionCodeMismatch: the active version was built by newer code (a downgrade).
+    """
+    name = projection.name
+    async with pool.acquire() as conn:
+        active = await active_version(conn, name)
+    if active is None or active.code_version < projection.version:
+        async with _rebuild_lock(pool, name, wait=True):
+            async with pool.acquire() as conn:
+                active = await active_version(conn, name)
+            if active is None or active.code_version < projection.version:  # nobody did it meanwhile
+                if active is not None:
+                    log.info(
+                        "%s: active v%d was built by code version %d, this is code version %d: building"
+                        " a new version beside it; the live one keeps serving until the switch",
+                        name,
+                        active.version,
+                        active.code_version,
+                        projection.version,
+                    )
+                result = await _Builder(pool, store, projection, batch_size, progress, 30.0).run()
+                log.info(
+                    "%s: v%d (code version %d) is active%s: %d events applied up to position %d in %.1fs",
+                    name,
+                    result.version,
+                    projection.version,
+                    f", replacing v{result.previous_version}" if result.previous_version else "",
+                    result.applied,
+                    result.position,
+                    result.seconds,
+                )
+        async with pool.acquire() as conn:
+            active = await active_version(conn, name)
+    assert active is not None
+    require_code_version(projection, active)
+    return active
 
 
 class _rebuild_lock:
@@ -245,15 +301,28 @@ class _Builder:
     async def _prepare(self) -> tuple[int, int]:
         """The version to build and the position to resume from."""
         name = self.projection.name
+        code = self.projection.version
         async with self.pool.acquire() as conn, conn.transaction():
+            live = await active_version(conn, name)
+            if live is not None and live.code_version > code:
+                raise ProjectionCodeMismatch(name, live.code_version, code)  # never build a downgrade
             await create_extensions(conn, self.projection)
             building = await building_version(conn, name)
-            if building is not None and building.code_version == self.projection.version:
+            if building is not None and building.code_version > code:
+                raise ProjectionCodeMismatch(name, building.code_version, code)  # nor abandon a newer build
+            if building is not None and building.code_version == code:
+                log.info(
+                    "%s: resuming the build of v%d from position %d",
+                    name,
+                    building.version,
+                    building.position,
+                )
                 return building.version, building.position
-            if building is not None:  # a partial build by other code: abandoned, kept for inspection
+            if building is not None:  # a partial build by older code: abandoned, kept for inspection
                 await retire_version(conn, name, building.version)
             version = await latest_version(conn, name) + 1
             await create_version(conn, self.projection, version)
+            log.info("%s: building v%d (code version %d) from position 0", name, version, code)
             return version, 0
 
     async def _apply(self, conn: Connection, version: int, events: list[RecordedEvent], at: int) -> None:

@@ -8,6 +8,11 @@ before the commit changes nothing and the messages come again; a crash after it 
 come again as duplicates, which are skipped. Several runner processes of one projection bind
 to the same durable consumer and share its messages. While a batch runs, in-progress acks
 keep JetStream from redelivering it.
+
+Before it binds, a runner makes sure the active version was built by its code: when it has
+newer code, it builds its version beside the live one first (:func:`~projections.rebuild.ensure_current`;
+runners with the old code keep the live one current meanwhile). A runner whose code becomes
+older than the active version's (another process switched) stops applying and says to upgrade.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from projections.base import Projection
 from projections.errors import ConsumerFiltersIgnored, ProjectionCodeMismatch, ProjectionNotInitialized
 from projections.metrics import ProjectionMetrics
 from projections.parked import park
-from projections.rebuild import ensure_built
+from projections.rebuild import ProgressCallback, ensure_current
 from projections.relay import DATABASE_ERRORS
 from projections.sealed import using_vault
 from projections.stream import DEFAULT_STREAM, ensure_stream
@@ -64,6 +69,7 @@ class RunnerConfig:
     max_deliver: int = 5
     retry_delay: float = 1.0  # a failed event comes again after retry_delay × its delivery count
     max_ack_pending: int = 1000
+    build_batch_size: int = 500  # events per transaction when it builds its version from the store
 
     @property
     def heartbeat_interval(self) -> float:
@@ -110,6 +116,7 @@ class ProjectionRunner:
         *,
         registry: SchemaRegistry | None = None,
         database: str = "PostgreSQL",
+        build_progress: ProgressCallback | None = None,
     ) -> None:
         self.projection = projection
         self.store = store
@@ -121,6 +128,7 @@ class ProjectionRunner:
         self.outage = Outage(f"projection {projection.name}", log)
         self._database = database  # how logs name the database (an address, without credentials)
         self.metrics = ProjectionMetrics(projection.name)
+        self.build_progress = build_progress  # told how a build of its version goes
 
     def consumer_config(self) -> ConsumerConfig:
         """The durable consumer: explicit acks, only this projection's event types.
@@ -141,10 +149,19 @@ class ProjectionRunner:
         )
 
     async def start(self) -> JetStreamContext.PullSubscription:
-        """Build the read model if it never was (from the store), then bind to the consumer."""
+        """Build the read model from the store if it never was or was built by older code, then
+        bind to the consumer.
+
+        :raises ProjectionCodeMismatch: the active version was built by newer code (a downgrade).
+        """
         cfg = self.config
-        active = await ensure_built(self.pool, self.store, self.projection)
-        require_code_version(self.projection, active)
+        await ensure_current(
+            self.pool,
+            self.store,
+            self.projection,
+            batch_size=cfg.build_batch_size,
+            progress=self.build_progress,
+        )
         await ensure_stream(self.js, cfg.stream, subject_prefix=cfg.subject_prefix, accept_limits=True)
         wanted = self.consumer_config()
         info = await self.js.add_consumer(cfg.stream, wanted)
@@ -158,9 +175,17 @@ class ProjectionRunner:
         fails is nak'ed and comes again. Each outage is logged once, when it begins, and once
         when it ends.
 
-        :raises ProjectionCodeMismatch: see :meth:`run_batch`.
+        :raises ProjectionCodeMismatch: at the start, see :meth:`start`; later, another process
+            switched to a version built by newer code (logged; nothing is written to it).
         """
         stop = stop or asyncio.Event()
+        try:
+            return await self._run(stop)
+        except ProjectionCodeMismatch as exc:
+            log.error("%s: stopped applying: %s", self.projection.name, exc)
+            raise
+
+    async def _run(self, stop: asyncio.Event) -> RunnerStats:
         sub = await self._start_retried(stop)
         if sub is None:
             return self.stats  # stopped before it could bind
@@ -173,6 +198,7 @@ class ProjectionRunner:
                     if self._nats_connected():
                         self.outage.recovered()
                         self.metrics.caught_up()
+                    await self._require_current()  # idle, but a switch elsewhere must stop it too
                     continue  # nothing to fetch within fetch_timeout: an idle stream, not a fault
                 except (nats.errors.Error, OSError) as exc:
                     self.outage.failed(self._nats_address(), exc)
@@ -196,12 +222,38 @@ class ProjectionRunner:
                 await sub.unsubscribe()
         return self.stats
 
+    async def _require_current(self) -> None:
+        """:raises ProjectionCodeMismatch: the active version is no longer this code's."""
+        try:
+            async with self.pool.acquire() as conn:
+                active = await active_version(conn, self.projection.name)
+        except DATABASE_ERRORS:
+            return  # the next batch reports the outage
+        if active is not None:
+            require_code_version(self.projection, active)
+
+    async def _start_or_stop(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
+        """:meth:`start`, abandoned when ``stop`` is set first (a long build resumes next time)."""
+        starting = asyncio.ensure_future(self.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+        return None if starting.cancelled() else starting.result()
+
     async def _start_retried(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
         """:meth:`start`, retried with backoff while NATS or PostgreSQL is away; None if stopped."""
         backoff = 0.2
         while not stop.is_set():
             try:
-                sub = await self.start()
+                sub = await self._start_or_stop(stop)
+                if sub is None:
+                    return None
             except _START_ERRORS as exc:
                 away = self._nats_address() if isinstance(exc, nats.errors.Error) else self._database
                 self.outage.failed(away, exc)

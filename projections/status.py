@@ -19,7 +19,13 @@ from projections.base import Projection
 from projections.parked import count_parked
 from projections.relay import read_checkpoint
 from projections.stream import stream_limits
-from projections.versions import BuildingVersion, active_checkpoint, building_version
+from projections.versions import (
+    BuildingVersion,
+    VersionState,
+    active_checkpoint,
+    building_version,
+    current_versions,
+)
 
 
 class Lag(BaseModel):
@@ -136,6 +142,37 @@ def _rebuild_status(building: BuildingVersion) -> RebuildStatus:
     return RebuildStatus(version=building.version, position=building.position, head=building.head)
 
 
+class VersionStatus(BaseModel):
+    """A read-model version that is active or being built, side by side while a build runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    code_version: int
+    state: str  # 'active' or 'building'
+    position: int
+    applied: int
+    head: int | None  # building only: the store's head at the build's last report
+    progress: float | None  # building only: share of the store processed, 0..1
+
+
+def _version_status(v: VersionState) -> VersionStatus:
+    progress = None
+    if v.state == "building" and v.head is None:
+        progress = 0.0  # registered, not measured against the store yet
+    elif v.state == "building" and v.head is not None:
+        progress = 1.0 if v.head <= 0 else round(min(v.position / v.head, 1.0), 4)
+    return VersionStatus(
+        version=v.version,
+        code_version=v.code_version,
+        state=v.state,
+        position=v.position,
+        applied=v.applied,
+        head=v.head,
+        progress=progress,
+    )
+
+
 class ProjectionStatus(BaseModel):
     """A projection: its active read model, checkpoint, lag, parked events and any build."""
 
@@ -150,6 +187,7 @@ class ProjectionStatus(BaseModel):
     lag: Lag
     parked: int
     rebuild: RebuildStatus | None
+    versions: list[VersionStatus] = []
     consumer: ConsumerStatus | None = None
 
     @property
@@ -177,4 +215,5 @@ async def projection_status(
         lag=await lag_after(store, position, list(projection.event_types)),
         parked=parked,
         rebuild=None if building is None else _rebuild_status(building),
+        versions=[_version_status(v) for v in await current_versions(pool, name)],
     )

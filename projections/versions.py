@@ -54,7 +54,8 @@ async def active_version(conn: Connection, name: str) -> ActiveVersion | None:
 
 
 def require_code_version(projection: Projection, active: ActiveVersion) -> None:
-    """:raises ProjectionCodeMismatch: the active version was built by other handler code."""
+    """:raises ProjectionCodeMismatch: the active version was built by other handler code
+    (its ``downgrade`` says whether that code is newer than ``projection``'s)."""
     if active.code_version != projection.version:
         raise ProjectionCodeMismatch(projection.name, active.code_version, projection.version)
 
@@ -106,6 +107,39 @@ async def building_version(db: Executor, name: str) -> BuildingVersion | None:
     if row is None:
         return None
     return BuildingVersion(row["version"], row["code_version"], int(row["position"]), int(row["head"]))
+
+
+@dataclass(frozen=True, slots=True)
+class VersionState:
+    """One read-model version that is active or being built, with its checkpoint."""
+
+    version: int
+    code_version: int
+    state: str  # 'active' or 'building'
+    position: int
+    applied: int
+    head: int | None  # the store's head at the build's last report (None for the active version)
+
+
+async def current_versions(db: Executor, name: str) -> list[VersionState]:
+    """The active version and any being built, oldest first (for status reports)."""
+    rows = await db.fetch(
+        """SELECT version, code_version, state, position, applied, build_head
+           FROM memsaga.projection_versions
+           WHERE name = $1 AND state IN ('active', 'building') ORDER BY version""",
+        name,
+    )
+    return [
+        VersionState(
+            r["version"],
+            r["code_version"],
+            r["state"],
+            int(r["position"]),
+            int(r["applied"]),
+            None if r["state"] == "active" or r["build_head"] is None else int(r["build_head"]),
+        )
+        for r in rows
+    ]
 
 
 async def latest_version(conn: Connection, name: str) -> int:

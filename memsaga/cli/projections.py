@@ -65,7 +65,11 @@ def _chosen(names: list[str] | None) -> list[Projection]:
 
 @project_app.command("run")
 def project_run_command(names: NamesArg = None) -> None:
-    """Run projections from their durable JetStream consumers until SIGTERM or Ctrl-C."""
+    """Run projections from their durable JetStream consumers until SIGTERM or Ctrl-C.
+
+    A projection whose code version is newer than its active read model's is first built
+    beside it from the event store (the live one keeps serving) and switched to once caught up.
+    """
     log_to_stderr()
 
     async def main() -> None:
@@ -177,14 +181,20 @@ def projections_command(as_json: JsonFlag = False) -> None:
     table = Table("projection", "active", "position", "applied", "lag", "NATS pending", "parked", "rebuild")
     table.columns[0].no_wrap = True
     for s in statuses:
-        active = "not built" if s.active_version is None else f"v{s.active_version}"
-        if s.needs_rebuild:
-            active += f" [bold red](code v{s.code_version}: rebuild)[/]"
+        active = (
+            "not built" if s.active_version is None else f"v{s.active_version} (code {s.active_code_version})"
+        )
+        building = next((v for v in s.versions if v.state == "building"), None)
+        if s.needs_rebuild and (building is None or building.code_version != s.code_version):
+            active += f" [bold red](code v{s.code_version}: `memsaga project run {s.name}` builds it)[/]"
         pending = "-" if s.consumer is None else f"{s.consumer.pending + s.consumer.ack_pending:,}"
         rebuild_cell: Any = "-"
-        if s.rebuild is not None:
-            bar = ProgressBar(total=max(s.rebuild.head, 1), completed=s.rebuild.position, width=20)
-            rebuild_cell = Group(f"v{s.rebuild.version} {s.rebuild.fraction:.0%}", bar)
+        if building is not None:
+            bar = ProgressBar(total=max(building.head or 0, 1), completed=building.position, width=20)
+            label = (
+                f"v{building.version} (code {building.code_version}) building {building.progress or 0:.0%}"
+            )
+            rebuild_cell = Group(label, f"{building.applied:,} applied, at {building.position:,}", bar)
         table.add_row(
             s.name,
             active,

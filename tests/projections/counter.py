@@ -41,6 +41,38 @@ COUNTER = Projection.declare(
     handlers=dict.fromkeys(ALL_EVENTS, count),
 )
 
+# The counter's next code version: the same count, plus each event's type (a new column).
+COUNTER_V2_DDL = """
+CREATE TABLE {counter} (id integer PRIMARY KEY, n bigint NOT NULL);
+INSERT INTO {counter} VALUES (1, 0);
+CREATE TABLE {counter_seen} (event_id uuid NOT NULL, position bigint NOT NULL, event_type text NOT NULL);
+"""
+
+V2_DELAY_ENV = "MEMSAGA_TEST_COUNTER_V2_DELAY"
+
+
+async def count_v2(conn: Connection, tables: Tables, event: RecordedEvent) -> None:
+    """:func:`count` with the event type; slowed by its own variable, so only builds of v2 slow down."""
+    delay = float(os.environ.get(V2_DELAY_ENV, "0"))
+    if delay:
+        await asyncio.sleep(delay)
+    await conn.execute(f"UPDATE {tables['counter']} SET n = n + 1 WHERE id = 1")
+    await conn.execute(
+        f"INSERT INTO {tables['counter_seen']} (event_id, position, event_type) VALUES ($1, $2, $3)",
+        event.event_id,
+        event.position,
+        event.event_type,
+    )
+
+
+COUNTER_V2 = Projection.declare(
+    "counter",
+    version=2,
+    tables=("counter", "counter_seen"),
+    ddl=COUNTER_V2_DDL,
+    handlers=dict.fromkeys(ALL_EVENTS, count_v2),
+)
+
 POISON_PREFIX = "POISON"
 
 CHOOSY_DDL = "CREATE TABLE {choosy} (memory_id text PRIMARY KEY, text text NOT NULL);"

@@ -181,11 +181,11 @@ async def test_dlq_drop_records_why_and_keeps_the_event(env: Env) -> None:
     assert kept.event_id == poisoned.event_id  # the event itself stays in the store
 
 
-async def test_a_runner_refuses_a_read_model_built_by_other_code(env: Env) -> None:
-    await ensure_built(env.pool, env.store, MEMORIES)
+async def test_a_runner_refuses_a_read_model_built_by_newer_code(env: Env) -> None:
     newer = dataclasses.replace(MEMORIES, version=MEMORIES.version + 1)
-    with pytest.raises(ProjectionCodeMismatch, match="memsaga project rebuild memories"):
-        await env.runner(newer).start()
+    await ensure_built(env.pool, env.store, newer)
+    with pytest.raises(ProjectionCodeMismatch, match=r"older code than the read model .*: upgrade it"):
+        await env.runner(MEMORIES).start()
 
 
 async def _parked(env: Env) -> bool:
