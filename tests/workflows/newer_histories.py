@@ -1,5 +1,6 @@
 """Scenarios of the saved histories added after the first six (issue 18): the ``ForgetUser``
-saga, a retried request, a review decided candidate by candidate, and a superseding episode.
+saga, a retried request, a review decided candidate by candidate, a superseding episode, and a
+last step and a compensation that fail for good.
 
 ``record_histories.py`` runs them with the others; each returns ``{shape: (workflow id, run id)}``.
 """
@@ -8,11 +9,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 
+from activities.memory_extraction_io import (
+    Appended,
+    CompleteInput,
+    RetractMemoriesInput,
+    RetractResult,
+)
 from eventstore import sha256_hex
+from memsaga.bootstrap import build_activities
 from memsaga.client import (
     approve_extraction,
     extraction_outcome,
@@ -24,6 +36,7 @@ from sagas.forgetting import ForgetRequest, forget_workflow_id
 from sagas.memory_extraction.domain import ExtractionRequest
 from tests.workflows.support import EPISODE, SENSITIVE_EPISODE, SagaEnv, request
 from workflows.forget_user import ForgetUser
+from workflows.memory_extraction import MemoryExtraction
 
 Run = tuple[str, str | None]
 """A recorded run: its workflow id, and its run id (None: the latest run of that id)."""
@@ -110,10 +123,59 @@ async def _superseded(env: SagaEnv) -> dict[str, Run]:
     return {"superseded": (handle.workflow_id, None)}
 
 
+@activity.defn(name="memory_extraction.complete_extraction")
+async def broken_complete_extraction(input: CompleteInput) -> Appended:
+    raise ApplicationError("the completion step is broken", type="Broken", non_retryable=True)
+
+
+@activity.defn(name="memory_extraction.retract_memories")
+async def broken_retract_memories(input: RetractMemoriesInput) -> RetractResult:
+    raise ApplicationError("the retraction is broken", type="Broken", non_retryable=True)
+
+
+async def _broken_run(env: SagaEnv, *fakes: Callable[..., Any]) -> tuple[str, str | None]:
+    """A saga on a worker (and task queue) of its own where ``fakes`` replace the real activities
+    of their names, run until it fails; its workflow id and the failure's type."""
+    names = {getattr(fake, "__name__", "").removeprefix("broken_") for fake in fakes}
+    real = build_activities(env.pool, env.settings).all()
+    kept = [a for a in real if getattr(a, "__name__", "") not in names]
+    settings = env.settings.model_copy(
+        update={"task_queue": f"{env.settings.task_queue}-{uuid.uuid4().hex[:6]}"}
+    )
+    broken = SagaEnv(env.client, env.pool, env.store, env.blobs, settings)
+    async with Worker(
+        env.client, task_queue=settings.task_queue, workflows=[MemoryExtraction], activities=[*kept, *fakes]
+    ):
+        handle = await broken.start(request())
+        try:
+            await extraction_result(env.client, handle.workflow_id)
+        except WorkflowFailureError as exc:
+            assert isinstance(exc.cause, ApplicationError), exc.cause
+            return handle.workflow_id, exc.cause.type
+    raise AssertionError("a saga with broken activities completed")
+
+
+async def _complete_failed(env: SagaEnv) -> dict[str, Run]:
+    """The last step fails for good after the store: the memories are retracted, then the saga."""
+    workflow_id, error = await _broken_run(env, broken_complete_extraction)
+    assert error == "StepFailedError", error
+    return {"complete_failed": (workflow_id, None)}
+
+
+async def _compensation_failed(env: SagaEnv) -> dict[str, Run]:
+    """A compensation fails for good too: ``CompensationFailed`` is recorded and the saga fails
+    (the real activities never fail so: a compensation retries even a permanent error)."""
+    workflow_id, error = await _broken_run(env, broken_complete_extraction, broken_retract_memories)
+    assert error == "CompensationFailedError", error
+    return {"compensation_failed": (workflow_id, None)}
+
+
 NEWER_SCENARIOS: dict[tuple[str, ...], Callable[[SagaEnv], Awaitable[dict[str, Run]]]] = {
     ("forgotten", "cancelled_by_forget"): _forgotten_while_a_saga_runs,
     ("forgotten_idle", "forgotten_again"): _forgotten_twice,
     ("failed_before_retry", "retried"): _retried,
     ("partly_approved",): _partly_approved,
     ("superseded",): _superseded,
+    ("complete_failed",): _complete_failed,
+    ("compensation_failed",): _compensation_failed,
 }
