@@ -26,6 +26,7 @@ from memsaga.cli.reextract import register_reextract_commands
 from memsaga.cli.relay import register_relay_commands
 from memsaga.cli.retract import register_retract_commands
 from memsaga.cli.saga import register_saga_commands
+from memsaga.cli.schema import register_schema_commands
 from memsaga.cli.search import register_search_commands
 from memsaga.cli.store import register_store_commands
 from memsaga.cli.trace import register_trace_commands
@@ -64,6 +65,7 @@ register_mcp_commands(app)
 register_doctor_commands(app)
 register_bench_commands(app)
 register_eval_commands(app)
+register_schema_commands(app)
 
 _ROLES = {"worker": "worker", "relay": "relay", "project": "projector", "mcp": "mcp"}
 
