@@ -4,13 +4,18 @@ Run it after registering a new event version (docs/evolution.md, The event corpu
 
     .venv/bin/python -m tests.corpus.generate [EVENTS_DIR]
 
-Each new file gets one row as stored before personal fields were sealed and, when the version
-has personal fields, one sealed with the corpus's test key. Payloads come from the version's
-schema (every field filled, lists with one item), normalised by the model as an append would.
+Each new file gets one plain row and, when the version has personal fields, one sealed with the
+corpus's test key as the store seals today (redacted payload, ciphertext in the ``sealed``
+column). Files written before that column (eventstore/migrations/0007) hold sealed rows of the
+first layout (values under ``"$sealed"`` in the payload); for each such version a second file,
+``<Type>.v<N>.sealed.json``, was added once with a row of the current layout. Payloads come from
+the version's schema (every field filled, lists with one item), normalised by the model as an
+append would.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import uuid
@@ -19,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from eventstore import EventPayload, SchemaRegistry
-from eventstore.encryption import SEALED, seal_payload
+from eventstore.encryption import SEALED, seal_event, seal_payload
 from eventstore.personal import personal_paths
 from memsaga.bootstrap import build_registry
 from memsaga.schema import example_payload, registered, schema_of
@@ -30,6 +35,9 @@ BASE_TIME = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 CORRELATION = "extract-corpus"
 
 USER_EVENTS = frozenset({"UserForgetRequested", "UserForgotten"})
+PLAIN, FIRST_LAYOUT, SEALED_COLUMN = "plain", "first-layout", "sealed-column"
+"""How a row is stored: without personal data sealed, sealed in the payload (before migration
+0007; never written for a new version), or sealed into the ``sealed`` column (today)."""
 
 
 def generate(registry: SchemaRegistry, directory: Path = EVENTS) -> list[Path]:
@@ -40,15 +48,22 @@ def generate(registry: SchemaRegistry, directory: Path = EVENTS) -> list[Path]:
     versions: dict[str, int] = {}
     for row in existing:
         versions[row["stream_id"]] = max(int(row["version"]), versions.get(row["stream_id"], 0))
+    with_column = {(r["event_type"], int(r["event_version"])) for r in existing if r.get("sealed")}
     written = []
     for (event_type, version), model in registered(registry).items():
+        personal = bool(personal_paths(model))
         path = corpus_file(directory, event_type, version)
-        if path.exists():
+        if not path.exists():
+            layouts = (PLAIN, SEALED_COLUMN) if personal else (PLAIN,)
+        elif personal and (event_type, version) not in with_column:
+            path = path.with_name(f"{event_type}.v{version}.sealed.json")  # the one-time addition
+            layouts = (SEALED_COLUMN,)
+        else:
             continue
         rows = []
-        for sealed in (False, True) if personal_paths(model) else (False,):
+        for layout in layouts:
             position += 1
-            row = make_row(model, position, sealed=sealed)
+            row = make_row(model, position, layout=layout)
             row["version"] = versions[row["stream_id"]] = versions.get(row["stream_id"], 0) + 1
             rows.append(row)
         path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -56,16 +71,23 @@ def generate(registry: SchemaRegistry, directory: Path = EVENTS) -> list[Path]:
     return written
 
 
-def make_row(model: type[EventPayload], position: int, *, sealed: bool) -> Row:
-    """One stored row of ``model``'s version at ``position`` (a memory's in a stream of its own,
-    at version 1; the caller numbers the shared episode and user streams)."""
+def make_row(model: type[EventPayload], position: int, *, layout: str) -> Row:
+    """One stored row of ``model``'s version at ``position`` in ``layout`` (a memory's in a
+    stream of its own, at version 1; the caller numbers the shared episode and user streams)."""
     key = corpus_key()
-    tag = f"{model.event_type}-v{model.event_version}{'-sealed' if sealed else ''}".lower()
+    suffix = {PLAIN: "", FIRST_LAYOUT: "-sealed", SEALED_COLUMN: "-sealed-column"}[layout]
+    tag = f"{model.event_type}-v{model.event_version}{suffix}".lower()
     event_id = uuid.uuid5(NAMESPACE, tag)
     payload = model.model_validate(_payload(model, tag, key.user_id)).model_dump(mode="json")
     metadata: dict[str, Any] = {"workflow_id": CORRELATION}
-    if sealed:
+    ciphertext = None
+    if layout == FIRST_LAYOUT:
         payload = seal_payload(payload, personal_paths(model), key.key, event_id)
+        metadata[SEALED] = True
+    elif layout == SEALED_COLUMN:
+        sealed = seal_event(payload, personal_paths(model), key.key, event_id)
+        assert sealed is not None, f"{tag}: the example payload fills no personal field"
+        payload, ciphertext = sealed
         metadata[SEALED] = True
     occurred = BASE_TIME + timedelta(minutes=position)
     return {
@@ -82,6 +104,7 @@ def make_row(model: type[EventPayload], position: int, *, sealed: bool) -> Row:
         "recorded_at": (occurred + timedelta(seconds=1)).isoformat(),
         "payload": payload,
         "metadata": metadata,
+        **({} if ciphertext is None else {"sealed": base64.b64encode(ciphertext).decode()}),
     }
 
 

@@ -63,6 +63,8 @@ def test_the_corpus_holds_compensations_forgetting_and_sealed_events() -> None:
     sealed = {(r["event_type"], r["event_version"]) for r in rows if r["metadata"].get(SEALED)}
     personal = {key for key, model in registered(build_registry()).items() if personal_paths(model)}
     assert personal <= sealed  # every version with personal fields, also as the store seals it
+    in_column = {(r["event_type"], r["event_version"]) for r in rows if r.get("sealed")}
+    assert personal <= in_column  # ... as it seals today (the ``sealed`` column, migration 0007)
 
 
 async def test_every_corpus_event_decodes_upcasts_and_opens() -> None:
@@ -79,6 +81,9 @@ async def test_every_corpus_event_decodes_upcasts_and_opens() -> None:
     assert {e.event_type for e in upcast} == {"MemoryCreated", "MemoryRetracted"}
     sealed = next(e for e in events if e.metadata.get(SEALED) and e.event_type == "MemoryRetracted")
     assert sealed.stored_version == 1 and sealed.payload["reason"] == "reason-1"
+    # The store's own reads (rows decoded and opened in one step) read the same events.
+    vault = Vault(registry, CorpusKeys(corpus_key().key, ()))  # type: ignore[arg-type]
+    assert await vault.decode_rows([row_values(r) for r in load_rows()]) == events
 
 
 async def test_a_forgotten_users_corpus_events_read_as_erased() -> None:

@@ -20,6 +20,7 @@ from memsaga.schema import check, dump, registered, schema_file, schema_of
 from memsaga.schema.gate import RELEASED_FILE, CheckReport
 from sagas.forgetting import register_forget_events
 from sagas.memory_extraction.events import register_events
+from sagas.reextraction import register_reextraction_events
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
@@ -85,7 +86,8 @@ class _Swapping(SchemaRegistry):
 
 
 def swapped(*swaps: type[EventPayload]) -> SchemaRegistry:
-    return register_forget_events(register_events(_Swapping(*swaps)))
+    """Every event type memsaga registers (as :func:`build_registry`), with ``swaps`` in place."""
+    return register_reextraction_events(register_forget_events(register_events(_Swapping(*swaps))))
 
 
 def test_renaming_a_field_of_a_released_version_fails_with_what_to_do() -> None:

@@ -1,6 +1,6 @@
 """Scenarios of the saved histories added after the first six (issue 18): the ``ForgetUser``
-saga, a retried request, a review decided candidate by candidate, a superseding episode, and a
-last step and a compensation that fail for good.
+saga, a retried request, a review decided candidate by candidate, a superseding episode, a
+last step and a compensation that fail for good, and a re-extraction with its episode's child.
 
 ``record_histories.py`` runs them with the others; each returns ``{shape: (workflow id, run id)}``.
 """
@@ -32,8 +32,10 @@ from memsaga.client import (
     reject_extraction,
     retry_extraction,
 )
+from memsaga.reextraction import reextract
 from sagas.forgetting import ForgetRequest, forget_workflow_id
-from sagas.memory_extraction.domain import ExtractionRequest
+from sagas.memory_extraction.domain import ExtractionRequest, episode_id_for
+from sagas.reextraction import ReextractionRequest, episode_workflow_id, request_workflow_id
 from tests.workflows.support import EPISODE, SENSITIVE_EPISODE, SagaEnv, request
 from workflows.forget_user import ForgetUser
 from workflows.memory_extraction import MemoryExtraction
@@ -123,6 +125,27 @@ async def _superseded(env: SagaEnv) -> dict[str, Run]:
     return {"superseded": (handle.workflow_id, None)}
 
 
+async def _reextracted(env: SagaEnv) -> dict[str, Run]:
+    """``memsaga reextract --user U``: one completed episode run again through the rules with the
+    recorder's embedder (its memories found again, so unchanged), and that episode's child."""
+    first = request()
+    saga = await env.start(first)
+    await extraction_result(env.client, saga.workflow_id)
+    request_id = f"history-{uuid.uuid4().hex[:8]}"
+    done = await reextract(
+        env.client,
+        ReextractionRequest(
+            request_id=request_id, user_id=first.user_id, extractor="rules", embedder=env.settings.embedder,
+            max_concurrency=1,
+        ),
+        settings=env.settings,
+        poll_seconds=0.2,
+    )  # fmt: skip
+    assert (done.total, done.done, done.failed) == (1, 1, []), done
+    child = episode_workflow_id(request_id, episode_id_for(saga.workflow_id))
+    return {"reextracted": (request_workflow_id(request_id), None), "episode_reextracted": (child, None)}
+
+
 @activity.defn(name="memory_extraction.complete_extraction")
 async def broken_complete_extraction(input: CompleteInput) -> Appended:
     raise ApplicationError("the completion step is broken", type="Broken", non_retryable=True)
@@ -178,4 +201,5 @@ NEWER_SCENARIOS: dict[tuple[str, ...], Callable[[SagaEnv], Awaitable[dict[str, R
     ("superseded",): _superseded,
     ("complete_failed",): _complete_failed,
     ("compensation_failed",): _compensation_failed,
+    ("reextracted", "episode_reextracted"): _reextracted,
 }
