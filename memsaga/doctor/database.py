@@ -145,7 +145,12 @@ async def projection_check(
             name,
             f"active v{status.active_version} was built by code version {status.active_code_version},"
             f" this is {status.code_version}",
-            f"run `memsaga project rebuild {projection.name}`, then restart its runners",
+            (
+                f"run `memsaga project run {projection.name}` with this code: it builds"
+                f" v{status.code_version} beside the live version and switches when it has caught up"
+                if status.code_version > (status.active_code_version or 0)
+                else "this install is older than the code that built the read model: upgrade it"
+            ),
         )
     if status.parked:
         return problem(
