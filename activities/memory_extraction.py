@@ -91,8 +91,9 @@ EmbedderFactory = Callable[[ExtractionOptions], Embedder]
 """Builds the embedder a request's options name."""
 
 
-class MemoryExtractionActivities:
-    """The saga's activities over injected stores and adapter factories (see ``memsaga.bootstrap``)."""
+class ExtractionPorts:
+    """What extracting activities work with: the stores, the memory index and the adapter
+    factories, injected by ``memsaga.bootstrap`` (the extraction saga's and re-extraction's)."""
 
     def __init__(
         self,
@@ -107,6 +108,10 @@ class MemoryExtractionActivities:
         self.index = index
         self.extractors = extractors
         self.embedders = embedders
+
+
+class MemoryExtractionActivities(ExtractionPorts):
+    """The saga's activities over injected stores and adapter factories (see ``memsaga.bootstrap``)."""
 
     def all(self) -> list[Callable[..., object]]:
         """Every activity, for ``Worker(activities=...)``."""

@@ -15,13 +15,10 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
 from activities.errors import activity_defn, adapter_call
-from activities.memory_extraction import EmbedderFactory, ExtractorFactory
-from activities.memory_index import MemoryIndex
+from activities.memory_extraction import ExtractionPorts
 from eventstore import (
     NO_STREAM,
-    BlobStore,
     EventPayload,
-    EventStore,
     NewEvent,
     RecordedEvent,
     WrongExpectedVersion,
@@ -83,22 +80,8 @@ class RecordedOutcomeInput(BaseModel):
     episode_id: str
 
 
-class ReextractionActivities:
+class ReextractionActivities(ExtractionPorts):
     """Re-extraction's activities over injected stores and adapter factories (``memsaga.bootstrap``)."""
-
-    def __init__(
-        self,
-        store: EventStore,
-        blobs: BlobStore,
-        index: MemoryIndex,
-        extractors: ExtractorFactory,
-        embedders: EmbedderFactory,
-    ) -> None:
-        self.store = store
-        self.blobs = blobs
-        self.index = index
-        self.extractors = extractors
-        self.embedders = embedders
 
     def all(self) -> list[Callable[..., object]]:
         """Every activity, for ``Worker(activities=...)``."""
