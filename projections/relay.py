@@ -9,6 +9,9 @@ crash between publish and checkpoint re-sends at most one batch, which the strea
 duplicate window drops (and projections de-duplicate by event id anyway). NATS down: the
 batch is retried with capped exponential backoff until it goes through. Nothing is ever
 published from inside a database transaction.
+
+Several relays may run for one stream: one publishes, the others stand by and take over when it
+stops (:mod:`projections.relay_lease`, a PostgreSQL session advisory lock).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from nats.js.api import PubAck
 from eventstore import EventTail, PostgresEventStore, RecordedEvent, failpoints
 from projections.base import TRANSIENT_ERRORS
 from projections.metrics import RelayMetrics
+from projections.relay_lease import RelayLease
 from projections.stream import DEFAULT_DUPLICATE_WINDOW, DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, event_body, event_headers, event_subject
 from projections.tracing import start_batch_trace
@@ -59,6 +63,7 @@ class RelayConfig:
     max_backoff: float = 10.0
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW
     accept_stream_limits: bool = False
+    lease_poll_seconds: float = 1.0  # how often a standing-by relay tries to take the lease
 
 
 @dataclass
@@ -147,10 +152,42 @@ class Relay:
         at or below the checkpoint get a message id of this run, so JetStream stores them again
         even inside its duplicate window (projections skip what they have applied).
 
+        With a ``listen_dsn`` the relay first takes the stream's lease (standing by while another
+        relay holds it), and goes back to standing by if it loses the lease; without one (an
+        in-process relay of a test) it assumes it is the only one.
+
         :raises StreamHasLimits: the stream drops history and limits were not accepted.
         :raises ValueError: ``from_position`` lies beyond the checkpoint (it would skip events).
         """
         stop = stop or asyncio.Event()
+        if self._listen_dsn is None:
+            return await self._lead(stop, None, from_position, to_position)
+        cfg = self.config
+        lease = RelayLease(
+            self._listen_dsn,
+            cfg.stream,
+            poll_seconds=cfg.lease_poll_seconds,
+            backoff=(cfg.initial_backoff, cfg.max_backoff),
+            outage=self.outage,
+        )
+        try:
+            while await lease.acquire(stop):
+                self.stats.retries, lease.retries = self.stats.retries + lease.retries, 0
+                await self._lead(stop, lease, from_position, to_position)
+                if lease.held or stop.is_set():
+                    break  # done (stopped, or reached to_position), not deposed
+            return self.stats
+        finally:
+            await lease.release()
+
+    async def _lead(
+        self,
+        stop: asyncio.Event,
+        lease: RelayLease | None,
+        from_position: int | None,
+        to_position: int | None,
+    ) -> RelayStats:
+        """Publish from the checkpoint while ``lease`` is held (see :meth:`run`)."""
         cfg = self.config
         await self._provision(stop)
         loaded = (
@@ -184,6 +221,8 @@ class Relay:
         backoff = cfg.initial_backoff
         try:
             while not stop.is_set() and (to_position is None or self.stats.position < to_position):
+                if lease is not None and not lease.held:
+                    break  # deposed: another relay publishes from the checkpoint
                 try:
                     if not pending:
                         reading, ahead = ahead, None
