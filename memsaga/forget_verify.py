@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from temporalio.client import Client
 
 from activities.forgetting import visibility_literal
+from memsaga.errors import MemsagaError
 from projections.base import quote_ident
 from sagas.forgetting import forget_workflow_id
 
@@ -94,9 +95,24 @@ async def count_in_blobs(pool: asyncpg.Pool, canary: str) -> PlaceCount:
     return PlaceCount(place="blob store (memsaga.blobs)", count=row[0], looked_at=row[1])
 
 
+class StreamReadIncomplete(MemsagaError):
+    """The stream did not hand over all its stored messages, so a count would be a guess."""
+
+
+FETCH_TIMEOUT = 5.0
+"""Seconds one fetch of stored messages may take (a busy server answers slowly)."""
+FETCH_ATTEMPTS = 3
+"""Fetches in a row that may come back empty before the read counts as incomplete."""
+
+
 async def count_in_stream(js: JetStreamContext, stream: str, user_id: str, canary: str) -> PlaceCount:
     """The user's messages stored in ``stream`` (by the envelope's ``user_id``; a body that is not
-    an envelope counts as the user's) whose body or headers hold the canary."""
+    an envelope counts as the user's) whose body or headers hold the canary.
+
+    Every stored message is read (at least as many as the stream held when the count began).
+
+    :raises StreamReadIncomplete: the stream stopped handing messages over before that.
+    """
     needle = canary.encode()
     info = await js.stream_info(stream)
     total = info.state.messages
@@ -109,13 +125,23 @@ async def count_in_stream(js: JetStreamContext, stream: str, user_id: str, canar
             deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=60.0
         ),
     )
-    seen = count = 0
+    read = seen = count = 0
+    empty = 0
     try:
-        while seen < total:
+        while read < total:
             try:
-                batch = await sub.fetch(batch=500, timeout=2)
-            except nats.errors.TimeoutError:
-                break
+                batch = await sub.fetch(batch=500, timeout=FETCH_TIMEOUT)
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+                empty += 1
+                if empty >= FETCH_ATTEMPTS:
+                    raise StreamReadIncomplete(
+                        f"JetStream stream {stream} handed over {read} of its {total} messages, then"
+                        f" nothing for {FETCH_ATTEMPTS * FETCH_TIMEOUT:.0f}s: its count would be"
+                        " incomplete; run the check again (`memsaga stats` shows the stream)"
+                    ) from None
+                continue
+            empty = 0
+            read += len(batch)
             for msg in batch:
                 if _user_of(msg.data) not in (user_id, None):
                     continue
