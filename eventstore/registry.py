@@ -48,6 +48,10 @@ class SchemaRegistry:
 
         return decorate
 
+    def models(self) -> dict[tuple[str, int], type[EventPayload]]:
+        """Every registered (event type, version) and its model, sorted (a copy)."""
+        return dict(sorted(self._models.items()))
+
     def versions(self, event_type: str) -> list[int]:
         """Registered schema versions of a type, ascending."""
         return sorted(v for (t, v) in self._models if t == event_type)

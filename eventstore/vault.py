@@ -105,12 +105,10 @@ class Vault:
                 continue
             event = decode_row(row, registry)
             if key is None and (user in keys or sealed is not None):  # forgotten, or no key at all
-                events.append(self._erased(event))
-            elif SEALED_VALUES in event.payload:
-                open_payload(event.payload, keys.get(user), event.event_id, in_place=True)
-                events.append(event)
-            else:
-                events.append(event)
+                event = self._erased(event)
+            elif SEALED_VALUES in event.payload:  # the first layout: opened in place (a fresh read)
+                open_payload(event.payload, key, event.event_id, in_place=True)
+            events.append(event)
         return events
 
     async def open_events(self, events: list[RecordedEvent]) -> list[RecordedEvent]:

@@ -153,14 +153,15 @@ class Relay:
         even inside its duplicate window (projections skip what they have applied).
 
         With a ``listen_dsn`` the relay first takes the stream's lease (standing by while another
-        relay holds it), and goes back to standing by if it loses the lease; without one (an
-        in-process relay of a test) it assumes it is the only one.
+        relay holds it), and goes back to standing by if it loses the lease. A bounded run
+        (``to_position``: a republished range, beside the live relay) and a relay without a
+        ``listen_dsn`` (in-process, in tests) publish without the lease.
 
         :raises StreamHasLimits: the stream drops history and limits were not accepted.
         :raises ValueError: ``from_position`` lies beyond the checkpoint (it would skip events).
         """
         stop = stop or asyncio.Event()
-        if self._listen_dsn is None:
+        if self._listen_dsn is None or to_position is not None:
             return await self._lead(stop, None, from_position, to_position)
         cfg = self.config
         lease = RelayLease(

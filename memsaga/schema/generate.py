@@ -22,13 +22,8 @@ EVENT_VERSION = "x-event-version"
 
 
 def registered(registry: SchemaRegistry) -> dict[Key, type[EventPayload]]:
-    """Every (event type, version) of ``registry`` and its model, sorted.
-
-    The registry offers lookups by type only (``versions``), not a listing of types, so its
-    table is read directly; this is the one place outside ``eventstore`` that does.
-    """
-    models: dict[Key, type[EventPayload]] = registry._models
-    return dict(sorted(models.items()))
+    """Every (event type, version) of ``registry`` and its model, sorted."""
+    return registry.models()
 
 
 def schema_of(model: type[EventPayload]) -> Schema:

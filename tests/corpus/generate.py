@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from eventstore import EventPayload, SchemaRegistry
-from eventstore.encryption import SEALED, seal_event, seal_payload
+from eventstore.encryption import SEALED, seal_event
 from eventstore.personal import personal_paths
 from memsaga.bootstrap import build_registry
 from memsaga.schema import example_payload, registered, schema_of
@@ -35,9 +35,10 @@ BASE_TIME = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 CORRELATION = "extract-corpus"
 
 USER_EVENTS = frozenset({"UserForgetRequested", "UserForgotten"})
-PLAIN, FIRST_LAYOUT, SEALED_COLUMN = "plain", "first-layout", "sealed-column"
-"""How a row is stored: without personal data sealed, sealed in the payload (before migration
-0007; never written for a new version), or sealed into the ``sealed`` column (today)."""
+PLAIN, SEALED_COLUMN = "plain", "sealed-column"
+"""How a new row is stored: without personal data sealed, or sealed into the ``sealed`` column.
+(The first layout's rows, sealed in the payload before migration 0007, were written once with
+``eventstore.encryption.seal_payload`` and are never written again.)"""
 
 
 def generate(registry: SchemaRegistry, directory: Path = EVENTS) -> list[Path]:
@@ -75,16 +76,13 @@ def make_row(model: type[EventPayload], position: int, *, layout: str) -> Row:
     """One stored row of ``model``'s version at ``position`` in ``layout`` (a memory's in a
     stream of its own, at version 1; the caller numbers the shared episode and user streams)."""
     key = corpus_key()
-    suffix = {PLAIN: "", FIRST_LAYOUT: "-sealed", SEALED_COLUMN: "-sealed-column"}[layout]
+    suffix = {PLAIN: "", SEALED_COLUMN: "-sealed-column"}[layout]
     tag = f"{model.event_type}-v{model.event_version}{suffix}".lower()
     event_id = uuid.uuid5(NAMESPACE, tag)
     payload = model.model_validate(_payload(model, tag, key.user_id)).model_dump(mode="json")
     metadata: dict[str, Any] = {"workflow_id": CORRELATION}
     ciphertext = None
-    if layout == FIRST_LAYOUT:
-        payload = seal_payload(payload, personal_paths(model), key.key, event_id)
-        metadata[SEALED] = True
-    elif layout == SEALED_COLUMN:
+    if layout == SEALED_COLUMN:
         sealed = seal_event(payload, personal_paths(model), key.key, event_id)
         assert sealed is not None, f"{tag}: the example payload fills no personal field"
         payload, ciphertext = sealed

@@ -76,3 +76,24 @@ async def test_a_standby_relay_takes_over_from_a_killed_leader_losing_and_doubli
 
 async def _at_least(env: Env, count: int) -> bool:
     return await stream_count(env) >= count
+
+
+async def test_a_bounded_republish_runs_beside_the_leader_without_the_lease(
+    env: Env, nats_url: str, tmp_path: Path
+) -> None:
+    await append_all(env.store, make_history(seed=29, sagas=2))
+    head = await env.store.head_position()
+    environ = role_env(env, nats_url, tmp_path)
+    for name in ("live", "range"):
+        (tmp_path / name).mkdir()
+    leader = Role(tmp_path / "live", environ, "relay")
+    try:
+        await leader.said(LEADING)
+        republish = Role(
+            tmp_path / "range", environ, "relay", "--from-position", "1", "--to-position", str(head)
+        )
+        code = await asyncio.to_thread(republish.proc.wait, 60)
+        assert code == 0, republish.output()
+        assert STANDING_BY not in republish.output() and LEADING not in republish.output()
+    finally:
+        await leader.terminate()
