@@ -1,11 +1,14 @@
-"""Recall quality: recall@1, recall@5 and MRR of each search mode on the retrieval fixture.
+"""Recall quality: recall@1, recall@5 and MRR of each search mode on the two retrieval fixtures.
 
-Every memory the rule-based extractor makes of the fixture's episodes is written as the saga
+Every memory the rule-based extractor makes of a fixture's episodes is written as the saga
 writes it (its vector in the blob store, a ``MemoryCreated`` in its own stream), once per
 embedder in a database of its own (a memory has one vector); ``rebuild`` builds
-``memory_search`` from the events, and each question runs through :func:`projections.search`
-in each mode (k = 50: the whole ranking of a fixture user). Figures compare hybrid
-(wordllama + keyword) with each ranking alone, and wordllama with hashing.
+``memory_search`` and ``memories`` from the events, and each question runs as
+:func:`memsaga.search.search_memories` runs it (the user's own name read as "the user",
+:mod:`projections.own_name`) through :func:`projections.search` in each mode (k = 50: the whole
+ranking of a fixture user). Figures compare hybrid (wordllama + keyword) with each ranking
+alone, and wordllama with hashing, on the first set (``recall.quality.*``) and on the held-out
+second set (``recall.quality.heldout.*``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from datetime import UTC, datetime
 from adapters.wordllama_embedder import WordLlamaEmbedder
 from bench.context import BenchContext
 from bench.recall_fixture import (
+    FIXTURE_PATH,
+    HELDOUT_PATH,
     FixtureMemory,
     QualityReport,
     RecallFixture,
@@ -26,7 +31,9 @@ from bench.recall_fixture import (
 )
 from bench.results_model import Figure, Measurement, Target
 from eventstore import NO_STREAM, NewEvent, PostgresBlobStore, PostgresEventStore
-from projections import MEMORY_SEARCH, SearchMode, SearchQuery, rebuild, search
+from projections import MEMORIES, MEMORY_SEARCH, SearchMode, SearchQuery, rebuild, search
+from projections.own_name import about_the_user, own_names
+from projections.row_security import as_user
 from sagas.memory_extraction.embedders import Embedder, HashingEmbedder, vector_to_bytes
 from sagas.memory_extraction.events import MemoryCreated
 from sagas.memory_extraction.extractors import RuleBasedExtractor
@@ -49,7 +56,7 @@ async def remember_all(
             memory_id=memory_id, user_id=memory.user_id, episode_id=memory.episode_id, text=memory.text,
             kind="fact", content_hash=hashlib.sha256(memory.text.encode()).hexdigest(),
             vector_sha256=await blobs.put(vector_to_bytes(vector)), dimension=embedder.dimension,
-            embedder=embedder.name, source="chat",
+            embedder=embedder.name, source="chat", slot=memory.slot, value=memory.value,
         )  # fmt: skip
         event = NewEvent.of(
             payload, correlation_id=f"bench-{memory_id}", causation_id="bench",
@@ -62,20 +69,23 @@ async def rankings(
     store: PostgresEventStore, fixture: RecallFixture, embedder: Embedder, mode: SearchMode
 ) -> dict[str, list[str]]:
     """Each question's ranking of its user's memory texts by :func:`search` in ``mode``."""
-    vectors = await embedder.embed([q.question for q in fixture.questions])
+    texts = []
+    for question in fixture.questions:
+        async with as_user(store.pool, question.user_id) as conn:
+            texts.append(about_the_user(question.question, await own_names(conn, question.user_id)))
+    vectors = await embedder.embed(texts)
     ranked: dict[str, list[str]] = {}
-    for question, vector in zip(fixture.questions, vectors, strict=True):
+    for question, text, vector in zip(fixture.questions, texts, vectors, strict=True):
         query = SearchQuery(
-            user_id=question.user_id, text=question.question, vector=vector, embedder=embedder.name,
+            user_id=question.user_id, text=text, vector=vector, embedder=embedder.name,
             k=DEPTH, candidates=DEPTH, mode=mode,
         )  # fmt: skip
         ranked[question.question_id] = [hit.text for hit in await search(store.pool, query)]
     return ranked
 
 
-async def measure(ctx: BenchContext) -> tuple[dict[str, QualityReport], int]:
-    """The report of each method by name, and how many memories were indexed."""
-    fixture = load_fixture()
+async def measure(ctx: BenchContext, fixture: RecallFixture) -> tuple[dict[str, QualityReport], int]:
+    """The report of each method on ``fixture`` by name, and how many memories were indexed."""
     memories = await fixture_memories(fixture, RuleBasedExtractor())
     reports: dict[str, QualityReport] = {}
     for embedder in (HashingEmbedder(), WordLlamaEmbedder()):
@@ -83,6 +93,7 @@ async def measure(ctx: BenchContext) -> tuple[dict[str, QualityReport], int]:
         async with ctx.database() as dsn, ctx.store(dsn) as store:
             await remember_all(store, memories, embedder)
             await rebuild(store.pool, store, MEMORY_SEARCH)
+            await rebuild(store.pool, store, MEMORIES)
             modes = [SearchMode.VECTOR, SearchMode.HYBRID] + (
                 [SearchMode.KEYWORD] if short == "wordllama" else []
             )
@@ -95,12 +106,25 @@ async def measure(ctx: BenchContext) -> tuple[dict[str, QualityReport], int]:
     return reports, len(memories)
 
 
+FIXTURES = (("", FIXTURE_PATH, "the fixture"), ("heldout.", HELDOUT_PATH, "the held-out fixture"))
+"""Each fixture's key infix, file and name in figure sizes."""
+
+
 async def run(ctx: BenchContext) -> list[Figure]:
-    """Quality figures: hybrid against keyword and vector alone, wordllama against hashing."""
-    ctx.progress.start("recall quality (fixture, hashing then wordllama)", 2)
-    reports, memories = await measure(ctx)
-    questions = reports["keyword"].questions
-    size = f"{questions} questions over {memories} memories of the fixture's 8 users"
+    """Quality figures of both fixtures: hybrid against each ranking alone, wordllama against hashing."""
+    ctx.progress.start("recall quality (two fixtures, hashing then wordllama)", 2 * len(FIXTURES))
+    figures: list[Figure] = []
+    for infix, path, name in FIXTURES:
+        reports, memories = await measure(ctx, load_fixture(path))
+        figures += _figures(
+            infix,
+            reports,
+            f"{reports['keyword'].questions} questions over {memories} memories of {name}'s 8 users",
+        )
+    return figures
+
+
+def _figures(infix: str, reports: dict[str, QualityReport], size: str) -> list[Figure]:
     pairs = (
         ("vs-keyword", "hybrid wordllama", "keyword", True),
         ("vs-vector", "hybrid wordllama", "vector wordllama", True),
@@ -109,7 +133,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
     )
     figures = [
         _figure(
-            "recall.quality.recall_at_5",
+            f"recall.quality.{infix}recall_at_5",
             "hybrid recall@5 (wordllama + keyword)",
             "recall_at_5",
             reports["hybrid wordllama"],
@@ -124,8 +148,8 @@ async def run(ctx: BenchContext) -> list[Figure]:
                 Target(kind="ratio_above", threshold=1.0, text=f"better than {baseline}") if judged else None
             )
             figures.append(_figure(
-                f"recall.quality.{attribute}.{suffix}", f"{metric}: {subject} vs {baseline}", attribute,
-                reports[subject], reports[baseline], size, target,
+                f"recall.quality.{infix}{attribute}.{suffix}", f"{metric}: {subject} vs {baseline}",
+                attribute, reports[subject], reports[baseline], size, target,
             ))  # fmt: skip
     return figures
 

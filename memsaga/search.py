@@ -28,6 +28,8 @@ from memsaga.trace import workflow_url
 from projections import MEMORY_SEARCH, SearchMode, SearchQuery, search
 from projections import SearchHit as SearchHit
 from projections.consistency import applied_position, has_applied
+from projections.own_name import about_the_user, own_names
+from projections.row_security import as_user
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import MemoryKind
 from sagas.memory_extraction.identifiers import identifier_problem
@@ -65,6 +67,8 @@ class SearchResult(BaseModel):
     mode: str
     embedder: str
     hits: list[SearchHit]
+    searched_as: str = ""
+    """The question as it was ranked: ``query`` with the user's own name as "the user"."""
 
 
 def check_search(query: str, *, user_id: str, k: int, kinds: Sequence[str]) -> str:
@@ -139,21 +143,21 @@ async def search_memories(
     text = check_search(query, user_id=user_id, k=k, kinds=kinds)
     if valid_at is not None and valid_at.tzinfo is None:
         raise InvalidSearch("valid_at needs a time zone, e.g. 2026-05-01T00:00:00Z")
-    vector: Sequence[float] | None = None
-    if mode != SearchMode.KEYWORD:
-        vector = query_vector if query_vector is not None else (await embedder.embed([text]))[0]
-        if len(vector) != embedder.dimension:
-            raise InvalidSearch(
-                f"the query vector has {len(vector)} dimensions, but {embedder.name} vectors have"
-                f" {embedder.dimension}: embed the query with {embedder.name}"
-            )
+    if query_vector is not None and mode != SearchMode.KEYWORD:
+        _check_dimension(query_vector, embedder)
     if after_position is not None:
         await wait_until_applied(pool, store, after_position, timeout=timeout)
+    async with as_user(reader or pool, user_id) as conn:
+        asked = about_the_user(text, await own_names(conn, user_id))
+    vector: Sequence[float] | None = None
+    if mode != SearchMode.KEYWORD:
+        vector = query_vector if query_vector is not None else (await embedder.embed([asked]))[0]
+        _check_dimension(vector, embedder)
     rows = await search(
         reader or pool,
         SearchQuery(
             user_id=user_id,
-            text=text,
+            text=asked,
             vector=vector,
             embedder=embedder.name,
             k=k,
@@ -178,7 +182,23 @@ async def search_memories(
         )
         for hit in rows
     ]
-    return SearchResult(user_id=user_id, query=text, k=k, mode=mode.value, embedder=embedder.name, hits=hits)
+    return SearchResult(
+        user_id=user_id,
+        query=text,
+        k=k,
+        mode=mode.value,
+        embedder=embedder.name,
+        hits=hits,
+        searched_as=asked,
+    )
+
+
+def _check_dimension(vector: Sequence[float], embedder: Embedder) -> None:
+    if len(vector) != embedder.dimension:
+        raise InvalidSearch(
+            f"the query vector has {len(vector)} dimensions, but {embedder.name} vectors have"
+            f" {embedder.dimension}: embed the query with {embedder.name}"
+        )
 
 
 @dataclass

@@ -37,8 +37,13 @@ REQUIRED = {
     "sagas.latency.p99",
     "end_to_end.p50",
     "end_to_end.p99",
-    "recall.quality.recall_at_5",
-    *(f"recall.quality.{m}.{pair}" for m in ("recall_at_1", "recall_at_5", "mrr") for pair in RECALL_PAIRS),
+    *(f"recall.quality.{s}recall_at_5" for s in ("", "heldout.")),
+    *(
+        f"recall.quality.{s}{m}.{pair}"
+        for s in ("", "heldout.")
+        for m in ("recall_at_1", "recall_at_5", "mrr")
+        for pair in RECALL_PAIRS
+    ),
     *(
         f"recall.speed.{case}.{figure}"
         for case in ("one_user_small", "one_user_large", "many_users")
@@ -100,7 +105,8 @@ def _recall_figures_are_sane(figures: dict[str, Any]) -> None:
     for key, f in figures.items():
         if key.startswith("recall.quality."):
             assert 0 < f["subject"]["value"] <= 1 and 0 < f["baseline"]["value"] <= 1, key
-            assert f["size"].startswith("141 questions"), key
+            questions = "120 questions" if key.startswith("recall.quality.heldout.") else "141 questions"
+            assert f["size"].startswith(questions), key
     assert figures["recall.quality.recall_at_5"]["target"]["applies"]  # the fixture is the same in quick runs
     assert figures["recall.quality.recall_at_5"]["passed"] in (True, False)
     for case in ("one_user_small", "one_user_large", "many_users"):
