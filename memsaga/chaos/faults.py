@@ -3,15 +3,16 @@ every role back after it died.
 
 | kind | what it does |
 |---|---|
-| ``kill_worker``, ``kill_relay``, ``kill_projector`` | SIGKILL the role; restarted 0.2–2 s later |
+| ``kill_worker``, ``kill_relay``, ``kill_projector`` | SIGKILL one process of it; back 0.2–2 s later |
 | ``kill_nats``, ``kill_temporal`` | SIGKILL the server; restarted on its port and data 0.2–2 s later |
 | ``postgres_immediate`` | ``pg_ctl stop -m immediate`` (a crash recovery follows), started 0.5–3 s later |
 | ``postgres_outage`` | PostgreSQL stopped for 20–25 s (longer than the old 15 s step retry budget) |
 | ``nats_pause`` | NATS frozen with SIGSTOP for 2–8 s, then SIGCONT |
-| ``failpoint`` | a role restarted with ``MEMSAGA_FAILPOINTS=<name>=kill@N``: it kills itself there |
-| ``double_delivery`` | the projector restarted with ``projector.deliver_twice=on`` for 5–15 s |
+| ``failpoint`` | a role's process restarted with ``MEMSAGA_FAILPOINTS=<name>=kill@N``: it dies there |
+| ``double_delivery`` | one projector restarted with ``projector.deliver_twice=on`` for 5–15 s |
 
-A failpoint that has not fired within :data:`FAILPOINT_WINDOW` seconds is disarmed (the role
+Where a role runs in several processes, each fault picks one of them at random. A failpoint
+that has not fired within :data:`FAILPOINT_WINDOW` seconds is disarmed (the role
 is restarted plain); builds without failpoints never fire them.
 """
 
@@ -24,7 +25,7 @@ import signal
 from dataclasses import dataclass
 
 from memsaga.chaos.ledger import FaultRecord, Ledger
-from memsaga.chaos.stack import ChaosStack
+from memsaga.chaos.stack import ROLES, ChaosStack
 
 ROUND: tuple[str, ...] = (
     "kill_worker",
@@ -157,8 +158,8 @@ class Injector:
 
     async def inject(self, kind: str) -> FaultRecord:
         """Inject a fault of ``kind`` (see the module's table)."""
-        if kind.startswith("kill_") and kind.removeprefix("kill_") in self.stack.roles:
-            return await self._kill_role(kind, kind.removeprefix("kill_"))
+        if kind.startswith("kill_") and kind.removeprefix("kill_") in ROLES:
+            return await self._kill_role(kind, self._one_of(kind.removeprefix("kill_")))
         if kind in ("kill_nats", "kill_temporal"):
             return await self._kill_service(kind, kind.removeprefix("kill_"))
         if kind == "postgres_immediate":
@@ -172,6 +173,11 @@ class Injector:
         if kind == "double_delivery":
             return self._double_delivery(kind)
         raise ValueError(f"unknown fault kind {kind!r}")
+
+    def _one_of(self, role: str) -> str:
+        """One process of ``role``, at random (the first when it runs alone)."""
+        instances = self.stack.instances(role)
+        return instances[0] if len(instances) == 1 else self.rng.choice(instances)
 
     def _end(self, record: FaultRecord) -> FaultRecord:
         record.ended_at = self.ledger.now()
@@ -221,6 +227,7 @@ class Injector:
     def _failpoint(self, kind: str) -> FaultRecord:
         role = self.rng.choice(sorted(FAILPOINTS))
         name = self.rng.choice(FAILPOINTS[role])
+        role = self._one_of(role)
         spec = f"{name}=kill@{self.rng.randint(1, 5)}"
         record = self.ledger.fault(kind, role, f"MEMSAGA_FAILPOINTS={spec}")
         self.supervisor.arm(role, spec, record, seconds=FAILPOINT_WINDOW, kill_expected=True)
@@ -229,6 +236,7 @@ class Injector:
     def _double_delivery(self, kind: str) -> FaultRecord:
         seconds = self.rng.uniform(5.0, 15.0)
         spec = "projector.deliver_twice=on"
-        record = self.ledger.fault(kind, "projector", f"MEMSAGA_FAILPOINTS={spec} for {seconds:.1f}s")
-        self.supervisor.arm("projector", spec, record, seconds=seconds, kill_expected=False)
+        projector = self._one_of("projector")
+        record = self.ledger.fault(kind, projector, f"MEMSAGA_FAILPOINTS={spec} for {seconds:.1f}s")
+        self.supervisor.arm(projector, spec, record, seconds=seconds, kill_expected=False)
         return record

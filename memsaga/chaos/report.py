@@ -30,6 +30,8 @@ class ChaosReport(BaseModel):
     ok: bool
     seed: int
     sagas: int
+    replicas: dict[str, int]
+    """How many processes of each role ran: ``{"worker": 2, "relay": 1, "projector": 2}``."""
     faults_requested: int
     seconds: float
     """Wall time of the run, stack start and checks included."""

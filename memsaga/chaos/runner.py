@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -36,7 +36,7 @@ from memsaga.chaos.errors import ChaosStopped
 from memsaga.chaos.faults import LONG_OUTAGE, Injector, Supervisor, schedule
 from memsaga.chaos.ledger import FaultRecord, Ledger
 from memsaga.chaos.report import ChaosReport
-from memsaga.chaos.stack import ChaosStack
+from memsaga.chaos.stack import DEFAULT_REPLICAS, ChaosStack
 from memsaga.chaos.workload import plan_sagas, start_all
 from memsaga.client import connect
 from memsaga.verify import Limits, VerifyReport, verify
@@ -104,6 +104,8 @@ class ChaosOptions:
     """Every saga must be terminal this long after the last fault."""
     keep: bool = False
     """Keep the run's directory (data and logs) even when every check passed."""
+    replicas: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_REPLICAS))
+    """How many processes of each role run (``worker``, ``relay``, ``projector``)."""
 
 
 async def run_chaos(
@@ -201,7 +203,7 @@ class _Run:
 
     async def _start(self) -> None:
         await self.stack.start_services()
-        self.stack.start_roles()
+        self.stack.start_roles(self.options.replicas)
 
     async def _faults(self, client: Client) -> None:
         kinds = schedule(self.options.faults, self.rng)
@@ -289,6 +291,7 @@ class _Run:
             ok=ok,
             seed=self.options.seed,
             sagas=self.options.sagas,
+            replicas=self.options.replicas,
             faults_requested=self.options.faults,
             seconds=round(seconds, 1),
             phases=self.phases,

@@ -1,6 +1,7 @@
 """The chaos run's own stack: PostgreSQL, NATS and Temporal on free ports in a directory of
-its own, and worker, relay and projector as OS processes; every one can be killed and
-brought back on its port and data. :meth:`ChaosStack.close` stops everything it started.
+its own, and workers, relays and projectors as OS processes (``worker-1``, ``worker-2``, …:
+as many of each as asked); every one can be killed and brought back on its port and data.
+:meth:`ChaosStack.close` stops everything it started.
 """
 
 from __future__ import annotations
@@ -27,6 +28,20 @@ from memsaga.stackstate import MASTER_KEY_FILE, ServiceState, ensure_master_key_
 
 ROLES: dict[str, tuple[str, ...]] = {"worker": ("worker",), "relay": ("relay",), "projector": ("project",)}
 """Each long-running role and its ``memsaga`` arguments."""
+DEFAULT_REPLICAS: dict[str, int] = {"worker": 2, "relay": 1, "projector": 2}
+"""How many processes of each role run by default: two workers share the task queue, two
+projectors share each projection's work, one relay (``--relays 2`` runs a standby)."""
+
+
+def instance_name(role: str, n: int) -> str:
+    """The name of the ``n``-th process (from 1) of ``role``: ``worker-1``."""
+    return f"{role}-{n}"
+
+
+def role_of(instance: str) -> str:
+    """The role of a process name: ``worker`` for ``worker-2``."""
+    return instance.rsplit("-", 1)[0]
+
 
 ROLE_SETTINGS = {
     "MEMSAGA_EMBEDDER": "hashing",
@@ -47,8 +62,9 @@ def port_of(url: str) -> int:
 class RoleProcess:
     """One role as a child process (``python -m memsaga ARGS``), its output appended to a log."""
 
-    def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
+    def __init__(self, name: str, argv: tuple[str, ...], env: dict[str, str], log: Path) -> None:
         self.name = name
+        self.argv = argv
         self.env = env
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,7 +81,7 @@ class RoleProcess:
             out.write(f"\n=== start {self.name} failpoints={failpoints or '-'}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "memsaga", *ROLES[self.name]],
+                [sys.executable, "-m", "memsaga", *self.argv],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -137,8 +153,8 @@ class ChaosStack:
             embedder="hashing",
         )
 
-    def start_roles(self) -> None:
-        """Start worker, relay and projector."""
+    def start_roles(self, replicas: dict[str, int] | None = None) -> None:
+        """Start ``replicas[role]`` processes of each role (default :data:`DEFAULT_REPLICAS`)."""
         s = self.settings()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MEMSAGA_")},
@@ -151,9 +167,16 @@ class ChaosStack:
         }
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for name in ROLES:
-            self.roles[name] = RoleProcess(name, env, logs / f"{name}.log")
-            self.roles[name].start()
+        counts = replicas or DEFAULT_REPLICAS
+        for role, argv in ROLES.items():
+            for n in range(1, counts.get(role, 1) + 1):
+                name = instance_name(role, n)
+                self.roles[name] = RoleProcess(name, argv, env, logs / f"{name}.log")
+                self.roles[name].start()
+
+    def instances(self, role: str) -> list[str]:
+        """The process names of ``role``, in order."""
+        return [name for name in self.roles if role_of(name) == role]
 
     def pid(self, service: str) -> int:
         """The process id of a service."""

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from memsaga.chaos import ChaosOptions, ChaosReport, run_chaos
 from memsaga.chaos.ledger import FaultRecord
+from memsaga.chaos.stack import DEFAULT_REPLICAS
 from memsaga.cli.common import ExitCode, JsonFlag, console, errors, exits_at_once, run_command, signal_stop
 
 
@@ -57,6 +58,15 @@ def chaos_command(
     keep: Annotated[
         bool, typer.Option("--keep", help="Keep the run's data and logs even when it passes.")
     ] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Temporal worker processes.")] = (
+        DEFAULT_REPLICAS["worker"]
+    ),
+    runners: Annotated[
+        int, typer.Option("--runners", min=1, help="Projector processes (each runs every projection).")
+    ] = DEFAULT_REPLICAS["projector"],
+    relays: Annotated[
+        int, typer.Option("--relays", min=1, help="Relay processes (one publishes, the others stand by).")
+    ] = DEFAULT_REPLICAS["relay"],
     as_json: JsonFlag = False,
 ) -> None:
     """Start a stack of its own, run sagas under random faults, and check that nothing was lost or doubled."""
@@ -66,6 +76,7 @@ def chaos_command(
         seed=seed if seed is not None else random.randrange(2**31),
         settle=settle,
         keep=keep,
+        replicas={"worker": workers, "relay": relays, "projector": runners},
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=errors, transient=True) as progress:
@@ -87,6 +98,7 @@ def render(report: ChaosReport) -> Table:
     """The run as one table: faults by kind, sagas by outcome, each check."""
     title = f"memsaga chaos: {report.sagas} sagas, {report.faults_requested} faults, seed {report.seed}"
     table = Table("", "", "", title=title, show_header=False)
+    table.add_row("roles", "", ", ".join(f"{role} ×{n}" for role, n in report.replicas.items()))
     faults = ", ".join(f"{kind} {n}" for kind, n in report.faults_by_kind.items()) or "none"
     table.add_row("faults", "", faults)
     if report.failpoints["fired"] or report.failpoints["not_fired"]:
