@@ -114,6 +114,8 @@ async def _run(cluster: ServiceState, fresh_database: DatabaseFactory) -> None:
         assert failovers[0][1] == failovers[1][0]  # the successor was the second one killed
         info = await _retrying(lambda: js.stream_info(STREAM))
         assert info.state.messages == head  # every event once: the relay's re-sends were dropped
+        consumer = await js.consumer_info(STREAM, MEMORIES.durable_name)
+        assert consumer.cluster is not None and len(consumer.cluster.replicas or []) == 2  # R3 too
         ids = [((await js.get_msg(STREAM, seq)).headers or {}).get(MSG_ID) for seq in range(1, head + 1)]
         assert sorted(i for i in ids if i) == sorted(str(e.event_id) for e in done.events)
         for user, memories in done.memories().items():
