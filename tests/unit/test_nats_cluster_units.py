@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from nats.js.api import StreamInfo
+from typer.testing import CliRunner
 
+from memsaga.cli import app
 from memsaga.doctor.jetstream import cluster_check
 from memsaga.errors import InvalidSettings
 from memsaga.settings import Settings
@@ -69,3 +71,10 @@ def test_a_replica_behind_is_a_warning_and_no_leader_a_problem() -> None:
     assert check.hint is not None and "n3" in check.hint
     assert cluster_check(_info(None, []), 3).status == "problem"
     assert cluster_check(_info("n1", [], num_replicas=1), 3).status == "warn"  # fewer than asked
+
+
+@pytest.mark.parametrize("size", ["2", "6"])
+def test_dev_up_refuses_a_cluster_size_jetstream_cannot_use(size: str) -> None:
+    result = CliRunner().invoke(app, ["dev", "up", "--nats-cluster", size])
+    assert result.exit_code == 2  # bad arguments, nothing started
+    assert "--nats-cluster" in result.output
