@@ -76,7 +76,10 @@ def status_command(as_json: JsonFlag = False) -> None:
     table = _table("state")
     for service in services:
         state = Text("up", style="green") if service.up else Text("down", style="red")
-        table.add_row(service.name, state, _url_cell(service.url, service.ui_url), _mode(service.managed))
+        url = _url_cell(service.url, service.ui_url)
+        if service.nodes:  # a cluster: its nodes' URLs on their own rows
+            url = f"cluster: {sum(node.up for node in service.nodes)} of {len(service.nodes)} nodes up"
+        table.add_row(service.name, state, url, _mode(service.managed))
         for node in service.nodes or []:
             node_state = Text("up", style="green") if node.up else Text("down", style="red")
             table.add_row(f"  {node.name}", node_state, node.url, "")

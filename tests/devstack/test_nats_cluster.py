@@ -106,6 +106,8 @@ async def test_status_shows_each_node(stack: StackState, settings: Settings) -> 
     [shown] = [s for s in json.loads(result.stdout) if s["name"] == "nats"]
     assert [n["name"] for n in shown["nodes"]] == [n.name for n in nats.nodes]
     assert {"name", "up", "url", "ui_url", "managed", "pid"} <= set(shown)  # the documented keys stay
+    table = await asyncio.to_thread(CliRunner().invoke, app, ["dev", "status"], env=env)
+    assert "cluster: 3 of 3 nodes up" in table.stdout and "memsaga-nats-2" in table.stdout
 
 
 async def test_up_again_starts_a_killed_node_on_its_port(stack: StackState, settings: Settings) -> None:
