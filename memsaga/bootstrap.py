@@ -44,7 +44,7 @@ from memsaga.doctor.durability import ALLOW_VARIABLE, require_durable
 from memsaga.errors import DatabaseUnreachable, MasterKeyMissing, MemsagaError
 from memsaga.settings import Settings
 from memsaga.stackstate import MASTER_KEY_FILE
-from projections import ProjectionsError, RelayConfig, RunnerConfig, connect_nats
+from projections import ProjectionsError, RelayConfig, RunnerConfig, connect_nats, server_urls
 from projections.errors import NatsUnavailable
 from sagas.forgetting import register_forget_events
 from sagas.memory_extraction.domain import ExtractionOptions
@@ -226,6 +226,7 @@ def relay_config(settings: Settings, *, accept_stream_limits: bool = False) -> R
         poll_interval=settings.relay_poll_interval_seconds,
         duplicate_window=settings.stream_duplicate_window_seconds,
         accept_stream_limits=accept_stream_limits,
+        replicas=settings.stream_replicas(),
     )
 
 
@@ -431,20 +432,30 @@ async def wait_for_nats(settings: Settings, stop: asyncio.Event, *, role: str) -
     :raises StoppedWhileWaiting: ``stop`` was set first.
     """
     url = settings.require_nats_url()
-    first = url.split(",")[0].strip()
-    parts = urlsplit(first if "://" in first else f"nats://{first}")
-    try:
-        host, port = parts.hostname or "127.0.0.1", parts.port or 4222
-    except ValueError:  # not a port: nats-py will say what is wrong with the URL
-        return await connect_nats(url, name=role, connect_timeout=None)
+    addresses = []
+    for server in server_urls(url):
+        parts = urlsplit(server if "://" in server else f"nats://{server}")
+        try:
+            addresses.append((parts.hostname or "127.0.0.1", parts.port or 4222))
+        except ValueError:  # not a port: nats-py will say what is wrong with the URL
+            return await connect_nats(url, name=role, connect_timeout=None)
 
     async def listening() -> None:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=5.0)
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+        """Returns once one of the servers accepts a TCP connection (a cluster may miss some)."""
+        failure: BaseException = OSError("no NATS server named")
+        for host, port in addresses:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=5.0)
+            except (OSError, TimeoutError) as exc:
+                failure = exc
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        raise failure
 
-    address = redact(url)
+    address = ",".join(redact(server) for server in server_urls(url))
     await wait_for(
         listening, role=role, service="NATS", address=address, retried=(OSError, TimeoutError), stop=stop
     )

@@ -54,7 +54,10 @@ class Settings(BaseSettings):
         description="PostgreSQL DSN the read side (memories, search, MCP) queries with: a login IN ROLE"
         " memsaga_reader (default: the event store's DSN; either way reads run as memsaga_reader)",
     )
-    nats_url: str | None = Field(default=None, description="NATS server URL (JetStream enabled)")
+    nats_url: str | None = Field(
+        default=None,
+        description="NATS server URL (JetStream enabled); the servers of a cluster comma-separated",
+    )
     temporal_address: str | None = Field(default=None, description="Temporal frontend host:port")
     temporal_ui_url: str | None = Field(default=None, description="Temporal web UI base URL")
     temporal_namespace: str = "default"
@@ -68,6 +71,13 @@ class Settings(BaseSettings):
     )
     nats_stream: str = Field(default="MEMSAGA_EVENTS", description="JetStream stream the relay publishes to")
     subject_prefix: str = Field(default="events", description="subjects are <prefix>.<category>.<event_type>")
+    nats_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description="copies JetStream keeps of the events stream, on as many servers of a cluster"
+        " (default: the local stack's, 3 with `memsaga dev up --nats-cluster 3`, else 1)",
+    )
     stream_duplicate_window_seconds: float = Field(default=120.0, gt=0, description="NATS dedupe window")
     relay_batch_size: int = Field(default=256, gt=0, description="events the relay publishes at once")
     relay_poll_interval_seconds: float = Field(default=1.0, gt=0, description="relay poll when no NOTIFY")
@@ -114,6 +124,16 @@ class Settings(BaseSettings):
     def require_nats_url(self) -> str:
         """The NATS URL. :raises ServiceNotConfigured: when none is known."""
         return self.nats_url or self._require("nats", "MEMSAGA_NATS_URL")
+
+    def stream_replicas(self) -> int:
+        """Replicas of the events stream: ``MEMSAGA_NATS_REPLICAS``, else the local stack's NATS
+        cluster's when that is the NATS used, else 1."""
+        if self.nats_replicas is not None:
+            return self.nats_replicas
+        nats = load_stack_state(self.state_dir).services.get("nats")
+        if nats is None or nats.replicas is None or self.nats_url not in (None, nats.url):
+            return 1
+        return nats.replicas
 
     def require_temporal_address(self) -> str:
         """Temporal's host:port. :raises ServiceNotConfigured: when none is known."""

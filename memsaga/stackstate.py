@@ -14,6 +14,17 @@ MASTER_KEY_FILE = "master.key"
 """The local stack's master key (docs/privacy.md), made by ``memsaga dev up`` when missing."""
 
 
+class NodeState(BaseModel):
+    """One server of a NATS cluster the local stack runs (``memsaga dev up --nats-cluster N``)."""
+
+    name: str  # its server_name, e.g. memsaga-nats-1: how JetStream names stream leaders and replicas
+    url: str  # its client URL
+    cluster_port: int  # where the other nodes route to it
+    pid: int | None = None
+    data_dir: str | None = None  # its configuration, JetStream store and ports file
+    log_file: str | None = None
+
+
 class ServiceState(BaseModel):
     """One service of the local stack."""
 
@@ -25,6 +36,10 @@ class ServiceState(BaseModel):
     codec_url: str | None = None  # Temporal only: where its UI asks `memsaga codec-server` to decode
     data_dir: str | None = None
     log_file: str | None = None
+    nodes: list[
+        NodeState
+    ] = []  # NATS as a cluster: its servers (then ``url`` lists their URLs, comma-separated)
+    replicas: int | None = None  # NATS as a cluster: the events stream's replicas
 
 
 class StackState(BaseModel):

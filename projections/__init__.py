@@ -17,6 +17,7 @@ from projections.errors import (
     RebuildInProgress,
     RebuildStalled,
     StreamHasLimits,
+    StreamReplicasUnavailable,
     StreamSubjectsMismatch,
     UnknownProjection,
 )
@@ -27,7 +28,14 @@ from projections.parked import ParkedEvent, list_parked
 from projections.rebuild import RebuildProgress, RebuildResult, ensure_built, ensure_current, rebuild
 from projections.relay import Relay, RelayConfig, RelayStats
 from projections.runner import ProjectionRunner, RunnerConfig, RunnerStats
-from projections.stream import DEFAULT_STREAM, connect_nats, ensure_stream, stream_config, stream_limits
+from projections.stream import (
+    DEFAULT_STREAM,
+    connect_nats,
+    ensure_stream,
+    server_urls,
+    stream_config,
+    stream_limits,
+)
 
 PROJECTIONS: dict[str, Projection] = {p.name: p for p in (MEMORIES, EXTRACTIONS, MEMORY_SEARCH)}
 """Every read model memsaga ships, by name."""
@@ -67,6 +75,7 @@ __all__ = [
     "SearchMode",
     "SearchQuery",
     "StreamHasLimits",
+    "StreamReplicasUnavailable",
     "StreamSubjectsMismatch",
     "Tables",
     "TimelineEntry",
@@ -85,6 +94,7 @@ __all__ = [
     "rebuild",
     "retry_parked",
     "search",
+    "server_urls",
     "stream_config",
     "stream_limits",
 ]

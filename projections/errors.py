@@ -34,6 +34,19 @@ class StreamSubjectsMismatch(ProjectionsError):
         )
 
 
+class StreamReplicasUnavailable(ProjectionsError):
+    """JetStream cannot keep the events stream on as many servers as asked (not a cluster that big)."""
+
+    def __init__(self, stream: str, replicas: int, reason: str) -> None:
+        self.stream = stream
+        self.replicas = replicas
+        super().__init__(
+            f"JetStream cannot keep stream {stream!r} with {replicas} replicas ({reason}): run a cluster of"
+            f" at least {replicas} JetStream servers (`memsaga dev up --nats-cluster 3`), or set"
+            " MEMSAGA_NATS_REPLICAS=1 for a single server"
+        )
+
+
 class ConsumerFiltersIgnored(ProjectionsError):
     """The NATS server dropped the consumer's subject filters (nats-server older than 2.10)."""
 

@@ -63,6 +63,7 @@ class RelayConfig:
     max_backoff: float = 10.0
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW
     accept_stream_limits: bool = False
+    replicas: int | None = None  # of the stream it creates or scales up (None: 1, an existing one as it is)
     lease_poll_seconds: float = 1.0  # how often a standing-by relay tries to take the lease
 
 
@@ -311,6 +312,7 @@ class Relay:
                     subject_prefix=self.config.subject_prefix,
                     duplicate_window=self.config.duplicate_window,
                     accept_limits=self.config.accept_stream_limits,
+                    replicas=self.config.replicas,
                 )
                 self.outage.recovered()
                 return

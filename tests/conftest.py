@@ -24,6 +24,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import memsaga.devstack.nats as devstack_nats
+import memsaga.devstack.nats_cluster as devstack_nats_cluster
 import memsaga.devstack.postgres as devstack_postgres
 import memsaga.devstack.temporal as devstack_temporal
 from eventstore.keys import MasterKey
@@ -63,7 +64,7 @@ def _no_servers_in_the_unit_tier() -> Iterator[None]:
         yield
         return
     with pytest.MonkeyPatch.context() as patch:
-        for module in (devstack_nats, devstack_postgres, devstack_temporal):
+        for module in (devstack_nats, devstack_nats_cluster, devstack_postgres, devstack_temporal):
             patch.setattr(module, "spawn", _refuse_spawn)
         yield
 

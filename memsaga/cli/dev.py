@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -11,20 +12,33 @@ from rich.text import Text
 
 from memsaga.cli.common import JsonFlag, console, errors, run_command
 from memsaga.devstack import ServiceStatus, down, moved, status, up
+from memsaga.devstack.nats_cluster import SIZES
 from memsaga.settings import Settings
-from memsaga.stackstate import StackState, load_stack_state
+from memsaga.stackstate import ServiceState, StackState, load_stack_state
 
 dev_app = typer.Typer(no_args_is_help=True)
 
+NatsClusterOption = Annotated[
+    int | None,
+    typer.Option(
+        "--nats-cluster",
+        min=SIZES.start,
+        max=SIZES.stop - 1,
+        help="run NATS as this many servers in one JetStream cluster, the events stream on 3 of them"
+        " (docs/deploy.md, A NATS cluster)",
+        show_default=False,
+    ),
+]
+
 
 @dev_app.command("up")
-def up_command(as_json: JsonFlag = False) -> None:
+def up_command(as_json: JsonFlag = False, nats_cluster: NatsClusterOption = None) -> None:
     """Start PostgreSQL, NATS (JetStream) and Temporal unless MEMSAGA_* variables name them."""
     settings = Settings()
     before = load_stack_state(settings.state_dir)
     spinner = contextlib.nullcontext() if as_json else console.status("starting the local stack…")
     with spinner:
-        state = run_command(lambda: up(settings))
+        state = run_command(lambda: up(settings, nats_cluster=nats_cluster))
     for note in moved(before, state):
         errors.print(Text("warning: ", style="bold yellow") + Text(note), soft_wrap=True)
     if as_json:
@@ -45,7 +59,7 @@ def down_command() -> None:
     settings = Settings()
     stopped = run_command(lambda: down(settings))
     for service in stopped:
-        console.print(f"stopped {service.name} (pid {service.pid})")
+        console.print(f"stopped {service.name} ({_pids(service)})")
     for service in load_stack_state(settings.state_dir).services.values():
         console.print(f"left running: {service.name} at {service.url} (reused)")
     if not stopped:
@@ -62,11 +76,17 @@ def status_command(as_json: JsonFlag = False) -> None:
     table = _table("state")
     for service in services:
         state = Text("up", style="green") if service.up else Text("down", style="red")
-        table.add_row(service.name, state, _url_cell(service.url, service.ui_url), _mode(service.managed))
+        url = _url_cell(service.url, service.ui_url)
+        if service.nodes:  # a cluster: its nodes' URLs on their own rows
+            url = f"cluster: {sum(node.up for node in service.nodes)} of {len(service.nodes)} nodes up"
+        table.add_row(service.name, state, url, _mode(service.managed))
+        for node in service.nodes or []:
+            node_state = Text("up", style="green") if node.up else Text("down", style="red")
+            table.add_row(f"  {node.name}", node_state, node.url, "")
     console.print(table)
 
 
-def _urls(state: StackState) -> dict[str, str | None]:
+def _urls(state: StackState) -> dict[str, str | int | None]:
     """The stack's URLs under the names of the matching Settings fields."""
     services = state.services
     temporal = services.get("temporal")
@@ -75,6 +95,7 @@ def _urls(state: StackState) -> dict[str, str | None]:
         "nats_url": services["nats"].url if "nats" in services else None,
         "temporal_address": temporal.url if temporal else None,
         "temporal_ui_url": temporal.ui_url if temporal else None,
+        "nats_replicas": services["nats"].replicas if "nats" in services else None,
     }
 
 
@@ -86,7 +107,16 @@ def _status_dict(service: ServiceStatus) -> dict[str, object]:
         "ui_url": service.ui_url,
         "managed": service.managed,
         "pid": service.pid,
+        "nodes": None
+        if service.nodes is None
+        else [{"name": n.name, "up": n.up, "url": n.url, "pid": n.pid} for n in service.nodes],
     }
+
+
+def _pids(service: ServiceState) -> str:
+    if service.nodes:
+        return f"{len(service.nodes)} nodes, pids {', '.join(str(n.pid) for n in service.nodes)}"
+    return f"pid {service.pid}"
 
 
 def _table(second: str) -> Table:
@@ -99,6 +129,7 @@ def _table(second: str) -> Table:
 def _url_cell(url: str | None, ui_url: str | None) -> str:
     if url is None:
         return "-"
+    url = url.replace(",", "\n")  # a cluster's servers, one a line
     return f"{url}\nUI {ui_url}" if ui_url else url
 
 

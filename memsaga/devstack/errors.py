@@ -78,3 +78,30 @@ def _with_log(message: str, log_file: Path | None) -> str:
         return message
     tail = log_tail(log_file)
     return f"{message}\nlog: {log_file}" + (f"\n--- last lines ---\n{tail}" if tail else "")
+
+
+class NatsClusterNotFormed(DevstackError):
+    """The servers of a local NATS cluster run but did not become one JetStream cluster in time."""
+
+    def __init__(self, timeout: float, waiting: list[str], log_files: list[Path]) -> None:
+        self.waiting = waiting
+        self.log_files = log_files
+        logs = ", ".join(str(f) for f in log_files)
+        super().__init__(
+            f"the NATS cluster did not form within {timeout:.0f}s ({'; '.join(waiting)}): look at the"
+            f" logs ({logs}), run `memsaga dev down` and `memsaga dev up --nats-cluster N` again"
+            " (a slow machine may need a second try), or run `memsaga dev up` without --nats-cluster"
+            " for a single server"
+        )
+
+
+class NatsClusterMismatch(DevstackError):
+    """``dev up`` was asked for a NATS cluster the stack cannot give (another NATS is in use)."""
+
+    def __init__(self, wanted: int, running: str, fix: str | None = None) -> None:
+        self.wanted = wanted
+        fix = fix or (
+            "run `memsaga dev down` first (JetStream's data stays under the state dir), then"
+            f" `memsaga dev up --nats-cluster {wanted}`"
+        )
+        super().__init__(f"asked for a NATS cluster of {wanted}, but {running}: {fix}")

@@ -12,6 +12,7 @@ import nats.errors
 from memsaga.devstack.ports import LOCALHOST, free_port
 from memsaga.devstack.process import find_binary, spawn, wait_until_ready
 from memsaga.stackstate import ServiceState
+from projections.stream import server_urls
 
 DEFAULT_PORT = 4222
 STARTUP_TIMEOUT = 30.0
@@ -50,7 +51,7 @@ async def start_nats(
 
     async def ready() -> bool:
         if not url:
-            url.extend(_client_urls(root, proc.pid))
+            url.extend(client_urls(root, proc.pid))
         return bool(url) and await probe_nats(url[0], timeout=2.0) is None
 
     await wait_until_ready("nats", proc, ready, timeout=timeout, log_file=log_file)
@@ -59,8 +60,8 @@ async def start_nats(
     )
 
 
-def write_config(root: Path) -> Path:
-    """``<root>/nats.conf``: JetStream storing under ``root``, every write synced to disk.
+def write_config(root: Path, extra: str = "") -> Path:
+    """``<root>/nats.conf``: JetStream storing under ``root``, every write synced to disk, then ``extra``.
 
     ``sync_interval: always`` because with the default (a sync every 2 minutes) a machine crash
     can lose writes JetStream already acknowledged (Jepsen, NATS 2.12.1, 2025). PostgreSQL stays
@@ -68,9 +69,8 @@ def write_config(root: Path) -> Path:
     Monitoring listens on a free localhost port, named in the ports file.
     """
     config = root / "nats.conf"
-    config.write_text(
-        f"jetstream {{\n  store_dir: {json.dumps(str(root))}\n  sync_interval: always\n}}\n", encoding="utf-8"
-    )
+    jetstream = f"jetstream {{\n  store_dir: {json.dumps(str(root))}\n  sync_interval: always\n}}\n"
+    config.write_text(jetstream + extra, encoding="utf-8")
     return config
 
 
@@ -84,7 +84,8 @@ def monitoring_url(root: Path, pid: int) -> str | None:
 
 
 async def probe_nats(url: str, timeout: float = 5.0) -> str | None:
-    """``None`` when the server at ``url`` answers with JetStream enabled, else why not."""
+    """``None`` when the server at ``url`` (or one of the servers it lists) answers with JetStream
+    enabled, else why not."""
 
     async def quiet(_: Exception) -> None:
         return None  # the default callback logs every failed attempt
@@ -92,7 +93,7 @@ async def probe_nats(url: str, timeout: float = 5.0) -> str | None:
     try:
         # max_reconnect_attempts=0 would mean "retry forever" inside connect's server selection.
         connecting = nats.connect(
-            url,
+            server_urls(url),
             connect_timeout=timeout,
             allow_reconnect=False,
             max_reconnect_attempts=1,
@@ -111,7 +112,8 @@ async def probe_nats(url: str, timeout: float = 5.0) -> str | None:
     return None
 
 
-def _client_urls(root: Path, pid: int) -> list[str]:
+def client_urls(root: Path, pid: int) -> list[str]:
+    """The client URLs of the server ``pid`` started under ``root``, from its ports file ([] before)."""
     ports_file = root / f"nats-server_{pid}.ports"
     try:
         urls: list[str] = json.loads(ports_file.read_text())["nats"]

@@ -14,9 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import nats.errors
+
 from eventstore.keys import MasterKey
-from memsaga.devstack.errors import ServiceUnreachable, StackConflict
+from memsaga.devstack.errors import (
+    DevstackError,
+    NatsClusterMismatch,
+    NatsClusterNotFormed,
+    ServiceUnreachable,
+    StackConflict,
+)
 from memsaga.devstack.nats import probe_nats, start_nats
+from memsaga.devstack.nats_cluster import (
+    NodeHealth,
+    cluster_health,
+    node_runs,
+    restart_nodes,
+    start_nats_cluster,
+    stop_nats_cluster,
+)
 from memsaga.devstack.ports import free_port, port_is_free
 from memsaga.devstack.postgres import probe_postgres, start_postgres, stop_postgres
 from memsaga.devstack.process import runs, terminate
@@ -29,6 +45,8 @@ from memsaga.stackstate import (
     load_stack_state,
     save_stack_state,
 )
+from projections.errors import StreamReplicasUnavailable
+from projections.stream import connect_nats, ensure_stream
 
 SERVICES = ("postgres", "nats", "temporal")
 ENV_VARS = {
@@ -48,16 +66,23 @@ class ServiceStatus:
     ui_url: str | None = None
     managed: bool | None = None
     pid: int | None = None
+    nodes: list[NodeHealth] | None = None  # NATS as a cluster: each of its servers
 
 
-async def up(settings: Settings, *, prefer_default_ports: bool = True) -> StackState:
+async def up(
+    settings: Settings, *, prefer_default_ports: bool = True, nats_cluster: int | None = None
+) -> StackState:
     """Reuse the services the settings name, start the others (or keep them running).
 
     Started services take the default ports when ``prefer_default_ports`` and those are
     free, else free ones. Every service that came up is recorded, even when another failed.
+    With ``nats_cluster``, NATS is that many servers as one JetStream cluster (free ports only),
+    and the events stream is created on it with their replicas; a cluster recorded before is
+    kept (its stopped nodes started again) whether or not ``nats_cluster`` is given.
 
     :raises ServiceUnreachable: a service named by the environment does not answer.
     :raises StackConflict: the environment names a service that ``up`` already runs elsewhere.
+    :raises NatsClusterMismatch: a cluster is asked for but another NATS is in use.
     :raises DevstackError: a service failed to start (the first such error).
     """
     state_dir = settings.state_dir
@@ -65,24 +90,35 @@ async def up(settings: Settings, *, prefer_default_ports: bool = True) -> StackS
         ensure_master_key_file(state_dir, lambda: MasterKey.generate().text())
         state = load_stack_state(state_dir)
         named = _named_urls(settings, state)
+        if nats_cluster is not None:
+            _check_cluster_request(nats_cluster, state.services.get("nats"), "nats" in named)
         reused = await asyncio.gather(*(_reuse(name, url, settings) for name, url in named.items()))
         pending = [name for name in SERVICES if name not in named]
         results = await asyncio.gather(
             *(
-                _ensure_running(name, state.services.get(name), state_dir, prefer_default_ports)
+                _ensure_running(name, state.services.get(name), state_dir, prefer_default_ports, nats_cluster)
                 for name in pending
             ),
             return_exceptions=True,
         )
         services = {service.name: service for service in reused}
         failures: list[BaseException] = []
-        for result in results:
+        for name, result in zip(pending, results, strict=True):
             if isinstance(result, BaseException):
                 failures.append(result)
+                recorded = state.services.get(name)
+                if recorded is not None and _running(recorded):  # e.g. a cluster missing a node
+                    services[name] = recorded  # still recorded, so that `down` stops it
             else:
                 services[result.name] = result
         new_state = StackState(services={name: services[name] for name in SERVICES if name in services})
         save_stack_state(state_dir, new_state)
+        cluster = new_state.services.get("nats")
+        if cluster is not None and cluster.nodes and not failures:
+            try:
+                await ensure_cluster_stream(settings, cluster)
+            except DevstackError as exc:
+                failures.append(exc)
     if failures:
         raise failures[0]
     return new_state
@@ -116,6 +152,8 @@ def stop_service(service: ServiceState, timeout: float = 15.0) -> None:
     """
     if service.name == "postgres":
         stop_postgres(service, timeout=timeout)
+    elif service.nodes:
+        stop_nats_cluster(service, timeout=timeout)
     elif service.pid is not None and runs(service.pid, service.data_dir):
         terminate(service.pid, timeout=timeout)
 
@@ -130,13 +168,23 @@ async def probe(name: str, url: str) -> str | None:
 
 
 def _running(service: ServiceState | None) -> bool:
-    """Whether ``service`` is one ``up`` started and its process still runs."""
-    return service is not None and service.managed and runs(service.pid, service.data_dir)
+    """Whether ``service`` is one ``up`` started and its process (a cluster: any node's) still runs."""
+    if service is None or not service.managed:
+        return False
+    if service.nodes:
+        return any(node_runs(node) for node in service.nodes)
+    return runs(service.pid, service.data_dir)
 
 
 async def _ensure_running(
-    name: str, recorded: ServiceState | None, state_dir: Path, prefer_default_ports: bool
+    name: str,
+    recorded: ServiceState | None,
+    state_dir: Path,
+    prefer_default_ports: bool,
+    nats_cluster: int | None = None,
 ) -> ServiceState:
+    if name == "nats" and (nats_cluster is not None or (recorded is not None and recorded.nodes)):
+        return await _ensure_cluster(recorded, state_dir, nats_cluster)
     if recorded is not None and _running(recorded):
         if await probe(name, recorded.url) is None:
             return recorded
@@ -155,6 +203,61 @@ async def _ensure_running(
     return await start_temporal(
         state_dir, ports=ports, codec_port=codec_port, prefer_default_ports=prefer_default_ports
     )
+
+
+def _check_cluster_request(size: int, recorded: ServiceState | None, named: bool) -> None:
+    """Refuse, before anything starts, a cluster of ``size`` where another NATS is in use.
+
+    :raises NatsClusterMismatch: MEMSAGA_NATS_URL names one, or the stack runs another.
+    """
+    if named:
+        raise NatsClusterMismatch(size, "MEMSAGA_NATS_URL names a NATS to use", "unset MEMSAGA_NATS_URL")
+    if recorded is not None and recorded.nodes and len(recorded.nodes) != size:
+        raise NatsClusterMismatch(size, f"the local stack has a NATS cluster of {len(recorded.nodes)}")
+    if recorded is not None and not recorded.nodes and _running(recorded):
+        raise NatsClusterMismatch(size, f"the local stack runs a single NATS server at {recorded.url}")
+
+
+async def _ensure_cluster(recorded: ServiceState | None, state_dir: Path, size: int | None) -> ServiceState:
+    """The recorded NATS cluster with its stopped nodes started again, or a new one of ``size``."""
+    if recorded is not None and recorded.nodes:
+        return await restart_nodes(recorded)
+    return await start_nats_cluster(state_dir, size or 3)
+
+
+CLUSTER_STREAM_TIMEOUT = 15.0
+
+
+async def ensure_cluster_stream(settings: Settings, cluster: ServiceState) -> None:
+    """The events stream on the stack's NATS cluster, with the cluster's replicas.
+
+    JetStream may refuse the replicas for a moment after the cluster formed (a node not yet
+    counted as a peer with room): that is retried for :data:`CLUSTER_STREAM_TIMEOUT` seconds.
+
+    :raises NatsClusterNotFormed: the stream could not be placed on enough nodes in time.
+    """
+    replicas = settings.nats_replicas or cluster.replicas or 1
+    nc = await connect_nats(cluster.url, name="memsaga-dev-up", connect_timeout=10.0)
+    deadline = asyncio.get_running_loop().time() + CLUSTER_STREAM_TIMEOUT
+    try:
+        while True:
+            try:
+                await ensure_stream(
+                    nc.jetstream(timeout=5.0),
+                    settings.nats_stream,
+                    subject_prefix=settings.subject_prefix,
+                    duplicate_window=settings.stream_duplicate_window_seconds,
+                    replicas=replicas,
+                )
+                return
+            except (StreamReplicasUnavailable, TimeoutError, nats.errors.Error) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    logs = [Path(n.log_file or "") for n in cluster.nodes]
+                    reason = f"stream {settings.nats_stream} with {replicas} replicas: {exc}"
+                    raise NatsClusterNotFormed(CLUSTER_STREAM_TIMEOUT, [reason], logs) from None
+                await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
 
 
 def _free_recorded_port(url: str | None) -> int | None:
@@ -216,6 +319,7 @@ async def _status(name: str, recorded: ServiceState | None) -> ServiceStatus:
         ui_url=recorded.ui_url,
         managed=recorded.managed,
         pid=recorded.pid if answers else None,
+        nodes=await cluster_health(recorded) if recorded.nodes else None,
     )
 
 

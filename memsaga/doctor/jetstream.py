@@ -1,5 +1,6 @@
 """The checks ``memsaga doctor`` runs on NATS: reachable, the events stream's storage, limits and
-replicas, and whether the server syncs every write to disk (from its monitoring endpoint)."""
+replicas, where its replicas stand in a cluster, and whether the server syncs every write to disk
+(from its monitoring endpoint)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
-from nats.js.api import StreamConfig
+from nats.js.api import StreamConfig, StreamInfo
 
 from memsaga.devstack.nats import monitoring_url
+from memsaga.devstack.nats_cluster import node_monitoring_url
 from memsaga.doctor.model import Check, ok, problem, warn
 from memsaga.settings import Settings
 from memsaga.stackstate import load_stack_state
-from projections.stream import stream_limits
+from projections.stream import server_urls, stream_limits
 
 SYNC_HINT = (
     "run nats-server with `jetstream { sync_interval: always }` in its configuration (as `memsaga dev up`"
@@ -36,7 +38,7 @@ async def connect(url: str, timeout: float) -> NATS:
         return None
 
     connecting = nats.connect(
-        url,
+        server_urls(url),
         name="memsaga-doctor",
         connect_timeout=timeout,
         allow_reconnect=False,
@@ -72,15 +74,26 @@ def describe_stream(config: StreamConfig) -> str:
     )
 
 
-async def stream_check(nc: NATS, stream: str) -> Check:
-    """The events stream: storage, limits, replicas. Memory storage or a limit is a problem."""
+async def stream_checks(nc: NATS, stream: str, replicas: int) -> list[Check]:
+    """The events stream (:func:`stream_check`) and, when it has replicas, :func:`cluster_check`."""
     name = "jetstream.stream"
     try:
         info = await nc.jetstream(timeout=5.0).stream_info(stream)
     except nats.js.errors.NotFoundError:
-        return warn(name, f"{stream} does not exist yet", "start `memsaga relay`: it creates the stream")
+        return [warn(name, f"{stream} does not exist yet", "start `memsaga relay`: it creates the stream")]
     except (nats.errors.Error, TimeoutError) as exc:
-        return problem(name, f"JetStream does not answer: {exc!r}", "is JetStream enabled (nats-server -js)?")
+        return [
+            problem(name, f"JetStream does not answer: {exc!r}", "is JetStream enabled (nats-server -js)?")
+        ]
+    checks = [stream_check(info)]
+    if (info.config.num_replicas or 1) > 1 or replicas > 1:
+        checks.append(cluster_check(info, replicas))
+    return checks
+
+
+def stream_check(info: StreamInfo) -> Check:
+    """The events stream: storage, limits, replicas. Memory storage or a limit is a problem."""
+    name, stream = "jetstream.stream", info.config.name
     detail = f"{stream}: {describe_stream(info.config)}"
     limits = stream_limits(info.config)
     if limits:
@@ -93,12 +106,58 @@ async def stream_check(nc: NATS, stream: str) -> Check:
     return ok(name, detail)
 
 
+def cluster_check(info: StreamInfo, replicas: int) -> Check:
+    """Where the stream's replicas stand: its leader, and each other replica current or not.
+
+    No leader is a problem (no quorum: nothing can be published); a replica offline or behind,
+    or fewer replicas than ``MEMSAGA_NATS_REPLICAS``, is a warning (one more loss stops writes).
+    """
+    name, stream = "jetstream.cluster", info.config.name
+    have = info.config.num_replicas or 1
+    cluster = info.cluster
+    if cluster is None or not cluster.leader:
+        return problem(
+            name,
+            f"{stream} has no leader: fewer than {have // 2 + 1} of its {have} replicas are up",
+            "start the NATS servers that are down (`memsaga dev up` restarts the local cluster's)",
+        )
+    peers = [f"leader {cluster.leader}"]
+    behind: list[str] = []
+    for peer in cluster.replicas or []:
+        seen = f", last seen {peer.active / 1e9:.0f}s ago" if peer.active else ""
+        state = "offline" if peer.offline else "current" if peer.current else f"not current{seen}"
+        peers.append(f"{peer.name} {state}")
+        if peer.offline or not peer.current:
+            behind.append(peer.name or "?")
+    detail = f"{stream}: {have} replicas on cluster {cluster.name}: {', '.join(peers)}"
+    if behind:
+        return warn(
+            name,
+            detail,
+            f"bring {', '.join(behind)} back: the stream keeps working while a quorum"
+            f" ({have // 2 + 1} of {have}) is up, but one more loss stops publishing",
+        )
+    if have < replicas:
+        return warn(
+            name,
+            f"{detail}; MEMSAGA_NATS_REPLICAS asks for {replicas}",
+            "start `memsaga relay`: it scales the stream up to the replicas asked for",
+        )
+    return ok(name, detail)
+
+
 def find_monitoring_url(settings: Settings, nats_url: str) -> str | None:
     """``MEMSAGA_NATS_MONITORING_URL``, else the local stack's server's (when it is the one used)."""
     if settings.nats_monitoring_url:
         return settings.nats_monitoring_url.rstrip("/")
     service = load_stack_state(settings.state_dir).services.get("nats")
-    if service is None or service.url != nats_url or not service.data_dir or service.pid is None:
+    if service is None or service.url != nats_url:
+        return None
+    for node in service.nodes:  # a cluster: the first node that runs
+        url = node_monitoring_url(node)
+        if url is not None:
+            return url
+    if not service.data_dir or service.pid is None:
         return None
     return monitoring_url(Path(service.data_dir), service.pid)
 

@@ -25,7 +25,7 @@ from memsaga.doctor.database import (
     schema_check,
     search_check,
 )
-from memsaga.doctor.jetstream import connect, stream_check, sync_check
+from memsaga.doctor.jetstream import connect, stream_checks, sync_check
 from memsaga.doctor.model import Check, Report, ok, problem, unreachable
 from memsaga.errors import ServiceNotConfigured
 from memsaga.settings import Settings
@@ -76,7 +76,7 @@ async def _nats(settings: Settings, checks: list[Check]) -> NATS | None:
         return None
     version = nc.connected_server_version
     checks.append(ok("nats", f"{redact(url)}, nats-server {version.major}.{version.minor}.{version.patch}"))
-    checks.append(await stream_check(nc, settings.nats_stream))
+    checks += await stream_checks(nc, settings.nats_stream, settings.stream_replicas())
     checks.append(await sync_check(settings, url))
     return nc
 
