@@ -146,6 +146,26 @@ async def _reextracted(env: SagaEnv) -> dict[str, Run]:
     return {"reextracted": (request_workflow_id(request_id), None), "episode_reextracted": (child, None)}
 
 
+async def _reembedded(env: SagaEnv) -> dict[str, Run]:
+    """``memsaga reextract --user U --embedder hashing``, by code that records
+    ``ReextractionCompleted`` at the end (the patch ``record-completion``): search switches on it."""
+    first = request()
+    saga = await env.start(first)
+    await extraction_result(env.client, saga.workflow_id)
+    request_id = f"history-{uuid.uuid4().hex[:8]}"
+    done = await reextract(
+        env.client,
+        ReextractionRequest(
+            request_id=request_id, user_id=first.user_id, extractor="rules", embedder="hashing",
+            max_concurrency=1,
+        ),
+        settings=env.settings,
+        poll_seconds=0.2,
+    )  # fmt: skip
+    assert (done.total, done.done, done.failed) == (1, 1, []), done
+    return {"reembedded": (request_workflow_id(request_id), None)}
+
+
 @activity.defn(name="memory_extraction.complete_extraction")
 async def broken_complete_extraction(input: CompleteInput) -> Appended:
     raise ApplicationError("the completion step is broken", type="Broken", non_retryable=True)
@@ -202,4 +222,5 @@ NEWER_SCENARIOS: dict[tuple[str, ...], Callable[[SagaEnv], Awaitable[dict[str, R
     ("complete_failed",): _complete_failed,
     ("compensation_failed",): _compensation_failed,
     ("reextracted", "episode_reextracted"): _reextracted,
+    ("reembedded",): _reembedded,
 }
