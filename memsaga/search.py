@@ -1,7 +1,9 @@
 """Recall: search a user's memories by meaning and by words, optionally after one's own writes.
 
-The question is embedded here (never in the projection) with the embedder that made the
-vectors it is compared with; :func:`projections.search` does the ranking. With
+The question is embedded here (never in the projection) in the vector space the read model
+serves the user in (:func:`projections.search_models.serving_space`: the model of a complete
+re-extraction, else of the user's first vector), whatever ``MEMSAGA_EMBEDDER`` says now;
+:func:`projections.search` does the ranking, comparing it with vectors of that space only. With
 ``after_position`` (the ``last_position`` of an extraction's result) the search first waits
 until the ``memory_search`` read model has applied that position: read-your-writes.
 """
@@ -20,14 +22,17 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from eventstore import PostgresEventStore
-from memsaga.bootstrap import build_search_embedder, build_stores, create_pool
+from memsaga.bootstrap import adapter_config, build_search_embedder, build_stores, create_pool
 from memsaga.errors import MemsagaError
+from memsaga.query_embedders import QueryEmbedders
 from memsaga.read_connection import read_pool
 from memsaga.settings import Settings
 from memsaga.trace import workflow_url
 from projections import MEMORY_SEARCH, SearchMode, SearchQuery, search
 from projections import SearchHit as SearchHit
 from projections.consistency import applied_position, has_applied
+from projections.errors import ProjectionNotInitialized
+from projections.search_models import VectorSpace, serving_space
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import MemoryKind
 from sagas.memory_extraction.identifiers import identifier_problem
@@ -122,12 +127,15 @@ async def search_memories(
     temporal_ui: str | None = None,
     namespace: str = "default",
     reader: asyncpg.Pool | None = None,
+    embedders: QueryEmbedders | None = None,
 ) -> SearchResult:
     """The ``k`` memories of ``user_id`` that best answer ``query``, best first.
 
     Current memories only, or with ``valid_at`` those true in the world then (superseded and
-    invalidated ones too; retracted ones never). ``query_vector`` replaces embedding the query
-    (it must be in ``embedder``'s space).
+    invalidated ones too; retracted ones never). The query is embedded in the space that serves
+    the user (``embedder`` when it is that space's, else one of ``embedders``, which by default
+    builds offline models only); ``query_vector`` replaces embedding it (it must be of that
+    space's dimension; of ``embedder``'s when the user has no vector).
     ``temporal_ui`` (the UI's base URL) adds a link to each hit's saga. The search runs on
     ``reader`` (default ``pool``), as ``user_id`` only (:func:`projections.row_security.as_user`);
     waiting for ``after_position`` reads checkpoints on ``pool``.
@@ -135,27 +143,28 @@ async def search_memories(
     :raises InvalidSearch: bad input (nothing is searched).
     :raises NotYetApplied: ``after_position`` was not reached within ``timeout`` seconds.
     :raises ProjectionNotInitialized: the memory_search projection never ran.
+    :raises ServingEmbedderUnavailable: the user's space has a model this process cannot build.
     """
     text = check_search(query, user_id=user_id, k=k, kinds=kinds)
     if valid_at is not None and valid_at.tzinfo is None:
         raise InvalidSearch("valid_at needs a time zone, e.g. 2026-05-01T00:00:00Z")
-    vector: Sequence[float] | None = None
-    if mode != SearchMode.KEYWORD:
-        vector = query_vector if query_vector is not None else (await embedder.embed([text]))[0]
-        if len(vector) != embedder.dimension:
-            raise InvalidSearch(
-                f"the query vector has {len(vector)} dimensions, but {embedder.name} vectors have"
-                f" {embedder.dimension}: embed the query with {embedder.name}"
-            )
     if after_position is not None:
         await wait_until_applied(pool, store, after_position, timeout=timeout)
+    space = await _serving(pool, user_id)
+    name, vector = embedder.name, None
+    if mode != SearchMode.KEYWORD:
+        name, vector = await _query_vector(
+            text, user_id, space, embedders or QueryEmbedders(embedder), query_vector
+        )
+    elif space is not None:
+        name = space.embedder
     rows = await search(
         reader or pool,
         SearchQuery(
             user_id=user_id,
             text=text,
             vector=vector,
-            embedder=embedder.name,
+            embedder=name,
             k=k,
             kinds=tuple(kinds),
             valid_at=valid_at,
@@ -178,7 +187,41 @@ async def search_memories(
         )
         for hit in rows
     ]
-    return SearchResult(user_id=user_id, query=text, k=k, mode=mode.value, embedder=embedder.name, hits=hits)
+    return SearchResult(user_id=user_id, query=text, k=k, mode=mode.value, embedder=name, hits=hits)
+
+
+async def _serving(pool: asyncpg.Pool, user_id: str) -> VectorSpace | None:
+    try:
+        return await serving_space(pool, MEMORY_SEARCH.views(), user_id)
+    except asyncpg.UndefinedTableError:
+        raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
+
+
+async def _query_vector(
+    text: str,
+    user_id: str,
+    space: VectorSpace | None,
+    embedders: QueryEmbedders,
+    given: Sequence[float] | None,
+) -> tuple[str, Sequence[float] | None]:
+    """The space's embedder name and the query's vector in it. A user without vectors has no
+    space: the vector (given, or none) is of the configured embedder's, and matches nothing.
+
+    :raises InvalidSearch: ``given`` has another dimension than the space's.
+    """
+    configured = embedders.configured
+    if space is None:
+        name, dimension = configured.name, configured.dimension
+    else:
+        name, dimension = space.embedder, space.dimension
+    if given is not None and len(given) != dimension:
+        raise InvalidSearch(
+            f"the query vector has {len(given)} dimensions, but {name} vectors have"
+            f" {dimension}: embed the query with {name}"
+        )
+    if given is not None or space is None:
+        return name, given
+    return name, (await embedders.for_space(space, user_id=user_id).embed([text]))[0]
 
 
 @dataclass
@@ -202,6 +245,8 @@ class Recall:
     settings: Settings
     reader: asyncpg.Pool | None = None
     """Where searches run (``MEMSAGA_READ_DATABASE_URL``'s pool); None: ``pool``."""
+    embedders: QueryEmbedders | None = None
+    """Embedders of the spaces users are served in; None: ``embedder``, or offline models."""
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -217,7 +262,14 @@ class Recall:
         try:
             store, _ = build_stores(pool, settings)
             async with read_pool(settings, pool) as reader:
-                yield cls(pool, store, embedder, settings, None if reader is pool else reader)
+                yield cls(
+                    pool,
+                    store,
+                    embedder,
+                    settings,
+                    None if reader is pool else reader,
+                    QueryEmbedders(embedder, adapter_config(settings)),
+                )
         finally:
             await pool.close()
 
@@ -251,4 +303,5 @@ class Recall:
             temporal_ui=self.settings.temporal_ui(),
             namespace=self.settings.temporal_namespace,
             reader=self.reader,
+            embedders=self.embedders,
         )
