@@ -31,7 +31,6 @@ from memsaga.trace import workflow_url
 from projections import MEMORY_SEARCH, SearchMode, SearchQuery, search
 from projections import SearchHit as SearchHit
 from projections.consistency import applied_position, has_applied
-from projections.errors import ProjectionNotInitialized
 from projections.search_models import VectorSpace, serving_space
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import MemoryKind
@@ -150,7 +149,7 @@ async def search_memories(
         raise InvalidSearch("valid_at needs a time zone, e.g. 2026-05-01T00:00:00Z")
     if after_position is not None:
         await wait_until_applied(pool, store, after_position, timeout=timeout)
-    space = await _serving(pool, user_id)
+    space, other_vectors = await _serving(pool, user_id)
     name, vector = embedder.name, None
     if mode != SearchMode.KEYWORD:
         name, vector = await _query_vector(
@@ -170,6 +169,7 @@ async def search_memories(
             valid_at=valid_at,
             mode=mode,
             candidates=max(50, 4 * k),
+            other_vectors=other_vectors,
         ),
     )
     hits = [
@@ -190,11 +190,16 @@ async def search_memories(
     return SearchResult(user_id=user_id, query=text, k=k, mode=mode.value, embedder=name, hits=hits)
 
 
-async def _serving(pool: asyncpg.Pool, user_id: str) -> VectorSpace | None:
+async def _serving(pool: asyncpg.Pool, user_id: str) -> tuple[VectorSpace | None, bool]:
+    """The user's serving space, and whether the live read model keeps re-extraction vectors.
+
+    A live version older than 5 (version 5 being built beside it) has neither: the question is then
+    embedded with the configured embedder, as that code did, until the switch.
+    """
     try:
-        return await serving_space(pool, MEMORY_SEARCH.views(), user_id)
+        return await serving_space(pool, MEMORY_SEARCH.views(), user_id), True
     except asyncpg.UndefinedTableError:
-        raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
+        return None, False
 
 
 async def _query_vector(
@@ -204,8 +209,8 @@ async def _query_vector(
     embedders: QueryEmbedders,
     given: Sequence[float] | None,
 ) -> tuple[str, Sequence[float] | None]:
-    """The space's embedder name and the query's vector in it. A user without vectors has no
-    space: the vector (given, or none) is of the configured embedder's, and matches nothing.
+    """The space's embedder name and the query's vector in it. Without a space (a user with no
+    vector yet, or a live read model older than version 5) the configured embedder's.
 
     :raises InvalidSearch: ``given`` has another dimension than the space's.
     """
@@ -219,9 +224,10 @@ async def _query_vector(
             f"the query vector has {len(given)} dimensions, but {name} vectors have"
             f" {dimension}: embed the query with {name}"
         )
-    if given is not None or space is None:
+    if given is not None:
         return name, given
-    return name, (await embedders.for_space(space, user_id=user_id).embed([text]))[0]
+    embedder = configured if space is None else embedders.for_space(space, user_id=user_id)
+    return name, (await embedder.embed([text]))[0]
 
 
 @dataclass

@@ -309,6 +309,9 @@ class SearchQuery:
     mode: SearchMode = SearchMode.HYBRID
     candidates: int = 50  # how deep each ranking goes before fusion
     ef_search: int = 100
+    other_vectors: bool = True
+    """Also compare with re-extraction vectors (``memory_vectors``); False for a live read model
+    built by code older than version 5, which has none (while version 5 is built beside it)."""
 
 
 class SearchHit(BaseModel):
@@ -355,7 +358,7 @@ _TSQUERY = f"""(SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery
         WHERE lexeme <> 'user')"""
 
 
-def _vector_ranking(space: tuple[str, int] | None) -> str:
+def _vector_ranking(space: tuple[str, int] | None, other_vectors: bool = True) -> str:
     """Nearest memories by cosine distance, among the vectors of the query's space only: those of
     their creation (``memory_search``) and those a re-extraction made (``memory_vectors``, whose
     memory must pass the filters); a memory in both counts once, at its nearer vector. A known
@@ -367,16 +370,17 @@ def _vector_ranking(space: tuple[str, int] | None) -> str:
     else:
         distance = "embedding <=> $5::vector"
         where = "embedder = $6 AND dimension = $7"
-    return f"""SELECT memory_id, row_number() OVER (ORDER BY d, memory_id) AS r, 1 - d AS similarity
-        FROM (SELECT memory_id, min(dist) AS d FROM (
-              (SELECT memory_id, {distance} AS dist FROM {{t}}
-               WHERE {_FILTERS} AND {where} AND $5::vector IS NOT NULL
-               ORDER BY dist LIMIT $8)
+    others = f"""
               UNION ALL
               (SELECT memory_id, {distance} AS dist FROM {{v}} AS v
                WHERE user_id = $1 AND {where} AND $5::vector IS NOT NULL
                  AND EXISTS (SELECT 1 FROM {{t}} AS m WHERE m.memory_id = v.memory_id AND {_FILTERS})
-               ORDER BY dist LIMIT $8)) AS both_sources
+               ORDER BY dist LIMIT $8)"""
+    return f"""SELECT memory_id, row_number() OVER (ORDER BY d, memory_id) AS r, 1 - d AS similarity
+        FROM (SELECT memory_id, min(dist) AS d FROM (
+              (SELECT memory_id, {distance} AS dist FROM {{t}}
+               WHERE {_FILTERS} AND {where} AND $5::vector IS NOT NULL
+               ORDER BY dist LIMIT $8){others if other_vectors else ""}) AS both_sources
               GROUP BY memory_id ORDER BY min(dist), memory_id LIMIT $8) AS nearest"""
 
 
@@ -389,8 +393,12 @@ _KEYWORD_RANKING = f"""SELECT memory_id, row_number() OVER (ORDER BY rank DESC, 
 _EMPTY = "SELECT NULL::text AS memory_id, NULL::bigint AS r, NULL::float8 AS {column} WHERE false"
 
 
-def _search_sql(mode: SearchMode, space: tuple[str, int] | None) -> str:
-    vec = _vector_ranking(space) if mode != SearchMode.KEYWORD else _EMPTY.format(column="similarity")
+def _search_sql(mode: SearchMode, space: tuple[str, int] | None, other_vectors: bool = True) -> str:
+    vec = (
+        _vector_ranking(space, other_vectors)
+        if mode != SearchMode.KEYWORD
+        else _EMPTY.format(column="similarity")
+    )
     kw = _KEYWORD_RANKING if mode != SearchMode.VECTOR else _EMPTY.format(column="rank")
     # The fused hits are materialized before the join: joined on the FULL JOIN's merged column (a
     # COALESCE, which PostgreSQL does not hold leakproof), rows under row-level security could only
@@ -416,7 +424,7 @@ def _statement(query: SearchQuery) -> tuple[str, tuple[object, ...]]:
     """The SQL of ``query`` and its arguments."""
     dimension = len(query.vector) if query.vector is not None else 0
     views = MEMORY_SEARCH.views()
-    sql = _search_sql(query.mode, _space(query.embedder, dimension)).format(
+    sql = _search_sql(query.mode, _space(query.embedder, dimension), query.other_vectors).format(
         t=views["memory_search"], w=views["memory_words"], v=views["memory_vectors"]
     )
     vector = vector_literal(query.vector) if query.vector is not None else None

@@ -195,12 +195,8 @@ async def on_episodes_reextracted(conn: Connection, tables: Tables, events: Sequ
     """The new model's vectors of the memories each re-extraction left unchanged, into
     ``memory_vectors``. A vector whose blob is missing is left out rather than parked: its memory
     keeps its other vectors and its words, and the decision's memory changes are events of their own."""
-    entries = [
-        (event, payload_of(event, EpisodeReextracted).embedder, v)
-        for event in events
-        for v in payload_of(event, EpisodeReextracted).vectors
-        if event.user_id
-    ]
+    decided = [(event, payload_of(event, EpisodeReextracted)) for event in events if event.user_id]
+    entries = [(event, p.embedder, v) for event, p in decided for v in p.vectors]
     if not entries:
         return
     vectors = await read_vectors(

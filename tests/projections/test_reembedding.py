@@ -265,3 +265,17 @@ async def test_a_model_this_process_cannot_build_is_a_named_error(
         await search_memories(pool, store, OLD, "where?", user_id=user, embedders=QueryEmbedders(OLD))
     words = await search_memories(pool, store, OLD, "Lisbon", user_id=user, mode=SearchMode.KEYWORD)
     assert [h.text for h in words.hits] == ["User lives in Lisbon"] and words.embedder == "http:big-model"
+
+
+async def test_a_live_read_model_older_than_version_5_is_searched_with_the_configured_embedder(
+    world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = world
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    await remember(pool, store, user, "User lives in Lisbon", OLD)
+    await rebuild(pool, store, MEMORY_SEARCH)
+    for view in ("memory_vectors", "memory_search_serving"):  # as version 4 had them: not at all
+        await pool.execute(f"DROP VIEW memsaga_read.{view}")
+
+    found = await search_memories(pool, store, OLD, "where does the user live?", user_id=user)
+    assert found.embedder == OLD.name and found.hits[0].similarity is not None
