@@ -41,7 +41,6 @@ from projections.search_models import DDL as MODELS_DDL
 from projections.search_models import (
     FORGET_VECTORS,
     INDEXED_SPACES,
-    VectorBlobMissing,
     VectorSpace,
     on_episode_reextracted,
     on_episodes_reextracted,
@@ -52,12 +51,11 @@ from projections.search_models import (
     space_indexes,
     vector_literal,
 )
+from projections.search_models import VectorBlobMissing as VectorBlobMissing  # parked by on_memories_created
 from sagas.forgetting import UserForgotten
 from sagas.memory_extraction.events import MemoryCreated
 from sagas.memory_extraction.lifecycle import MemoryStatus
 from sagas.reextraction import EpisodeReextracted, ReextractionCompleted
-
-__all__ = ["INDEXED_SPACES", "MEMORY_SEARCH", "VectorBlobMissing", "VectorSpace", "vector_literal"]
 
 RRF_K = 60
 """The constant of reciprocal rank fusion: a hit at rank r of one ranking scores 1 / (RRF_K + r)."""
