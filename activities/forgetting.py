@@ -24,6 +24,8 @@ from sagas.forgetting import (
 )
 
 EXTRACTION_WORKFLOW_TYPE = "MemoryExtraction"
+USER_WORKFLOW_TYPES = (EXTRACTION_WORKFLOW_TYPE, "EpisodeReextraction")
+"""Sagas that write a user's data: a forget cancels those of its user and waits for them to close."""
 
 
 class ForgetStep(BaseModel):
@@ -113,11 +115,10 @@ class ForgettingActivities:
 
     @activity_defn("forgetting.running_sagas")
     async def running_sagas(self, step: ForgetStep) -> list[str]:
-        """The workflow ids of the user's extraction sagas still running (Temporal visibility)."""
-        query = (
-            f"WorkflowType = {visibility_literal(EXTRACTION_WORKFLOW_TYPE)}"
-            f" AND ExecutionStatus = 'Running' AND UserId = {visibility_literal(step.user_id)}"
-        )
+        """The workflow ids of the user's extraction and episode re-extraction sagas still
+        running (Temporal visibility)."""
+        types = " OR ".join(f"WorkflowType = {visibility_literal(t)}" for t in USER_WORKFLOW_TYPES)
+        query = f"({types}) AND ExecutionStatus = 'Running' AND UserId = {visibility_literal(step.user_id)}"
         return sorted({w.id async for w in self.temporal.list_workflows(query)})
 
     @activity_defn("forgetting.await_sagas_closed")

@@ -17,6 +17,7 @@ from temporalio import activity
 from activities.errors import activity_defn, adapter_call
 from activities.memory_extraction import ExtractionPorts
 from eventstore import (
+    ANY,
     NO_STREAM,
     EventPayload,
     NewEvent,
@@ -25,7 +26,7 @@ from eventstore import (
 )
 from eventstore.errors import DataErased, UserWasForgotten
 from sagas import reextraction as rx
-from sagas.forgetting import UserForgotten, user_stream
+from sagas.forgetting import UserForgetRequested, UserForgotten, user_stream
 from sagas.memory_extraction import domain
 from sagas.memory_extraction.domain import EpisodeState, ExtractionOptions, derived_id
 from sagas.memory_extraction.embedders import vector_to_bytes
@@ -41,8 +42,17 @@ from sagas.memory_extraction.events import (
 from sagas.memory_extraction.lifecycle import memory_state
 from sagas.memory_extraction.reconcile import reconcile
 
+_SCAN = 1000
+"""``ExtractionCompleted`` events read from the store per round trip."""
 PAGE = 100
 """Episodes per page of :meth:`ReextractionActivities.list_episodes` (the workflow's history stays small)."""
+
+
+_FORGETTING = frozenset({UserForgetRequested.event_type, UserForgotten.event_type})
+
+
+class UserBeingForgotten(Exception):
+    """The user's forget was asked for while the episode was re-extracted: it stops writing."""
 
 
 class Step(BaseModel):
@@ -70,6 +80,14 @@ class ListEpisodesInput(BaseModel):
     limit: int = PAGE
 
 
+class RecordCompletionInput(BaseModel):
+    step: Step
+    request: rx.ReextractionRequest
+    causation_id: str
+    done: int
+    failed: list[str]
+
+
 class ReextractEpisodeInput(BaseModel):
     step: Step
     job: rx.EpisodeJob
@@ -85,7 +103,13 @@ class ReextractionActivities(ExtractionPorts):
 
     def all(self) -> list[Callable[..., object]]:
         """Every activity, for ``Worker(activities=...)``."""
-        return [self.record_request, self.list_episodes, self.reextract_episode, self.recorded_outcome]
+        return [
+            self.record_request,
+            self.list_episodes,
+            self.reextract_episode,
+            self.recorded_outcome,
+            self.record_completion,
+        ]
 
     @activity_defn("reextraction.record_request")
     async def record_request(self, input: RecordRequestInput) -> RequestRecorded:
@@ -97,9 +121,12 @@ class ReextractionActivities(ExtractionPorts):
             return RequestRecorded(
                 event_id=str(existing[0].event_id), episodes=existing[0].payload["episodes"]
             )
-        count = 0
-        async for batch in self.store.read_all(after_position=0):
-            count += sum(1 for e in batch if _completed_episode(e, request.user_id))
+        count, after = 0, 0
+        while page := await self.store.read_type(
+            ExtractionCompleted.event_type, user_id=request.user_id, after_position=after, limit=_SCAN
+        ):
+            count += sum(1 for e in page if _completed_episode(e))
+            after = page[-1].position
         payload = rx.ReextractionRequested(
             request_id=request.request_id,
             scope="all" if request.user_id is None else "user",
@@ -121,39 +148,76 @@ class ReextractionActivities(ExtractionPorts):
         await self.store.append(stream, [event], expected_version=NO_STREAM)
         return RequestRecorded(event_id=str(event.event_id), episodes=count)
 
+    @activity_defn("reextraction.record_completion")
+    async def record_completion(self, input: RecordCompletionInput) -> str:
+        """``ReextractionCompleted`` (its event id), naming the vectors' model and dimension: the
+        search read model switches the request's scope to it when no episode failed."""
+        request = input.request
+        options = ExtractionOptions(
+            extractor=request.extractor, embedder=request.embedder, retry=request.retry
+        )
+        embedder = self.embedders(options)
+        payload = rx.ReextractionCompleted(
+            request_id=request.request_id,
+            scope="all" if request.user_id is None else "user",
+            user_id=request.user_id,
+            embedder=request.embedder,
+            embedder_name=embedder.name,
+            dimension=embedder.dimension,
+            done=input.done,
+            failed=input.failed,
+        )
+        event = NewEvent.of(
+            payload,
+            event_id=derived_id(input.step.workflow_id, "completed"),
+            correlation_id=input.step.workflow_id,
+            causation_id=input.causation_id,
+            user_id=request.user_id,
+            occurred_at=input.step.occurred_at,
+            metadata={"workflow_id": input.step.workflow_id, "saga_event": "completed"},
+        )
+        await self.store.append(rx.reextraction_stream(request.request_id), [event], expected_version=ANY)
+        return str(event.event_id)
+
     @activity_defn("reextraction.list_episodes")
     async def list_episodes(self, input: ListEpisodesInput) -> rx.EpisodePage:
         """The next completed episodes after ``after_position`` (of the user, when one is named)."""
         found: list[rx.EpisodeRef] = []
-        async for batch in self.store.read_all(after_position=input.after_position):
-            for event in batch:
-                if _completed_episode(event, input.request.user_id):
+        after = input.after_position
+        while page := await self.store.read_type(
+            ExtractionCompleted.event_type, user_id=input.request.user_id, after_position=after, limit=_SCAN
+        ):
+            for event in page:
+                if _completed_episode(event):
                     episode_id = event.stream_id.removeprefix("episode-")
                     found.append(rx.EpisodeRef(episode_id=episode_id, user_id=event.user_id or ""))
                     if len(found) == input.limit:
                         return rx.EpisodePage(episodes=found, next_position=event.position)
+            after = page[-1].position
         return rx.EpisodePage(episodes=found, next_position=None)
 
     @activity_defn("reextraction.reextract_episode")
     async def reextract_episode(self, input: ReextractEpisodeInput) -> rx.EpisodeOutcome:
         """Decide what the new adapters change about one episode's memories, record it, apply it."""
         job, episode_id, user_id = input.job, input.job.episode.episode_id, input.job.episode.user_id
-        if await self._forgotten(user_id):
+        if await self._forgetting(user_id):
             return rx.EpisodeOutcome(episode_id=episode_id, skipped="forgotten")
         state = domain.episode_state(await self.store.read_stream(episode_stream(episode_id)))
         if state.episode_id is None:
             return rx.EpisodeOutcome(episode_id=episode_id, skipped="not_found")
         stream = rx.episode_decision_stream(input.step.workflow_id)
         try:
+            await self._before_writing(user_id)
             recorded = await self.store.read_stream(stream)
             if recorded:
                 decision = rx.EpisodeReextracted.model_validate(recorded[0].payload)
             else:
                 decision = await self._decide(input, state)
                 event = self._event(input, "decide", decision, causation_id=job.causation_id)
+                await self._before_writing(user_id)
                 await self.store.append(stream, [event], expected_version=NO_STREAM)
             await self._apply(input, state, decision)
-        except (UserWasForgotten, DataErased):  # forgotten while it ran: nothing more is written
+        except (UserBeingForgotten, UserWasForgotten, DataErased):  # nothing more is written
             return rx.EpisodeOutcome(episode_id=episode_id, skipped="forgotten")
         return rx.outcome_of(decision)
 
@@ -236,6 +300,7 @@ class ReextractionActivities(ExtractionPorts):
                 input, f"create:{new.candidate_id}", payload, causation_id=input.job.causation_id
             )
             events = await self.store.read_stream(memory_stream(new.memory_id))
+            await self._before_writing(user_id)
             if not events:
                 await self.store.append(memory_stream(new.memory_id), [event], expected_version=NO_STREAM)
         reason = rx.retire_reason(decision.request_id, decision.extractor, decision.episode_id)
@@ -262,6 +327,7 @@ class ReextractionActivities(ExtractionPorts):
             if current is None or current.status == "retracted":
                 return  # retracted meanwhile (by someone else): already what we want
             try:
+                await self._before_writing(input.job.episode.user_id)
                 await self.store.append(stream, [event], expected_version=len(events))
                 return
             except WrongExpectedVersion:
@@ -307,9 +373,21 @@ class ReextractionActivities(ExtractionPorts):
             retracted_hashes=sorted({m.content_hash for m in retracted if rx.retired_for_good(m)}),
         )
 
-    async def _forgotten(self, user_id: str) -> bool:
+    async def _forgetting(self, user_id: str) -> bool:
+        """Whether a forget of the user was asked for (or is done): then nothing of theirs is written."""
         events = await self.store.read_stream(user_stream(user_id))
-        return any(e.event_type == UserForgotten.event_type for e in events)
+        return any(e.event_type in _FORGETTING for e in events)
+
+    async def _before_writing(self, user_id: str) -> None:
+        """Before each write: let Temporal deliver a cancellation (a forget cancels the saga), and
+        stop when the user's forget was asked for meanwhile.
+
+        :raises UserBeingForgotten: it was.
+        """
+        if activity.in_activity():
+            activity.heartbeat()
+        if await self._forgetting(user_id):
+            raise UserBeingForgotten(user_id)
 
     async def _text(self, state: EpisodeState, user_id: str) -> str:
         if state.text is not None:
@@ -331,9 +409,6 @@ class ReextractionActivities(ExtractionPorts):
         )
 
 
-def _completed_episode(event: RecordedEvent, user_id: str | None) -> bool:
-    return (
-        event.event_type == ExtractionCompleted.event_type
-        and event.stream_id.startswith("episode-")
-        and (user_id is None or event.user_id == user_id)
-    )
+def _completed_episode(event: RecordedEvent) -> bool:
+    """An ``ExtractionCompleted`` of an episode's saga (read by type and user from the store)."""
+    return event.stream_id.startswith("episode-")

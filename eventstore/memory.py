@@ -158,6 +158,17 @@ class InMemoryEventStore:
         oldest = min(e.recorded_at for e in after)
         return Backlog(events=len(after), seconds=(self._clock() - oldest).total_seconds())
 
+    async def read_type(
+        self, event_type: str, *, user_id: str | None = None, after_position: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """See :meth:`eventstore.store.EventStore.read_type`."""
+        found = [
+            e
+            for e in self._all[after_position:]
+            if e.event_type == event_type and (user_id is None or e.user_id == user_id)
+        ]
+        return [upcast(e, self.registry) for e in found[:limit]]
+
     async def find_events(
         self,
         event_type: str,

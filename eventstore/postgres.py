@@ -76,6 +76,12 @@ _CAUSATION = f"""WITH RECURSIVE tree(event_id) AS (
         SELECT e.event_id FROM memsaga.events e JOIN tree t ON e.causation_id = t.event_id::text)
     SELECT {_COLUMNS} FROM memsaga.events WHERE event_id IN (SELECT event_id FROM tree) ORDER BY position"""
 
+# One event type after a position (by user when given; the user's events are found by the
+# indexes led by user_id), filtered in PostgreSQL so that no other event is decoded.
+_TYPE = f"""SELECT {_COLUMNS} FROM memsaga.events
+    WHERE event_type = $1 AND position > $2 AND ($3::text IS NULL OR user_id = $3)
+    ORDER BY position LIMIT $4"""
+
 _HEAD = "SELECT coalesce(max(position), 0) FROM memsaga.events"
 _BACKLOG = """SELECT count(*), coalesce(extract(epoch FROM now() - min(recorded_at))::float8, 0)
     FROM memsaga.events WHERE position > $1 AND ($3::bigint IS NULL OR position <= $3)
@@ -284,6 +290,13 @@ class PostgresEventStore:
         row = await self.pool.fetchrow(_BACKLOG, after_position, types, until_position)
         assert row is not None
         return Backlog(events=row[0], seconds=row[1])
+
+    async def read_type(
+        self, event_type: str, *, user_id: str | None = None, after_position: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """See :meth:`eventstore.store.EventStore.read_type`."""
+        rows = await self.pool.fetch(_TYPE, event_type, after_position, user_id, limit)
+        return await self._decode(rows)
 
     async def find_events(
         self,

@@ -75,6 +75,13 @@ class EventStore(Protocol):
         ``until_position``, when given): a reader's lag."""
         ...
 
+    async def read_type(
+        self, event_type: str, *, user_id: str | None = None, after_position: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Events of ``event_type`` (only ``user_id``'s when given) after ``after_position``, in
+        position order, at most ``limit``: a scan of one type without reading the others."""
+        ...
+
     async def find_events(
         self,
         event_type: str,

@@ -1,7 +1,9 @@
 """Recall: search a user's memories by meaning and by words, optionally after one's own writes.
 
-The question is embedded here (never in the projection) with the embedder that made the
-vectors it is compared with; :func:`projections.search` does the ranking. With
+The question is embedded here (never in the projection) in the vector space the read model
+serves the user in (:func:`projections.search_models.serving_space`: the model of a complete
+re-extraction, else of the user's first vector), whatever ``MEMSAGA_EMBEDDER`` says now;
+:func:`projections.search` does the ranking, comparing it with vectors of that space only. With
 ``after_position`` (the ``last_position`` of an extraction's result) the search first waits
 until the ``memory_search`` read model has applied that position: read-your-writes.
 """
@@ -20,8 +22,9 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from eventstore import PostgresEventStore
-from memsaga.bootstrap import build_search_embedder, build_stores, create_pool
+from memsaga.bootstrap import adapter_config, build_search_embedder, build_stores, create_pool
 from memsaga.errors import MemsagaError
+from memsaga.query_embedders import QueryEmbedders
 from memsaga.read_connection import read_pool
 from memsaga.settings import Settings
 from memsaga.trace import workflow_url
@@ -30,6 +33,7 @@ from projections import SearchHit as SearchHit
 from projections.consistency import applied_position, has_applied
 from projections.own_name import about_the_user, own_names
 from projections.row_security import as_user
+from projections.search_models import VectorSpace, serving_space
 from sagas.memory_extraction.embedders import Embedder
 from sagas.memory_extraction.events import MemoryKind
 from sagas.memory_extraction.identifiers import identifier_problem
@@ -126,12 +130,15 @@ async def search_memories(
     temporal_ui: str | None = None,
     namespace: str = "default",
     reader: asyncpg.Pool | None = None,
+    embedders: QueryEmbedders | None = None,
 ) -> SearchResult:
     """The ``k`` memories of ``user_id`` that best answer ``query``, best first.
 
     Current memories only, or with ``valid_at`` those true in the world then (superseded and
-    invalidated ones too; retracted ones never). ``query_vector`` replaces embedding the query
-    (it must be in ``embedder``'s space).
+    invalidated ones too; retracted ones never). The query is embedded in the space that serves
+    the user (``embedder`` when it is that space's, else one of ``embedders``, which by default
+    builds offline models only); ``query_vector`` replaces embedding it (it must be of that
+    space's dimension; of ``embedder``'s when the user has no vector).
     ``temporal_ui`` (the UI's base URL) adds a link to each hit's saga. The search runs on
     ``reader`` (default ``pool``), as ``user_id`` only (:func:`projections.row_security.as_user`);
     waiting for ``after_position`` reads checkpoints on ``pool``.
@@ -139,32 +146,36 @@ async def search_memories(
     :raises InvalidSearch: bad input (nothing is searched).
     :raises NotYetApplied: ``after_position`` was not reached within ``timeout`` seconds.
     :raises ProjectionNotInitialized: the memory_search projection never ran.
+    :raises ServingEmbedderUnavailable: the user's space has a model this process cannot build.
     """
     text = check_search(query, user_id=user_id, k=k, kinds=kinds)
     if valid_at is not None and valid_at.tzinfo is None:
         raise InvalidSearch("valid_at needs a time zone, e.g. 2026-05-01T00:00:00Z")
-    if query_vector is not None and mode != SearchMode.KEYWORD:
-        _check_dimension(query_vector, embedder)
     if after_position is not None:
         await wait_until_applied(pool, store, after_position, timeout=timeout)
     async with as_user(reader or pool, user_id) as conn:
         asked = about_the_user(text, await own_names(conn, user_id))
-    vector: Sequence[float] | None = None
+    space, other_vectors = await _serving(pool, user_id)
+    name, vector = embedder.name, None
     if mode != SearchMode.KEYWORD:
-        vector = query_vector if query_vector is not None else (await embedder.embed([asked]))[0]
-        _check_dimension(vector, embedder)
+        name, vector = await _query_vector(
+            asked, user_id, space, embedders or QueryEmbedders(embedder), query_vector
+        )
+    elif space is not None:
+        name = space.embedder
     rows = await search(
         reader or pool,
         SearchQuery(
             user_id=user_id,
             text=asked,
             vector=vector,
-            embedder=embedder.name,
+            embedder=name,
             k=k,
             kinds=tuple(kinds),
             valid_at=valid_at,
             mode=mode,
             candidates=max(50, 4 * k),
+            other_vectors=other_vectors,
         ),
     )
     hits = [
@@ -183,22 +194,48 @@ async def search_memories(
         for hit in rows
     ]
     return SearchResult(
-        user_id=user_id,
-        query=text,
-        k=k,
-        mode=mode.value,
-        embedder=embedder.name,
-        hits=hits,
-        searched_as=asked,
+        user_id=user_id, query=text, k=k, mode=mode.value, embedder=name, hits=hits, searched_as=asked
     )
 
 
-def _check_dimension(vector: Sequence[float], embedder: Embedder) -> None:
-    if len(vector) != embedder.dimension:
+async def _serving(pool: asyncpg.Pool, user_id: str) -> tuple[VectorSpace | None, bool]:
+    """The user's serving space, and whether the live read model keeps re-extraction vectors.
+
+    A live version older than 5 (version 5 being built beside it) has neither: the question is then
+    embedded with the configured embedder, as that code did, until the switch.
+    """
+    try:
+        return await serving_space(pool, MEMORY_SEARCH.views(), user_id), True
+    except asyncpg.UndefinedTableError:
+        return None, False
+
+
+async def _query_vector(
+    text: str,
+    user_id: str,
+    space: VectorSpace | None,
+    embedders: QueryEmbedders,
+    given: Sequence[float] | None,
+) -> tuple[str, Sequence[float] | None]:
+    """The space's embedder name and the query's vector in it. Without a space (a user with no
+    vector yet, or a live read model older than version 5) the configured embedder's.
+
+    :raises InvalidSearch: ``given`` has another dimension than the space's.
+    """
+    configured = embedders.configured
+    if space is None:
+        name, dimension = configured.name, configured.dimension
+    else:
+        name, dimension = space.embedder, space.dimension
+    if given is not None and len(given) != dimension:
         raise InvalidSearch(
-            f"the query vector has {len(vector)} dimensions, but {embedder.name} vectors have"
-            f" {embedder.dimension}: embed the query with {embedder.name}"
+            f"the query vector has {len(given)} dimensions, but {name} vectors have"
+            f" {dimension}: embed the query with {name}"
         )
+    if given is not None:
+        return name, given
+    embedder = configured if space is None else embedders.for_space(space, user_id=user_id)
+    return name, (await embedder.embed([text]))[0]
 
 
 @dataclass
@@ -222,6 +259,8 @@ class Recall:
     settings: Settings
     reader: asyncpg.Pool | None = None
     """Where searches run (``MEMSAGA_READ_DATABASE_URL``'s pool); None: ``pool``."""
+    embedders: QueryEmbedders | None = None
+    """Embedders of the spaces users are served in; None: ``embedder``, or offline models."""
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -237,7 +276,14 @@ class Recall:
         try:
             store, _ = build_stores(pool, settings)
             async with read_pool(settings, pool) as reader:
-                yield cls(pool, store, embedder, settings, None if reader is pool else reader)
+                yield cls(
+                    pool,
+                    store,
+                    embedder,
+                    settings,
+                    None if reader is pool else reader,
+                    QueryEmbedders(embedder, adapter_config(settings)),
+                )
         finally:
             await pool.close()
 
@@ -271,4 +317,5 @@ class Recall:
             temporal_ui=self.settings.temporal_ui(),
             namespace=self.settings.temporal_namespace,
             reader=self.reader,
+            embedders=self.embedders,
         )

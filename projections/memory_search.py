@@ -13,8 +13,10 @@ Vectors are never computed here: the handler reads the bytes the saga stored in 
 store under the event's ``vector_sha256`` (the same bytes on every rebuild) and keeps them in
 a pgvector column beside the name of the embedder that made them. Each known vector space
 (embedder and dimension) has its own HNSW index (cosine), so vectors of different models are
-never compared; ``tsv`` (PostgreSQL full-text, English) has a GIN index. :func:`search` fuses
-the two rankings by reciprocal rank fusion, always filtered by user.
+never compared; ``tsv`` (PostgreSQL full-text, English) has a GIN index. Vectors a
+re-extraction made with another model, and which model serves each user, are kept beside
+(:mod:`projections.search_models`). :func:`search` fuses the two rankings by reciprocal rank
+fusion, always filtered by user, comparing the query only with vectors of its own space.
 """
 
 from __future__ import annotations
@@ -28,32 +30,39 @@ from datetime import datetime
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
-from eventstore import RecordedEvent
-from eventstore.errors import DataErased
+from eventstore import EventPayload, RecordedEvent
 from eventstore.postgres import Connection
-from projections.base import Projection, Tables, payload_of
-from projections.errors import ProjectionNotInitialized, ProjectionsError
+from projections.base import BatchHandler, Handler, Projection, Tables, payload_of
+from projections.errors import ProjectionNotInitialized
 from projections.memory_lifecycle import LIFECYCLE_TYPES, created_row, lifecycle_ddl, refold, states_update
 from projections.row_security import as_user
-from projections.sealed import forgetting_handler, user_blobs
+from projections.sealed import forgetting_handler
+from projections.search_models import DDL as MODELS_DDL
+from projections.search_models import (
+    FORGET_VECTORS,
+    INDEXED_SPACES,
+    VectorSpace,
+    on_episode_reextracted,
+    on_episodes_reextracted,
+    on_reextraction_completed,
+    on_reextractions_completed,
+    read_vectors,
+    serve_first_vectors,
+    space_indexes,
+    vector_literal,
+)
+from projections.search_models import VectorBlobMissing as VectorBlobMissing  # parked by on_memories_created
 from sagas.forgetting import UserForgotten
-from sagas.memory_extraction.embedders import bytes_to_vector
 from sagas.memory_extraction.events import MemoryCreated
 from sagas.memory_extraction.lifecycle import MemoryStatus
-
-INDEXED_SPACES: tuple[tuple[str, int], ...] = (("wordllama:l2_supercat_256", 256), ("hashing-v1", 256))
-"""Vector spaces (embedder name, dimension) with an HNSW index; others are searched exactly."""
+from sagas.reextraction import EpisodeReextracted, ReextractionCompleted
 
 RRF_K = 60
 """The constant of reciprocal rank fusion: a hit at rank r of one ranking scores 1 / (RRF_K + r)."""
 
 TEXT_SEARCH_CONFIG = "english"
 
-_SPACE_INDEXES = "\n".join(
-    f"CREATE INDEX ON {{memory_search}} USING hnsw ((embedding::vector({dim})) vector_cosine_ops)"
-    f" WHERE embedder = '{name}' AND dimension = {dim};"
-    for name, dim in INDEXED_SPACES
-)
+_SPACE_INDEXES = space_indexes("memory_search")
 
 DDL = f"""
 CREATE TABLE {{memory_search}} (
@@ -89,7 +98,7 @@ CREATE TABLE {{memory_words}} (
 CREATE INDEX ON {{memory_words}} USING gin (tsv);
 CREATE INDEX ON {{memory_words}} (user_id);
 {lifecycle_ddl("memory_search_lifecycle")}
-"""
+{MODELS_DDL}"""
 
 _CREATED = """INSERT INTO {memory_search} AS m (memory_id, user_id, text, kind, embedder, dimension,
         embedding, episode_id, correlation_id, workflow_id, created_at, valid_from, version)
@@ -140,41 +149,11 @@ _STATE = """WITH states AS ({states})
         dimension = CASE WHEN EXCLUDED.status = 'retracted' THEN NULL ELSE m.dimension END"""
 
 
-class VectorBlobMissing(ProjectionsError):
-    """A ``MemoryCreated`` names a vector the blob store does not hold (the event is parked)."""
-
-    def __init__(self, memory_id: str, sha256: str) -> None:
-        self.memory_id = memory_id
-        self.sha256 = sha256
-        super().__init__(
-            f"memory {memory_id} names vector blob {sha256}, which the blob store does not hold: "
-            "restore the blob, then `memsaga project dlq retry`"
-        )
-
-
-def vector_literal(vector: Sequence[float]) -> str:
-    """``vector`` in pgvector's text form (``[0.1,0.2]``); float32 values survive it exactly."""
-    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
-
-
 async def _vectors(conn: Connection, events: Sequence[MemoryCreated]) -> dict[str, str]:
-    """The pgvector text of each event's vector, by hash, in one query."""
-    wanted = sorted({e.vector_sha256 for e in events if e.vector_sha256 and e.embedder})
-    if not wanted:
-        return {}
-    blobs, found, erased = user_blobs(conn), dict[str, bytes](), set[str]()
-    for user_id in sorted({e.user_id for e in events}):  # a user's vectors are sealed with their key
-        mine = sorted({e.vector_sha256 for e in events if e.user_id == user_id and e.vector_sha256 in wanted})
-        try:
-            found.update(await blobs.get_many(mine, user_id=user_id))
-        except DataErased:  # a forgotten user's memory: no vector (its row goes at UserWasForgotten)
-            erased.add(user_id)
-    for event in events:
-        if event.user_id in erased:
-            continue
-        if event.vector_sha256 in wanted and event.vector_sha256 not in found:
-            raise VectorBlobMissing(event.memory_id, event.vector_sha256)
-    return {sha: vector_literal(bytes_to_vector(data)) for sha, data in found.items()}
+    """The pgvector text of each event's vector, by hash (:func:`read_vectors`)."""
+    return await read_vectors(
+        conn, ((e.user_id, e.memory_id, e.vector_sha256) for e in events if e.vector_sha256 and e.embedder)
+    )
 
 
 def _created_args(event: RecordedEvent, p: MemoryCreated, vectors: dict[str, str]) -> tuple[object, ...]:
@@ -204,6 +183,15 @@ async def on_memories_created(conn: Connection, tables: Tables, events: Sequence
     vectors = await _vectors(conn, payloads)
     rows = [_created_args(e, p, vectors) for e, p in zip(events, payloads, strict=True)]
     await conn.executemany(_CREATED_AND_ROW.format(**tables), rows)
+    await serve_first_vectors(
+        conn,
+        tables,
+        (
+            (p.user_id, VectorSpace(p.embedder, p.dimension), e.position)
+            for e, p in zip(events, payloads, strict=True)
+            if p.embedder and p.dimension and p.vector_sha256 in vectors
+        ),
+    )
     if late := [e for e in events if e.version != 1]:  # not written by the saga; folded to be safe
         await _refold(conn, tables, late)
     await conn.execute(_WORDS.format(**tables), [p.memory_id for p in payloads])
@@ -237,6 +225,7 @@ async def _refold(conn: Connection, tables: Tables, events: Sequence[RecordedEve
     kept = [f.memory_id for f in found.folded if f.standing.status != "retracted"]
     if gone:
         await conn.execute(_FORGET_WORDS.format(**tables), gone)
+        await conn.execute(FORGET_VECTORS.format(**tables), gone)
     if kept:
         await conn.execute(_WORDS.format(**tables), kept)
 
@@ -258,15 +247,35 @@ on_memory_retracted = on_lifecycle_event
 
 _CHANGES = LIFECYCLE_TYPES[1:]  # every lifecycle type but MemoryCreated
 
+_HANDLERS: dict[type[EventPayload], Handler] = {
+    MemoryCreated: on_memory_created,
+    **dict.fromkeys(_CHANGES, on_lifecycle_event),
+    EpisodeReextracted: on_episode_reextracted,
+    ReextractionCompleted: on_reextraction_completed,
+    UserForgotten: forgetting_handler(
+        "memory_search_serving", "memory_vectors", "memory_search_lifecycle", "memory_words", "memory_search"
+    ),
+}
+_BATCH_HANDLERS: dict[type[EventPayload], BatchHandler] = {
+    MemoryCreated: on_memories_created,
+    **dict.fromkeys(_CHANGES, on_lifecycle_events),
+    EpisodeReextracted: on_episodes_reextracted,
+    ReextractionCompleted: on_reextractions_completed,
+}
+
 MEMORY_SEARCH = Projection.declare(
     "memory_search",
-    version=4,
-    tables=("memory_search", "memory_words", "memory_search_lifecycle"),
+    version=5,
+    tables=(
+        "memory_search",
+        "memory_words",
+        "memory_search_lifecycle",
+        "memory_vectors",
+        "memory_search_serving",
+    ),
     ddl=DDL,
-    handlers={MemoryCreated: on_memory_created}
-    | {t: on_lifecycle_event for t in _CHANGES}
-    | {UserForgotten: forgetting_handler("memory_search_lifecycle", "memory_words", "memory_search")},
-    batch_handlers={MemoryCreated: on_memories_created} | {t: on_lifecycle_events for t in _CHANGES},
+    handlers=_HANDLERS,
+    batch_handlers=_BATCH_HANDLERS,
     extensions=("vector",),
     description="each user's memories (current by default, or valid at a moment), by vector"
     " (pgvector HNSW) and full text",
@@ -298,6 +307,9 @@ class SearchQuery:
     mode: SearchMode = SearchMode.HYBRID
     candidates: int = 50  # how deep each ranking goes before fusion
     ef_search: int = 100
+    other_vectors: bool = True
+    """Also compare with re-extraction vectors (``memory_vectors``); False for a live read model
+    built by code older than version 5, which has none (while version 5 is built beside it)."""
 
 
 class SearchHit(BaseModel):
@@ -344,8 +356,11 @@ _TSQUERY = f"""(SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery
         WHERE lexeme <> 'user')"""
 
 
-def _vector_ranking(space: tuple[str, int] | None) -> str:
-    """Nearest rows by cosine distance. A known space is written out, so its partial HNSW index applies."""
+def _vector_ranking(space: tuple[str, int] | None, other_vectors: bool = True) -> str:
+    """Nearest memories by cosine distance, among the vectors of the query's space only: those of
+    their creation (``memory_search``) and those a re-extraction made (``memory_vectors``, whose
+    memory must pass the filters); a memory in both counts once, at its nearer vector. A known
+    space is written out, so its partial HNSW indexes apply."""
     if space is not None:
         name, dim = space
         distance = f"embedding::vector({dim}) <=> $5::vector({dim})"
@@ -353,10 +368,18 @@ def _vector_ranking(space: tuple[str, int] | None) -> str:
     else:
         distance = "embedding <=> $5::vector"
         where = "embedder = $6 AND dimension = $7"
+    others = f"""
+              UNION ALL
+              (SELECT memory_id, {distance} AS dist FROM {{v}} AS v
+               WHERE user_id = $1 AND {where} AND $5::vector IS NOT NULL
+                 AND EXISTS (SELECT 1 FROM {{t}} AS m WHERE m.memory_id = v.memory_id AND {_FILTERS})
+               ORDER BY dist LIMIT $8)"""
     return f"""SELECT memory_id, row_number() OVER (ORDER BY d, memory_id) AS r, 1 - d AS similarity
-        FROM (SELECT memory_id, {distance} AS d FROM {{t}}
-              WHERE {_FILTERS} AND {where} AND $5::vector IS NOT NULL
-              ORDER BY d LIMIT $8) AS nearest"""
+        FROM (SELECT memory_id, min(dist) AS d FROM (
+              (SELECT memory_id, {distance} AS dist FROM {{t}}
+               WHERE {_FILTERS} AND {where} AND $5::vector IS NOT NULL
+               ORDER BY dist LIMIT $8){others if other_vectors else ""}) AS both_sources
+              GROUP BY memory_id ORDER BY min(dist), memory_id LIMIT $8) AS nearest"""
 
 
 _KEYWORD_RANKING = f"""SELECT memory_id, row_number() OVER (ORDER BY rank DESC, memory_id) AS r, rank
@@ -368,8 +391,12 @@ _KEYWORD_RANKING = f"""SELECT memory_id, row_number() OVER (ORDER BY rank DESC, 
 _EMPTY = "SELECT NULL::text AS memory_id, NULL::bigint AS r, NULL::float8 AS {column} WHERE false"
 
 
-def _search_sql(mode: SearchMode, space: tuple[str, int] | None) -> str:
-    vec = _vector_ranking(space) if mode != SearchMode.KEYWORD else _EMPTY.format(column="similarity")
+def _search_sql(mode: SearchMode, space: tuple[str, int] | None, other_vectors: bool = True) -> str:
+    vec = (
+        _vector_ranking(space, other_vectors)
+        if mode != SearchMode.KEYWORD
+        else _EMPTY.format(column="similarity")
+    )
     kw = _KEYWORD_RANKING if mode != SearchMode.VECTOR else _EMPTY.format(column="rank")
     # The fused hits are materialized before the join: joined on the FULL JOIN's merged column (a
     # COALESCE, which PostgreSQL does not hold leakproof), rows under row-level security could only
@@ -395,8 +422,8 @@ def _statement(query: SearchQuery) -> tuple[str, tuple[object, ...]]:
     """The SQL of ``query`` and its arguments."""
     dimension = len(query.vector) if query.vector is not None else 0
     views = MEMORY_SEARCH.views()
-    sql = _search_sql(query.mode, _space(query.embedder, dimension)).format(
-        t=views["memory_search"], w=views["memory_words"]
+    sql = _search_sql(query.mode, _space(query.embedder, dimension), query.other_vectors).format(
+        t=views["memory_search"], w=views["memory_words"], v=views["memory_vectors"]
     )
     vector = vector_literal(query.vector) if query.vector is not None else None
     args = (

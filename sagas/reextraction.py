@@ -127,7 +127,35 @@ class EpisodeReextracted(EventPayload):
     """Sensitive new candidates: never stored without a human review (``memsaga extract --review``)."""
 
 
-REEXTRACTION_EVENTS: tuple[type[EventPayload], ...] = (ReextractionRequested, EpisodeReextracted)
+class ReextractionCompleted(EventPayload):
+    """Every episode of the request has run: with none failed, each memory of its scope that is not
+    retracted has a vector of ``embedder_name`` (created, or in ``EpisodeReextracted.vectors``),
+    and the search read model serves the scope (the user, or every user) in that model."""
+
+    event_type = "ReextractionCompleted"
+    event_version = 1
+    request_id: str
+    scope: Scope
+    user_id: str | None
+    """The user (scope ``user``); ``None``: every user."""
+    embedder: str
+    """The embedder as requested (``hashing``, ``wordllama``, ``http``)."""
+    embedder_name: str
+    """The name its vectors are recorded with: ``hashing-v1``, ``wordllama:l2_supercat_256``,
+    ``http:<model>``."""
+    dimension: int
+    done: int
+    """Episodes done (re-extracted, skipped or failed)."""
+    failed: list[str] = Field(default_factory=list)
+    """Workflow ids of episode sagas that failed: then search keeps its model (their memories lack
+    the new model's vectors)."""
+
+
+REEXTRACTION_EVENTS: tuple[type[EventPayload], ...] = (
+    ReextractionRequested,
+    EpisodeReextracted,
+    ReextractionCompleted,
+)
 
 
 def register_reextraction_events(registry: SchemaRegistry) -> SchemaRegistry:

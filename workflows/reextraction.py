@@ -13,13 +13,14 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import CancelledError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.reextraction import (
         ListEpisodesInput,
+        RecordCompletionInput,
         RecordedOutcomeInput,
         RecordRequestInput,
         ReextractEpisodeInput,
@@ -35,9 +36,13 @@ with workflow.unsafe.imports_passed_through():
         ReextractionRequest,
         episode_workflow_id,
     )
+    from workflows.memory_extraction import USER_ID
 
 SHORT_STEP = timedelta(seconds=60)
 ADAPTER_STEP = timedelta(minutes=10)
+EPISODE_HEARTBEAT = timedelta(seconds=10)
+RECORD_COMPLETION = "record-completion"
+"""Patch: runs started after it record ``ReextractionCompleted`` at the end (search switches on it)."""
 CONTINUE_AFTER_EVENTS = 10_000
 """History length after which the orchestrator continues as new (Temporal caps a history at 50k)."""
 
@@ -62,7 +67,12 @@ class EpisodeReextraction:
             ReextractEpisodeInput(step=step, job=job),
             start_to_close_timeout=ADAPTER_STEP,
             schedule_to_close_timeout=timedelta(seconds=job.retry.schedule_to_close_seconds),
-            heartbeat_timeout=timedelta(seconds=60),
+            # Heartbeats carry a cancellation to the activity: within 8 s (Temporal sends them at
+            # most every 80% of the timeout); the adapters heartbeat every second while they wait.
+            heartbeat_timeout=EPISODE_HEARTBEAT,
+            # Cancelled (a forget of the user), the saga closes only once the activity has stopped,
+            # so the forget destroys the key after the last write of the user, never before.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=job.retry.initial_interval_seconds),
                 maximum_interval=timedelta(seconds=job.retry.maximum_interval_seconds),
@@ -126,6 +136,20 @@ class Reextraction:
             if workflow.info().get_current_history_length() > CONTINUE_AFTER_EVENTS:
                 workflow.continue_as_new(args=[request, progress])
         progress.finished = True
+        if workflow.patched(RECORD_COMPLETION):
+            step = Step(workflow_id=workflow.info().workflow_id, occurred_at=workflow.now())
+            await workflow.execute_activity_method(
+                Acts.record_completion,
+                RecordCompletionInput(
+                    step=step,
+                    request=request,
+                    causation_id=progress.causation_id or "",
+                    done=progress.done,
+                    failed=progress.failed,
+                ),
+                start_to_close_timeout=ADAPTER_STEP,
+                retry_policy=_retry(request),
+            )
         return self.progress()
 
     async def _run_page(self, episodes: list[EpisodeRef]) -> None:
@@ -160,6 +184,10 @@ class Reextraction:
                 # was terminated, say) runs again when the request is resumed: it is idempotent.
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                # A forget finds the user's episode sagas by it, and cancels them.
+                search_attributes=TypedSearchAttributes([SearchAttributePair(USER_ID, episode.user_id)])
+                if episode.user_id
+                else None,
             )
             progress.add(outcome)
         except WorkflowAlreadyStartedError:  # re-extracted under this request before: counted, not run
@@ -172,6 +200,10 @@ class Reextraction:
             progress.add(recorded)
             progress.already += 1
         except ChildWorkflowError as error:  # a failed episode is counted, the others go on
+            if isinstance(error.cause, CancelledError):  # a forget of its user cancelled it
+                progress.done += 1
+                progress.skipped_forgotten += 1
+                return
             workflow.logger.warning("episode %s failed: %s", episode.episode_id, error)
             progress.done += 1
             progress.failed.append(workflow_id)

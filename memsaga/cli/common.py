@@ -40,6 +40,7 @@ from memsaga.errors import (
     TemporalUnreachable,
 )
 from memsaga.json_logs import JsonLogFormatter, current_role
+from memsaga.query_embedders import ServingEmbedderUnavailable
 from memsaga.retraction import InvalidRetraction
 from memsaga.search import InvalidSearch
 from memsaga.settings import Settings
@@ -123,6 +124,7 @@ _KINDS: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
             InvalidMasterKey,
             WrongMasterKey,
             ReaderRoleUnavailable,
+            ServingEmbedderUnavailable,
         ),
         ExitCode.CONFIG,
     ),

@@ -46,7 +46,8 @@ TOKEN = "tok_9f8e7d6c5b4a3"
 CANARIES = (ALLERGY, EMAIL, TOKEN)
 PROJECTIONS = (MEMORIES, EXTRACTIONS, MEMORY_SEARCH)
 USER_TABLES = (
-    "memories", "memory_lifecycle", "memory_search", "memory_words", "memory_search_lifecycle", "extractions",
+    "memories", "memory_lifecycle", "memory_search", "memory_words", "memory_search_lifecycle",
+    "memory_vectors", "memory_search_serving", "extractions",
 )  # fmt: skip
 
 

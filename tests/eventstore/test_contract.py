@@ -417,3 +417,24 @@ async def test_find_events_by_a_payload_field(make_store: MakeStore) -> None:
     assert await store.find_events("Noted", payload_field="text", values=[]) == []
     with pytest.raises(InvalidQuery):
         await store.find_events("Noted", payload_field="text' OR true --", values=[x])
+
+
+async def test_read_type_reads_one_event_type_after_a_position(make_store: MakeStore) -> None:
+    store = make_store()
+    user, other = f"u-{uuid.uuid4().hex}", f"u-{uuid.uuid4().hex}"
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    profile = NewEvent.of(
+        ProfileV1(name="Ana Silva"), correlation_id="c", causation_id="c", occurred_at=when, user_id=user
+    )
+    start = await store.head_position()
+    await store.append(stream(), [noted("a", user_id=user), profile, noted("b", user_id=other)])
+    await store.append(stream(), [noted("c", user_id=user)])
+
+    def texts(events: list[Any]) -> list[str]:
+        return [e.payload["text"] for e in events]
+
+    mine = await store.read_type("Noted", user_id=user, after_position=start)
+    assert texts(mine) == ["a", "c"]
+    assert texts(await store.read_type("Noted", after_position=start)) == ["a", "b", "c"]
+    assert texts(await store.read_type("Noted", after_position=start, limit=2)) == ["a", "b"]
+    assert texts(await store.read_type("Noted", user_id=user, after_position=mine[0].position)) == ["c"]

@@ -93,7 +93,10 @@ def test_projection_declarations() -> None:
     assert set(PROJECTIONS) == {"memories", "extractions", "memory_search"}
     # every event of a memory's stream, and the one that drops a forgotten user's rows
     assert MEMORIES.event_types == tuple(sorted({*LIFECYCLE_EVENTS, "UserForgotten"}))
-    assert MEMORY_SEARCH.event_types == MEMORIES.event_types and MEMORY_SEARCH.extensions == ("vector",)
+    # and the re-extraction events that bring other models' vectors and switch users to them
+    reembedding = {"EpisodeReextracted", "ReextractionCompleted"}
+    assert MEMORY_SEARCH.event_types == tuple(sorted({*MEMORIES.event_types, *reembedding}))
+    assert MEMORY_SEARCH.extensions == ("vector",)
     assert MEMORIES.extensions == EXTRACTIONS.extensions == ()
     assert set(EXTRACTIONS.event_types) == {
         *(m.event_type for m in ALL_EVENTS), "UserForgotten"

@@ -1,4 +1,7 @@
-"""Bad search input: each a clear error that says what to change, before anything is searched."""
+"""Bad search input: each a clear error that says what to change, before anything is searched.
+
+(A query vector of another dimension than the user's vector space is refused once that space is
+read: tests/projections/test_reembedding.py.)"""
 
 from __future__ import annotations
 
@@ -7,8 +10,7 @@ import sys
 
 import pytest
 
-from memsaga.search import InvalidSearch, check_search, search_memories
-from sagas.memory_extraction.embedders import HashingEmbedder
+from memsaga.search import InvalidSearch, check_search
 
 
 @pytest.mark.parametrize(
@@ -30,19 +32,6 @@ def test_bad_input_is_named(query: str, user: str, k: int, kinds: tuple[str, ...
 
 def test_good_input_is_stripped() -> None:
     assert check_search("  where do I live?  ", user_id="u-1", k=10, kinds=("fact",)) == "where do I live?"
-
-
-async def test_a_query_vector_of_another_dimension_is_refused_before_any_database_work() -> None:
-    embedder = HashingEmbedder(16)
-    with pytest.raises(InvalidSearch, match="3 dimensions, but hashing-v1 vectors have 16"):
-        await search_memories(
-            None,  # type: ignore[arg-type]  # never reached
-            None,  # type: ignore[arg-type]
-            embedder,
-            "where?",
-            user_id="u-1",
-            query_vector=[0.1, 0.2, 0.3],
-        )
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ last step and a compensation that fail for good, and a re-extraction with its ep
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +17,7 @@ from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.memory_extraction_io import (
@@ -23,6 +26,7 @@ from activities.memory_extraction_io import (
     RetractMemoriesInput,
     RetractResult,
 )
+from activities.reextraction import ReextractEpisodeInput, ReextractionActivities
 from eventstore import sha256_hex
 from memsaga.bootstrap import build_activities
 from memsaga.client import (
@@ -32,13 +36,14 @@ from memsaga.client import (
     reject_extraction,
     retry_extraction,
 )
-from memsaga.reextraction import reextract
+from memsaga.reextraction import reextract, start_reextraction
 from sagas.forgetting import ForgetRequest, forget_workflow_id
 from sagas.memory_extraction.domain import ExtractionRequest, episode_id_for
-from sagas.reextraction import ReextractionRequest, episode_workflow_id, request_workflow_id
+from sagas.reextraction import EpisodeOutcome, ReextractionRequest, episode_workflow_id, request_workflow_id
 from tests.workflows.support import EPISODE, SENSITIVE_EPISODE, SagaEnv, request
 from workflows.forget_user import ForgetUser
 from workflows.memory_extraction import MemoryExtraction
+from workflows.reextraction import EpisodeReextraction, Reextraction
 
 Run = tuple[str, str | None]
 """A recorded run: its workflow id, and its run id (None: the latest run of that id)."""
@@ -146,6 +151,75 @@ async def _reextracted(env: SagaEnv) -> dict[str, Run]:
     return {"reextracted": (request_workflow_id(request_id), None), "episode_reextracted": (child, None)}
 
 
+async def _reembedded(env: SagaEnv) -> dict[str, Run]:
+    """``memsaga reextract --user U --embedder hashing``, by code that records
+    ``ReextractionCompleted`` at the end (the patch ``record-completion``): search switches on it."""
+    first = request()
+    saga = await env.start(first)
+    await extraction_result(env.client, saga.workflow_id)
+    request_id = f"history-{uuid.uuid4().hex[:8]}"
+    done = await reextract(
+        env.client,
+        ReextractionRequest(
+            request_id=request_id, user_id=first.user_id, extractor="rules", embedder="hashing",
+            max_concurrency=1,
+        ),
+        settings=env.settings,
+        poll_seconds=0.2,
+    )  # fmt: skip
+    assert (done.total, done.done, done.failed) == (1, 1, []), done
+    return {"reembedded": (request_workflow_id(request_id), None)}
+
+
+@activity.defn(name="reextraction.reextract_episode")
+async def slow_reextract_episode(input: ReextractEpisodeInput) -> EpisodeOutcome:
+    """An episode whose model never answers (heartbeating meanwhile): a forget cancels it."""
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(0.2)
+
+
+async def _reextraction_forgotten(env: SagaEnv) -> dict[str, Run]:
+    """A forget while an episode is re-extracted: the episode saga is cancelled (its activity
+    waited for), and the request counts it as skipped and completes."""
+    first = request()
+    saga = await env.start(first)
+    await extraction_result(env.client, saga.workflow_id)
+    base = build_activities(env.pool, env.settings)
+    real = ReextractionActivities(base.store, base.blobs, base.index, base.extractors, base.embedders).all()
+    kept = [a for a in real if getattr(a, "__name__", "") != "reextract_episode"]
+    settings = env.settings.model_copy(
+        update={"task_queue": f"{env.settings.task_queue}-{uuid.uuid4().hex[:6]}"}
+    )
+    request_id = f"history-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        env.client,
+        task_queue=settings.task_queue,
+        workflows=[Reextraction, EpisodeReextraction],
+        activities=[*kept, slow_reextract_episode],
+    ):
+        handle = await start_reextraction(
+            env.client,
+            ReextractionRequest(
+                request_id=request_id, user_id=first.user_id, extractor="rules", embedder="hashing"
+            ),
+            settings=settings,
+        )
+        child = episode_workflow_id(request_id, episode_id_for(saga.workflow_id))
+        for _ in range(300):  # until its activity runs (and visibility lists it)
+            with contextlib.suppress(RPCError):
+                described = await env.client.get_workflow_handle(child).describe()
+                if described.raw_description.pending_activities:
+                    break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        _, cancelled = await forget(env, first.user_id)
+        assert child in cancelled, cancelled
+        done = await handle.result()
+    assert (done.done, done.skipped_forgotten, done.failed) == (1, 1, []), done
+    return {"reextraction_forgotten": (handle.id, None), "episode_cancelled_by_forget": (child, None)}
+
+
 @activity.defn(name="memory_extraction.complete_extraction")
 async def broken_complete_extraction(input: CompleteInput) -> Appended:
     raise ApplicationError("the completion step is broken", type="Broken", non_retryable=True)
@@ -202,4 +276,6 @@ NEWER_SCENARIOS: dict[tuple[str, ...], Callable[[SagaEnv], Awaitable[dict[str, R
     ("complete_failed",): _complete_failed,
     ("compensation_failed",): _compensation_failed,
     ("reextracted", "episode_reextracted"): _reextracted,
+    ("reembedded",): _reembedded,
+    ("reextraction_forgotten", "episode_cancelled_by_forget"): _reextraction_forgotten,
 }

@@ -7,6 +7,7 @@ the Lisbon memory left untouched, and the retracted "sister" memory stays retrac
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ from eventstore import PostgresEventStore, RecordedEvent
 from memsaga.bootstrap import build_stores, build_worker
 from memsaga.client import extraction_result, reextract, retract_memory, start_extraction, start_reextraction
 from memsaga.forgetting import forget_user
+from memsaga.search import search_memories
 from memsaga.settings import Settings
+from projections import MEMORY_SEARCH, rebuild
 from sagas.memory_extraction.domain import ExtractionOptions, ExtractionRequest
-from sagas.memory_extraction.embedders import Embedder, HashingEmbedder
+from sagas.memory_extraction.embedders import Embedder, HashingEmbedder, cosine
 from sagas.memory_extraction.events import Candidate, memory_stream
 from sagas.memory_extraction.extractors import Extractor, RuleBasedExtractor, make_candidate
 from sagas.memory_extraction.ports import Heartbeat
@@ -46,12 +49,27 @@ class SecondExtractor:
         return [*kept, make_candidate("User plays chess", "preference", {})]
 
 
+class SlowExtractor:
+    """The rules, after a long think that heartbeats (a forget cancels it meanwhile)."""
+
+    name = "test-slow"
+
+    async def extract(self, text: str, *, heartbeat: Heartbeat | None = None) -> list[Candidate]:
+        for _ in range(600):
+            if heartbeat is not None:
+                heartbeat()
+            await asyncio.sleep(0.1)
+        return await RuleBasedExtractor().extract(text, heartbeat=heartbeat)
+
+
 def extractor_of(options: ExtractionOptions) -> Extractor:
-    return SecondExtractor() if options.extractor == "test-v2" else RuleBasedExtractor()
+    extractors: dict[str, Extractor] = {"test-v2": SecondExtractor(), "test-slow": SlowExtractor()}
+    return extractors.get(options.extractor, RuleBasedExtractor())
 
 
 def embedder_of(options: ExtractionOptions) -> Embedder:
-    return HashingEmbedder(64)
+    """``hashing-256``: the first sagas of the model-switch test; otherwise 64 dimensions."""
+    return HashingEmbedder(256 if options.embedder == "hashing-256" else 64)
 
 
 @dataclass
@@ -60,12 +78,12 @@ class Env:
     store: PostgresEventStore
     settings: Settings
 
-    async def episode(self, user_id: str) -> list[str]:
+    async def episode(self, user_id: str, embedder: str = "hashing") -> list[str]:
         """Run the first saga over EPISODE for ``user_id``; its memory ids."""
         request = ExtractionRequest(
             user_id=user_id,
             text=EPISODE,
-            options=ExtractionOptions(extractor="rules", embedder="hashing", retry=FAST_RETRY),
+            options=ExtractionOptions(extractor="rules", embedder=embedder, retry=FAST_RETRY),
         )
         handle = await start_extraction(
             self.client, request, workflow_id=uuid.uuid4().hex, settings=self.settings
@@ -156,7 +174,11 @@ async def test_reextraction_retires_creates_keeps_and_never_resurrects(env: Env)
     second = await env.run(user, uuid.uuid4().hex)  # a new request, same extractor: converged
     assert (second.created, second.retired, second.unchanged, second.kept_retracted) == (0, 0, 2, 1)
     new_events = [e async for batch in env.store.read_all(after_position=head) for e in batch]
-    assert {e.event_type for e in new_events} == {"ReextractionRequested", "EpisodeReextracted"}
+    assert {e.event_type for e in new_events} == {
+        "ReextractionRequested",
+        "EpisodeReextracted",
+        "ReextractionCompleted",
+    }
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -204,3 +226,70 @@ async def test_every_user_at_once(env: Env) -> None:
 
     assert everyone.scope == "all" and everyone.total is not None and everyone.total >= 1
     assert (everyone.done, everyone.failed) == (everyone.total, [])
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_forget_cancels_the_users_reextraction_and_nothing_of_theirs_is_written_after(
+    env: Env,
+) -> None:
+    user, other = f"user-{uuid.uuid4().hex[:8]}", f"user-{uuid.uuid4().hex[:8]}"
+    await env.episode(user)
+    await env.episode(other)
+    request = ReextractionRequest(
+        request_id=uuid.uuid4().hex, user_id=user, extractor="test-slow", embedder="hashing", retry=FAST_RETRY
+    )
+    await start_reextraction(env.client, request, settings=env.settings)
+    child = f"reextract-{request.request_id}-"
+
+    async def episode_running() -> str | None:
+        query = f"WorkflowType = 'EpisodeReextraction' AND ExecutionStatus = 'Running' AND UserId = '{user}'"
+        found = [w.id async for w in env.client.list_workflows(query) if w.id.startswith(child)]
+        return found[0] if found else None
+
+    running = await eventually(episode_running, 30, "the episode saga to run")
+    forgotten = await forget_user(env.client, env.settings, user)
+    done = await reextract(env.client, request, settings=env.settings, poll_seconds=0.2)
+
+    assert running in forgotten.cancelled_workflow_ids
+    assert (done.total, done.done, done.skipped_forgotten, done.failed) == (1, 1, 1, [])
+    assert (done.created, done.retired, done.unchanged) == (0, 0, 0)
+    written = [
+        e
+        for e in await env.store.read_correlation(f"reextract-{request.request_id}")
+        if e.event_type in ("EpisodeReextracted", "MemoryCreated", "MemoryRetracted")
+    ]
+    assert written == []  # the slow episode was stopped before its decision
+    after = [
+        e
+        for t in ("EpisodeReextracted", "MemoryCreated", "MemoryRetracted")
+        for e in await env.store.read_type(t, user_id=user, after_position=forgotten.position)
+    ]
+    assert after == []
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_search_answers_in_the_new_model_once_the_reextraction_completes(env: Env) -> None:
+    pool = env.store.pool
+    if not await pool.fetchval("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'"):
+        pytest.skip("this PostgreSQL has no pgvector (tests/projections/test_reembedding.py runs it)")
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    await env.episode(user, embedder="hashing-256")
+    await rebuild(pool, env.store, MEMORY_SEARCH)
+    old = await search_memories(
+        pool, env.store, HashingEmbedder(256), "where does the user live?", user_id=user
+    )
+    assert (old.embedder, old.hits[0].text) == ("hashing-v1", "User lives in Lisbon")
+    [old_hit] = [h for h in old.hits if h.text == "User lives in Lisbon"]
+
+    done = await env.run(user, uuid.uuid4().hex, extractor="rules")  # embedder "hashing": 64 dimensions
+    assert (done.done, done.failed, done.unchanged) == (1, [], 3)
+    await rebuild(pool, env.store, MEMORY_SEARCH)
+    new = await search_memories(
+        pool, env.store, HashingEmbedder(256), "where does the user live?", user_id=user
+    )
+    [new_hit] = [h for h in new.hits if h.text == "User lives in Lisbon"]
+    [q] = await HashingEmbedder(64).embed(["where does the user live?"])
+    [v] = await HashingEmbedder(64).embed(["User lives in Lisbon"])
+    assert new_hit.memory_id == old_hit.memory_id and new_hit.similarity == pytest.approx(
+        cosine(q, v), abs=1e-5
+    )
