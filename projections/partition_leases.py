@@ -174,3 +174,28 @@ async def fence(conn: Connection, name: str, partitions: int, partition: int, ow
     )
     if not holds:
         raise LeaseLost(name, partition, partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a partition's lease, and for how much longer unless renewed."""
+
+    runner_id: uuid.UUID
+    host: str | None
+    pid: int | None
+    seconds_left: float
+
+
+async def lease_holders(db: Executor, name: str, partitions: int) -> dict[int, Holder]:
+    """The live leases of a projection with ``partitions`` partitions and their runners, by partition."""
+    rows = await db.fetch(
+        """SELECT l.partition, l.owner, r.host, r.pid,
+                  extract(epoch FROM l.expires_at - clock_timestamp())::float8 AS left
+           FROM memsaga.projection_leases l
+           LEFT JOIN memsaga.projection_runners r
+             ON r.name = l.name AND r.partitions = l.partitions AND r.runner_id = l.owner
+           WHERE l.name = $1 AND l.partitions = $2 AND l.expires_at > clock_timestamp()""",
+        name,
+        partitions,
+    )
+    return {r["partition"]: Holder(r["owner"], r["host"], r["pid"], round(r["left"], 1)) for r in rows}

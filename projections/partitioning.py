@@ -1,7 +1,9 @@
 """Partitions of a projection by user: the slot of an event, its partition, and fair shares.
 
-An event's *slot* is a stable function of its user id alone: crc32 of the UTF-8 bytes into
-:data:`SLOTS` slots (events without a user go to slot 0). The relay publishes the slot as the
+An event's *slot* is a stable function of its user id alone: crc32 of the UTF-8 bytes scaled
+into :data:`SLOTS` slots, i.e. its top six bits (events without a user go to slot 0). The top
+bits, not the remainder: crc32 is linear, and its low bits split ids that differ only in a
+last digit (``user-0`` to ``user-3``) all into even slots. The relay publishes the slot as the
 subject's last token, so a consumer can filter on it. A projection version with P partitions
 gives slot ``s`` to partition ``s % P``: one user's events always land in one partition, and
 the slot never changes when P does (only which partition holds it).
@@ -26,7 +28,7 @@ def slot_of(user_id: str | None) -> int:
     """The slot of a user's events (:data:`NO_USER_SLOT` without a user)."""
     if user_id is None:
         return NO_USER_SLOT
-    return zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % SLOTS
+    return zlib.crc32(user_id.encode("utf-8", "surrogatepass")) * SLOTS >> 32
 
 
 def partition_of(user_id: str | None, partitions: int) -> int:

@@ -20,7 +20,7 @@ import asyncpg
 from eventstore.postgres import Connection
 from projections.base import Executor, Projection
 from projections.errors import ProjectionCodeMismatch
-from projections.partition_checkpoints import partition_totals
+from projections.partition_checkpoints import partition_checkpoints, partition_totals
 from projections.row_security import expose_views, protect_tables
 
 _LOCK = "SELECT {fn}(hashtextextended('memsaga.projection:' || $1::text, 0))"
@@ -294,3 +294,32 @@ async def advance_checkpoint(conn: Connection, name: str, version: int, position
         position,
         applied,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionPositions:
+    """Where each partition of the active version stands: the greater of the version's own
+    position (its build's) and the partition's checkpoint."""
+
+    version: int
+    partitions: int
+    positions: tuple[int, ...]  # by partition
+
+
+async def active_partition_positions(db: Executor, name: str) -> PartitionPositions | None:
+    """The active version's position per partition (one entry when unpartitioned), or None
+    before the first build."""
+    row = await db.fetchrow(
+        """SELECT v.version, v.partitions, v.position FROM memsaga.projections p
+           JOIN memsaga.projection_versions v ON v.name = p.name AND v.version = p.active_version
+           WHERE p.name = $1""",
+        name,
+    )
+    if row is None:
+        return None
+    version, partitions, own = row["version"], row["partitions"], int(row["position"])
+    positions = [own] * partitions
+    if partitions > 1:
+        for cp in await partition_checkpoints(db, name, version):
+            positions[cp.partition] = max(own, cp.position)
+    return PartitionPositions(version, partitions, tuple(positions))

@@ -19,10 +19,20 @@ from projections.subjects import partition_filters, type_filters
 
 
 def test_a_users_slot_is_crc32_of_the_id_and_stable() -> None:
-    assert slot_of("u-1") == zlib.crc32(b"u-1") % SLOTS == slot_of("u-1")
+    assert slot_of("u-1") == zlib.crc32(b"u-1") >> 26 == slot_of("u-1")
     assert slot_of(None) == 0
-    assert slot_of("é") == zlib.crc32("é".encode()) % SLOTS
+    assert slot_of("é") == zlib.crc32("é".encode()) >> 26
     assert {slot_of(f"u-{i}") for i in range(2000)} == set(range(SLOTS))  # every slot gets users
+
+
+def test_ids_that_differ_in_a_last_digit_spread_over_the_partitions() -> None:
+    assert {partition_of(f"user-{i}", 2) for i in range(4)} == {0, 1}
+    assert {partition_of(f"user-{i}", 4) for i in range(4)} == {0, 1, 2, 3}
+    for partitions in (2, 4):
+        counts = [0] * partitions
+        for i in range(1000):
+            counts[partition_of(f"user-{i}", partitions)] += 1
+        assert min(counts) > 0.9 * 1000 / partitions
 
 
 def test_a_partition_holds_the_slots_congruent_to_it_and_each_slot_once() -> None:

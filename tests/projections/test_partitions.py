@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from eventstore import RecordedEvent
 from projections import ensure_current, ensure_stream, rebuild
+from projections.consistency import has_applied
 from projections.errors import LeaseLost
 from projections.partition_leases import PartitionLeases, live_leases
 from projections.partitioning import partition_of
@@ -274,3 +276,40 @@ async def test_partitioned_runners_tolerate_duplicates_and_disorder(env: Env) ->
         await wait_until(done, what="every copy consumed", bg=bg)
     assert await counter_state(env) == (total, total, total)
     assert sum(r.stats.duplicates for r in runners) == total
+
+
+async def test_read_your_writes_waits_for_every_partition_or_only_the_users(env: Env) -> None:
+    runner = env.runner(COUNTER, partitions=2, **FAST)
+    await runner.prepare()
+    history = make_history(seed=94, sagas=4, users=2)
+    users = sorted({e.user_id for e in history.events if e.user_id})
+    assert {partition_of(u, 2) for u in users} == {0, 1}  # user-0 and user-1 fall apart
+    await append_all(env.store, history)
+    head = await publish_all(env)
+    leases = PartitionLeases(env.pool, "counter", 2, runner_id=runner.runner_id)
+    await leases.renew()
+    assert await leases.claim((0, 1)) == {0, 1}
+    first = next(u for u in users if partition_of(u, 2) == 0)
+    other = next(u for u in users if u != first)
+    assert not await has_applied(env.pool, env.store, COUNTER, head)
+
+    sub = await runner.bind(0, 2)
+    msgs = await sub.fetch(100, timeout=2)
+    await runner.run_batch(msgs, 0)
+    assert not await has_applied(env.pool, env.store, COUNTER, head)  # partition 1 has not
+    assert await has_applied(env.pool, env.store, COUNTER, head, user_id=first)
+    assert not await has_applied(env.pool, env.store, COUNTER, head, user_id=other)
+    own = [e for e in await _events(env) if e.user_id == other]
+    assert await has_applied(env.pool, env.store, COUNTER, own[0].position - 1, user_id=other)
+
+    sub1 = await runner.bind(1, 2)
+    await runner.run_batch(await sub1.fetch(100, timeout=2), 1)
+    assert await has_applied(env.pool, env.store, COUNTER, head)
+    assert await has_applied(env.pool, env.store, COUNTER, head, user_id=other)
+    assert await counter_state(env) == (len(history.events),) * 3
+    await sub.unsubscribe()
+    await sub1.unsubscribe()
+
+
+async def _events(env: Env) -> list[RecordedEvent]:
+    return [e async for batch in env.store.read_all() for e in batch]
