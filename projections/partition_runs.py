@@ -38,6 +38,7 @@ class PartitionedRun:
             runner.pool, runner.projection.name, partitions, runner_id=runner.runner_id, ttl=cfg.lease_ttl
         )
         self._workers: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._again = False  # a claim lost a race: tick again soon, not after a whole interval
 
     @property
     def held(self) -> set[int]:
@@ -77,8 +78,11 @@ class PartitionedRun:
             await self._stop_workers(set(move.release))
             await self.leases.release(set(move.release))
             held -= set(move.release)
+        self._again = False
         if move.claim:
-            held |= await self.leases.claim(move.claim)
+            taken = await self.leases.claim(move.claim)
+            self._again = len(taken) < len(move.claim)
+            held |= taken
         for partition in sorted(held - self.held):
             self._start_worker(partition)
         if move.release or move.claim or lost:
@@ -116,13 +120,15 @@ class PartitionedRun:
 
     async def _wait(self, stop: asyncio.Event) -> None:
         """Until the next tick, or a partition's loop ends, or ``stop``."""
+        interval = self.runner.config.lease_interval
+        if self._again:
+            interval = min(interval, 0.2)
         tasks = [task for task, _ in self._workers.values()]
         if not tasks:
-            await sleep_or_stop(self.runner.config.lease_interval, stop)
+            await sleep_or_stop(interval, stop)
             return
         stopping = asyncio.ensure_future(stop.wait())
         try:
-            interval = self.runner.config.lease_interval
             await asyncio.wait([*tasks, stopping], timeout=interval, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()

@@ -75,11 +75,13 @@ def rebalance(
 ) -> Rebalance:
     """One runner's move, given who holds which partition (live leases only) and who is alive.
 
-    A runner claims free partitions (lowest first) up to its fair share and releases what it
-    holds beyond it (highest first). So that nobody is left out when shares do not divide
-    evenly (4 partitions, 3 runners: 2, 2, 0), the runner holding most (ties: the greatest id)
-    also gives one up while another live runner holds fewer than floor(P / live); the runner
-    left short takes it at its next tick.
+    A runner claims free partitions up to its fair share and releases what it holds beyond it
+    (highest first). It prefers the free partitions from ``rank * share`` on (its rank among the
+    live runners' ids), so that runners starting together ask for different ones.
+
+    So that nobody is left out when shares do not divide evenly (4 partitions, 3 runners:
+    2, 2, 0), the runner holding most (ties: the greatest id) also gives one up while another
+    live runner holds fewer than floor(P / live); the runner left short takes it at its next tick.
     """
     runners = set(live) | {me}
     share = fair_share(partitions, len(runners))
@@ -90,7 +92,8 @@ def rebalance(
     mine = sorted(p for p, holder in holders.items() if holder == me)
     if len(mine) > share:
         return Rebalance(release=tuple(mine[share:]))
-    free = [p for p in range(partitions) if p not in holders]
+    start = sorted(runners).index(me) * share
+    free = sorted((p for p in range(partitions) if p not in holders), key=lambda p: (p - start) % partitions)
     if free and len(mine) < share:
         return Rebalance(claim=tuple(free[: share - len(mine)]))
     floor = partitions // len(runners)

@@ -99,3 +99,9 @@ def test_a_dead_runners_partitions_go_to_the_survivor() -> None:
     split = settle(4, ["a", "b"], settle(4, ["a"]))
     survivor = settle(4, ["a"], {p: h for p, h in split.items() if h == "a"})  # b's leases expired
     assert survivor == dict.fromkeys(range(4), "a")
+
+
+def test_runners_starting_together_ask_for_different_partitions() -> None:
+    runners = ["a", "b", "c", "d"]
+    claims = [set(rebalance(r, 4, {}, runners).claim) for r in runners]
+    assert set().union(*claims) == set(range(4)) and sum(len(c) for c in claims) == 4
