@@ -67,7 +67,9 @@ class Settings(BaseSettings):
         default=DEFAULT_MAX_PAYLOAD_BYTES, gt=0, description="largest event payload accepted"
     )
     nats_stream: str = Field(default="MEMSAGA_EVENTS", description="JetStream stream the relay publishes to")
-    subject_prefix: str = Field(default="events", description="subjects are <prefix>.<category>.<event_type>")
+    subject_prefix: str = Field(
+        default="events", description="subjects are <prefix>.<category>.<event_type>.<slot>"
+    )
     stream_duplicate_window_seconds: float = Field(default=120.0, gt=0, description="NATS dedupe window")
     relay_batch_size: int = Field(default=256, gt=0, description="events the relay publishes at once")
     relay_poll_interval_seconds: float = Field(default=1.0, gt=0, description="relay poll when no NOTIFY")
