@@ -332,7 +332,9 @@ async def _catch_ups(
     ctx: BenchContext, store: PostgresEventStore, dsn: str, js: JetStreamContext, next_saga: int
 ) -> list[Figure]:
     rounds = ctx.sizes.catchup_rounds
-    peaks: dict[str, dict[str, float]] = {"memsaga": {}, "nats": {}}
+    peaks: dict[str, dict[str, float]] = {
+        name: {} for name in ("memsaga", "nats", *(f"runners-{n}" for n in RUNNERS))
+    }
     samples: dict[str, list[float]] = {
         name: [] for name in ("memsaga", "nats", *(f"runners-{n}" for n in RUNNERS))
     }
@@ -346,7 +348,10 @@ async def _catch_ups(
         sides = {
             "memsaga": _catch_up_side(ctx, peaks["memsaga"], memories, _runner_catch_up(store, js, relayed)),
             "nats": _catch_up_side(ctx, peaks["nats"], memories, _plain_catch_up(store, js, relayed, table)),
-        } | {f"runners-{n}": _processes_side(ctx, store, dsn, js, relayed, n, memories) for n in RUNNERS}
+        } | {
+            f"runners-{n}": _processes_side(ctx, store, dsn, js, relayed, n, memories, peaks[f"runners-{n}"])
+            for n in RUNNERS
+        }
         # One round of each per batch of new events; who goes first alternates.
         order = list(sides) if r % 2 == 0 else list(reversed(sides))
         try:
@@ -357,7 +362,9 @@ async def _catch_ups(
             await drop_stream(js, relayed.stream)
     size = f"{memories:,} memory events (of {ctx.sizes.catchup_events:,} appended) per round"
     plain = Measurement.of("nats-py pull + asyncpg upsert", samples["nats"], peaks["nats"])
-    one = Measurement.of(f"1 runner process, {PARTITIONS} partitions", samples["runners-1"], {})
+    one = Measurement.of(
+        f"1 runner process, {PARTITIONS} partitions", samples["runners-1"], peaks["runners-1"]
+    )
     figures = [
         Figure.compare(
             "projections.catch_up",
@@ -389,7 +396,9 @@ async def _catch_ups(
                 benchmark="projections",
                 title=f"catch-up with {n} runner processes vs 1 ({PARTITIONS} partitions, shared by lease)",
                 unit="events/s",
-                subject=Measurement.of(f"{n} runner processes", samples[f"runners-{n}"], {}),
+                subject=Measurement.of(
+                    f"{n} runner processes", samples[f"runners-{n}"], peaks[f"runners-{n}"]
+                ),
                 baseline=one,
                 target=Target(kind="ratio_at_least", threshold=1.3, text="2 runners >= 1.3x one")
                 if n == 2
@@ -430,9 +439,13 @@ def _processes_side(
     relayed: RelayConfig,
     runners: int,
     expected: int,
+    peaks: dict[str, float],
 ) -> Side:
     async def side(_: int) -> float:
-        return rate(expected, await catch_up_processes(ctx, store, dsn, js, relayed, runners, expected))
+        with ctx.sampler.running() as sampler:
+            seconds = await catch_up_processes(ctx, store, dsn, js, relayed, runners, expected)
+        merge_peaks(peaks, sampler.peaks)  # the bench process, PostgreSQL and NATS (not the runners)
+        return rate(expected, seconds)
 
     return side
 
