@@ -9,6 +9,12 @@
   new stream; then a ``ProjectionRunner`` applies them from its durable consumer; memory
   events applied per second. Baseline: a plain nats-py pull consumer on the same stream
   and subjects, decoding each message and upserting its row the plain way, then acking.
+* catch-up with runners: the same events applied by 1, 2 and 4 runner *processes*
+  (``bench/catchup_runner.py``, as ``memsaga project`` runs them) sharing a version with
+  :data:`PARTITIONS` partitions by lease; events applied per second, from the moment the
+  registered runners are told to start until the partitions' checkpoints count every event.
+  Each side applies into a fresh, empty read-model version (so does the in-process runner
+  above), with fresh consumers on the round's stream.
 
 Peak memory (PSS) of the bench process, PostgreSQL and NATS is sampled for every side.
 """
@@ -18,6 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -34,9 +43,12 @@ from bench.relay import drop_stream
 from bench.results_model import Figure, Measurement, Target
 from eventstore import PostgresEventStore
 from projections import MEMORIES, ProjectionRunner, Relay, RelayConfig, RunnerConfig, connect_nats, rebuild
-from projections.subjects import type_filter
+from projections.subjects import type_filters
+from projections.versions import activate, active_checkpoint, create_version, latest_version
 
 BATCH = 500
+PARTITIONS = 4
+RUNNERS = (1, 2, 4)
 _ROWS = """SELECT position, event_type, event_id, version, correlation_id, occurred_at,
     payload::text AS payload FROM memsaga.events WHERE position > $1 ORDER BY position LIMIT $2"""
 _UPSERT = """INSERT INTO {table} AS m (memory_id, user_id, text, kind, content_hash, episode_id, source,
@@ -92,7 +104,7 @@ async def catch_up_plain(
             durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            filter_subjects=[type_filter(t, prefix) for t in MEMORIES.event_types],
+            filter_subjects=[f for t in MEMORIES.event_types for f in type_filters(t, prefix)],
         ),
     )
     sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
@@ -101,7 +113,7 @@ async def catch_up_plain(
     while applied < expected:
         try:
             msgs = await sub.fetch(100, timeout=1.0)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):
             continue
         bodies = [json.loads(m.data) for m in msgs]
         rows = [
@@ -180,6 +192,71 @@ async def _count_of_types(store: PostgresEventStore, after: int, event_types: It
     return int(value)
 
 
+async def fresh_version(pool: asyncpg.Pool, partitions: int) -> int:
+    """Activate a new, empty version of ``memories`` with ``partitions`` partitions (bench only:
+    it skips the build, so it holds just what runners apply from now on)."""
+    async with pool.acquire() as conn, conn.transaction():
+        version = await latest_version(conn, MEMORIES.name) + 1
+        await create_version(conn, MEMORIES, version, partitions)
+        await activate(conn, MEMORIES, version)
+    return version
+
+
+async def _drop_consumers(js: JetStreamContext, stream: str, partitions: int) -> None:
+    for partition in range(partitions):
+        with contextlib.suppress(nats.errors.Error):
+            await js.delete_consumer(stream, MEMORIES.partition_durable(partition, partitions))
+
+
+async def catch_up_processes(
+    ctx: BenchContext,
+    store: PostgresEventStore,
+    dsn: str,
+    js: JetStreamContext,
+    relayed: RelayConfig,
+    runners: int,
+    expected: int,
+) -> float:
+    """Seconds ``runners`` runner processes take to apply ``expected`` events of the round's stream."""
+    await fresh_version(store.pool, PARTITIONS)
+    await _drop_consumers(js, relayed.stream, PARTITIONS)
+    args = [dsn, ctx.settings.require_nats_url(), relayed.stream, relayed.subject_prefix]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.catchup_runner", *args, str(PARTITIONS)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(runners)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"a catch-up runner did not start: {line!r}")
+        started = time.monotonic()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+        deadline = started + 600
+        while (cp := await active_checkpoint(store.pool, MEMORIES.name)) is None or cp.applied < expected:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"{runners} runner(s) stopped or stalled before {expected} events")
+            await asyncio.sleep(0.01)
+        return time.monotonic() - started
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 async def run(ctx: BenchContext) -> list[Figure]:
     """Rebuild (``rebuild_rounds``), then catch up (``catchup_rounds``), each beside its baseline."""
     data = await ctx.dataset()
@@ -187,10 +264,10 @@ async def run(ctx: BenchContext) -> list[Figure]:
         rebuild_figures = await _rebuilds(ctx, store)
         nc = await connect_nats(ctx.settings.require_nats_url(), name="memsaga-bench")
         try:
-            catch_up = await _catch_ups(ctx, store, nc.jetstream(), data.next_saga)
+            catch_up = await _catch_ups(ctx, store, data.dsn, nc.jetstream(), data.next_saga)
         finally:
             await nc.close()
-    return [*rebuild_figures, catch_up]
+    return [*rebuild_figures, *catch_up]
 
 
 async def _rebuilds(ctx: BenchContext, store: PostgresEventStore) -> list[Figure]:
@@ -252,12 +329,17 @@ async def _rebuilds(ctx: BenchContext, store: PostgresEventStore) -> list[Figure
 
 
 async def _catch_ups(
-    ctx: BenchContext, store: PostgresEventStore, js: JetStreamContext, next_saga: int
-) -> Figure:
+    ctx: BenchContext, store: PostgresEventStore, dsn: str, js: JetStreamContext, next_saga: int
+) -> list[Figure]:
     rounds = ctx.sizes.catchup_rounds
-    peaks: dict[str, dict[str, float]] = {"memsaga": {}, "nats": {}}
-    samples: dict[str, list[float]] = {"memsaga": [], "nats": []}
-    ctx.progress.start(f"projection catch-up ({ctx.sizes.catchup_events:,} events)", rounds * 2)
+    peaks: dict[str, dict[str, float]] = {
+        name: {} for name in ("memsaga", "nats", *(f"runners-{n}" for n in RUNNERS))
+    }
+    samples: dict[str, list[float]] = {
+        name: [] for name in ("memsaga", "nats", *(f"runners-{n}" for n in RUNNERS))
+    }
+    sides_per_round = 2 + len(RUNNERS)
+    ctx.progress.start(f"projection catch-up ({ctx.sizes.catchup_events:,} events)", rounds * sides_per_round)
     memories = 0
     deliveries = Deliveries()  # of the relay that fills each round's stream
     for r in range(rounds):
@@ -266,6 +348,9 @@ async def _catch_ups(
         sides = {
             "memsaga": _catch_up_side(ctx, peaks["memsaga"], memories, _runner_catch_up(store, js, relayed)),
             "nats": _catch_up_side(ctx, peaks["nats"], memories, _plain_catch_up(store, js, relayed, table)),
+        } | {
+            f"runners-{n}": _processes_side(ctx, store, dsn, js, relayed, n, memories, peaks[f"runners-{n}"])
+            for n in RUNNERS
         }
         # One round of each per batch of new events; who goes first alternates.
         order = list(sides) if r % 2 == 0 else list(reversed(sides))
@@ -275,16 +360,54 @@ async def _catch_ups(
                 ctx.progress.advance()
         finally:
             await drop_stream(js, relayed.stream)
-    return Figure.compare(
-        "projections.catch_up",
-        benchmark="projections",
-        title="catch-up of memories from JetStream: events applied/s vs plain pull consumer",
-        unit="events/s",
-        subject=Measurement.of("memsaga ProjectionRunner", samples["memsaga"], peaks["memsaga"]),
-        baseline=Measurement.of("nats-py pull + asyncpg upsert", samples["nats"], peaks["nats"]),
-        size=f"{memories:,} memory events (of {ctx.sizes.catchup_events:,} appended) per round",
-        delivered=deliveries.worst,
+    size = f"{memories:,} memory events (of {ctx.sizes.catchup_events:,} appended) per round"
+    plain = Measurement.of("nats-py pull + asyncpg upsert", samples["nats"], peaks["nats"])
+    one = Measurement.of(
+        f"1 runner process, {PARTITIONS} partitions", samples["runners-1"], peaks["runners-1"]
     )
+    figures = [
+        Figure.compare(
+            "projections.catch_up",
+            benchmark="projections",
+            title="catch-up of memories from JetStream: events applied/s vs plain pull consumer",
+            unit="events/s",
+            subject=Measurement.of("memsaga ProjectionRunner", samples["memsaga"], peaks["memsaga"]),
+            baseline=plain,
+            target=Target(kind="ratio_at_least", threshold=0.7, text="one runner >= 0.7x plain"),
+            size=size,
+            delivered=deliveries.worst,
+        ),
+        Figure.compare(
+            "projections.catch_up.partitioned",
+            benchmark="projections",
+            title=f"catch-up, one runner process with {PARTITIONS} partitions vs plain pull consumer",
+            unit="events/s",
+            subject=one,
+            baseline=plain,
+            target=Target(kind="ratio_at_least", threshold=0.7, text="one runner >= 0.7x plain"),
+            size=size,
+            delivered=deliveries.worst,
+        ),
+    ]
+    for n in RUNNERS[1:]:
+        figures.append(
+            Figure.compare(
+                f"projections.catch_up.runners_{n}",
+                benchmark="projections",
+                title=f"catch-up with {n} runner processes vs 1 ({PARTITIONS} partitions, shared by lease)",
+                unit="events/s",
+                subject=Measurement.of(
+                    f"{n} runner processes", samples[f"runners-{n}"], peaks[f"runners-{n}"]
+                ),
+                baseline=one,
+                target=Target(kind="ratio_at_least", threshold=1.3, text="2 runners >= 1.3x one")
+                if n == 2
+                else None,
+                size=size,
+                delivered=deliveries.worst,
+            )
+        )
+    return figures
 
 
 CatchUp = Callable[[int], Awaitable[None]]
@@ -292,7 +415,8 @@ CatchUp = Callable[[int], Awaitable[None]]
 
 def _runner_catch_up(store: PostgresEventStore, js: JetStreamContext, relayed: RelayConfig) -> CatchUp:
     async def catch_up(expected: int) -> None:
-        config = RunnerConfig(stream=relayed.stream, subject_prefix=relayed.subject_prefix)
+        await fresh_version(store.pool, 1)
+        config = RunnerConfig(stream=relayed.stream, subject_prefix=relayed.subject_prefix, partitions=1)
         await catch_up_memsaga(ProjectionRunner(MEMORIES, store, js, config), expected)
 
     return catch_up
@@ -305,6 +429,25 @@ def _plain_catch_up(
         await catch_up_plain(store.pool, js, relayed.stream, relayed.subject_prefix, table, expected)
 
     return catch_up
+
+
+def _processes_side(
+    ctx: BenchContext,
+    store: PostgresEventStore,
+    dsn: str,
+    js: JetStreamContext,
+    relayed: RelayConfig,
+    runners: int,
+    expected: int,
+    peaks: dict[str, float],
+) -> Side:
+    async def side(_: int) -> float:
+        with ctx.sampler.running() as sampler:
+            seconds = await catch_up_processes(ctx, store, dsn, js, relayed, runners, expected)
+        merge_peaks(peaks, sampler.peaks)  # the bench process, PostgreSQL and NATS (not the runners)
+        return rate(expected, seconds)
+
+    return side
 
 
 def _catch_up_side(ctx: BenchContext, peaks: dict[str, float], expected: int, catch_up: CatchUp) -> Side:

@@ -239,6 +239,7 @@ def runner_config(settings: Settings) -> RunnerConfig:
         ack_wait=settings.projection_ack_wait_seconds,
         max_deliver=settings.projection_max_deliver,
         retry_delay=settings.projection_retry_delay_seconds,
+        replicas=settings.stream_replicas(),
     )
 
 

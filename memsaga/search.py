@@ -104,10 +104,12 @@ async def wait_until_applied(
     *,
     timeout: float = 10.0,
     interval: float = 0.05,
+    user_id: str | None = None,
 ) -> None:
-    """Return once the memory_search read model has applied ``position``. :raises NotYetApplied:"""
+    """Return once the memory_search read model has applied ``position`` (every event of
+    ``user_id`` up to it, when given: all a search as that user can see). :raises NotYetApplied:"""
     deadline = time.monotonic() + timeout
-    while not await has_applied(pool, store, MEMORY_SEARCH, position):
+    while not await has_applied(pool, store, MEMORY_SEARCH, position, user_id=user_id):
         if time.monotonic() >= deadline:
             raise NotYetApplied(position, await applied_position(pool, MEMORY_SEARCH), timeout)
         await asyncio.sleep(interval)
@@ -152,7 +154,7 @@ async def search_memories(
     if valid_at is not None and valid_at.tzinfo is None:
         raise InvalidSearch("valid_at needs a time zone, e.g. 2026-05-01T00:00:00Z")
     if after_position is not None:
-        await wait_until_applied(pool, store, after_position, timeout=timeout)
+        await wait_until_applied(pool, store, after_position, timeout=timeout, user_id=user_id)
     async with as_user(reader or pool, user_id) as conn:
         asked = about_the_user(text, await own_names(conn, user_id))
     space, other_vectors = await _serving(pool, user_id)

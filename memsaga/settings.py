@@ -70,7 +70,9 @@ class Settings(BaseSettings):
         default=DEFAULT_MAX_PAYLOAD_BYTES, gt=0, description="largest event payload accepted"
     )
     nats_stream: str = Field(default="MEMSAGA_EVENTS", description="JetStream stream the relay publishes to")
-    subject_prefix: str = Field(default="events", description="subjects are <prefix>.<category>.<event_type>")
+    subject_prefix: str = Field(
+        default="events", description="subjects are <prefix>.<category>.<event_type>.<slot>"
+    )
     nats_replicas: int | None = Field(
         default=None,
         ge=1,

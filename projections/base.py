@@ -25,6 +25,7 @@ import asyncpg
 from eventstore import EventPayload, RecordedEvent
 from eventstore.postgres import Connection
 from projections.errors import UnknownProjection
+from projections.partitioning import check_partitions
 
 READ_SCHEMA = "memsaga_read"
 """PostgreSQL schema of the read models: ``<table>_v<N>`` tables and ``<table>`` views."""
@@ -80,6 +81,8 @@ class Projection:
     then switches to it (docs/evolution.md, Changing a projection).
     ``ddl`` creates the tables; each ``{table}`` placeholder becomes the physical name.
     ``extensions`` are PostgreSQL extensions the DDL needs (created before it, when available).
+    ``partitions`` is how many partitions by user a first build gets (1 to 64; a runner may ask
+    for another count, which builds a new version: docs/deploy.md, Projection runners).
     """
 
     name: str
@@ -90,6 +93,7 @@ class Projection:
     description: str = ""
     batch_handlers: Mapping[str, BatchHandler] = field(default_factory=dict)
     extensions: tuple[str, ...] = ()
+    partitions: int = 1
     event_types: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +101,7 @@ class Projection:
             raise ValueError(f"projection names are lower_snake identifiers, not {self.name!r}")
         if unmatched := set(self.batch_handlers) - set(self.handlers):
             raise ValueError(f"batch handlers need a handler for the same type: {sorted(unmatched)}")
+        check_partitions(self.partitions)
         object.__setattr__(self, "event_types", tuple(sorted(self.handlers)))
 
     @classmethod
@@ -111,6 +116,7 @@ class Projection:
         batch_handlers: Mapping[type[EventPayload], BatchHandler] | None = None,
         extensions: tuple[str, ...] = (),
         description: str = "",
+        partitions: int = 1,
     ) -> Projection:
         """A projection whose handlers are keyed by payload model (their event types are used)."""
         return cls(
@@ -122,6 +128,7 @@ class Projection:
             batch_handlers={model.event_type: fn for model, fn in (batch_handlers or {}).items()},
             extensions=extensions,
             description=description,
+            partitions=partitions,
         )
 
     def tables_at(self, version: int) -> Tables:
@@ -141,8 +148,12 @@ class Projection:
 
     @property
     def durable_name(self) -> str:
-        """Name of the projection's durable JetStream consumer."""
+        """Name of the projection's durable JetStream consumer (unpartitioned)."""
         return f"proj-{self.name}"
+
+    def partition_durable(self, partition: int, partitions: int) -> str:
+        """Name of the durable consumer of one partition (the unpartitioned one when ``partitions`` is 1)."""
+        return self.durable_name if partitions == 1 else f"proj-{self.name}-p{partitions}-{partition}"
 
 
 def find_projection(projections: Mapping[str, Projection], name: str) -> Projection:

@@ -178,3 +178,30 @@ class ExtensionMissing(ProjectionsError):
             f"projection {projection} needs the PostgreSQL extension {extension!r}, which this server"
             f" does not have: {source}. The event store and the other projections work without it"
         )
+
+
+class LeaseLost(ProjectionsError):
+    """A runner's lease on a partition expired or was taken: its batch is rolled back."""
+
+    def __init__(self, projection: str, partition: int, partitions: int) -> None:
+        self.projection = projection
+        self.partition = partition
+        self.partitions = partitions
+        super().__init__(
+            f"{projection}: this runner no longer holds partition {partition} of {partitions}"
+            " (its lease expired or another runner took it); the batch is left for redelivery"
+        )
+
+
+class PartitionsChanged(ProjectionsError):
+    """The active version has another partition count than the one this runner applies."""
+
+    def __init__(self, projection: str, active: int, running: int) -> None:
+        self.projection = projection
+        self.active = active
+        self.running = running
+        super().__init__(
+            f"{projection}: the active read model has {active} partition(s), this runner was set to"
+            f" {running}; restart it with --partitions {active}, or without --partitions to follow"
+            " the active version"
+        )

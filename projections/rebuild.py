@@ -13,7 +13,8 @@
    already applied (by event id), so each event lands in the new version exactly once.
 
 The same build runs by itself (:func:`ensure_current`, called by the runner) when a runner's
-code version is newer than the active version's: a projection versions itself. Code older than
+code version is newer than the active version's, or when it asks for another partition count
+(fixed per version): a projection versions itself. Code older than
 the active version's never builds or writes (a downgrade is refused).
 
 Old versions are kept (state *retired*); nothing is dropped implicitly.
@@ -100,14 +101,16 @@ async def rebuild(
     progress: ProgressCallback | None = None,
     wait: bool = False,
     catch_up_timeout: float = 30.0,
+    partitions: int | None = None,
 ) -> RebuildResult:
-    """Build a new version of ``projection``'s read model from the store and make it active.
+    """Build a new version of ``projection``'s read model from the store and make it active,
+    with ``partitions`` partitions (None: the active version's, else the projection's).
 
     :raises RebuildInProgress: another process rebuilds it (unless ``wait``).
     :raises ProjectionCodeMismatch: the active version was built by newer code (a downgrade).
     :raises RebuildStalled: the final catch-up could not reach the live position in time.
     """
-    builder = _Builder(pool, store, projection, batch_size, progress, catch_up_timeout)
+    builder = _Builder(pool, store, projection, batch_size, progress, catch_up_timeout, partitions)
     async with _rebuild_lock(pool, projection.name, wait):
         return await builder.run()
 
@@ -125,7 +128,7 @@ async def ensure_built(
         active = await active_version(conn, projection.name)
     if active is not None:
         return active
-    builder = _Builder(pool, store, projection, batch_size, progress, 30.0)
+    builder = _Builder(pool, store, projection, batch_size, progress, 30.0, None)
     async with _rebuild_lock(pool, projection.name, wait=True):
         async with pool.acquire() as conn:
             active = await active_version(conn, projection.name)
@@ -144,32 +147,46 @@ async def ensure_current(
     *,
     batch_size: int = 500,
     progress: ProgressCallback | None = None,
+    partitions: int | None = None,
 ) -> ActiveVersion:
-    """The active version, built by ``projection``'s code: the first build, or a build beside
-    an active version of older code, which goes on serving (and being applied by the runners
-    with that code) until this one has caught up and switched. An interrupted build of this
-    code resumes from its checkpoint. Concurrent callers wait for one build.
+    """The active version, built by ``projection``'s code with ``partitions`` partitions (None:
+    whatever the active version has; the projection's own count for a first build): the first
+    build, or a build beside an active version of older code or another partition count, which
+    goes on serving (and being applied by the runners with that code) until this one has caught
+    up and switched. An interrupted build of this code resumes from its checkpoint. Concurrent
+    callers wait for one build.
 
     :raises ProjectionCodeMismatch: the active version was built by newer code (a downgrade).
     """
     name = projection.name
+
+    def outdated(active: ActiveVersion | None) -> bool:
+        if active is None or active.code_version < projection.version:
+            return True
+        same_code = active.code_version == projection.version
+        return same_code and partitions is not None and active.partitions != partitions
+
     async with pool.acquire() as conn:
         active = await active_version(conn, name)
-    if active is None or active.code_version < projection.version:
+    if outdated(active):
         async with _rebuild_lock(pool, name, wait=True):
             async with pool.acquire() as conn:
                 active = await active_version(conn, name)
-            if active is None or active.code_version < projection.version:  # nobody did it meanwhile
+            if outdated(active):  # nobody did it meanwhile
                 if active is not None:
                     log.info(
-                        "%s: active v%d was built by code version %d, this is code version %d: building"
-                        " a new version beside it; the live one keeps serving until the switch",
+                        "%s: active v%d was built by code version %d with %d partition(s), this is code"
+                        " version %d with %s: building a new version beside it; the live one keeps"
+                        " serving until the switch",
                         name,
                         active.version,
                         active.code_version,
+                        active.partitions,
                         projection.version,
+                        f"{partitions} partition(s)" if partitions else "its own partitions",
                     )
-                result = await _Builder(pool, store, projection, batch_size, progress, 30.0).run()
+                builder = _Builder(pool, store, projection, batch_size, progress, 30.0, partitions)
+                result = await builder.run()
                 log.info(
                     "%s: v%d (code version %d) is active%s: %d events applied up to position %d in %.1fs",
                     name,
@@ -226,8 +243,10 @@ class _Builder:
         batch_size: int,
         progress: ProgressCallback | None,
         catch_up_timeout: float,
+        partitions: int | None,
     ) -> None:
         self.pool = pool
+        self.partitions = partitions  # None: the live version's count, else the projection's
         self.store = store
         self.projection = projection
         self.batch_size = batch_size
@@ -307,10 +326,11 @@ class _Builder:
             if live is not None and live.code_version > code:
                 raise ProjectionCodeMismatch(name, live.code_version, code)  # never build a downgrade
             await create_extensions(conn, self.projection)
+            partitions = self.partitions or (live.partitions if live else self.projection.partitions)
             building = await building_version(conn, name)
             if building is not None and building.code_version > code:
                 raise ProjectionCodeMismatch(name, building.code_version, code)  # nor abandon a newer build
-            if building is not None and building.code_version == code:
+            if building is not None and building.code_version == code and building.partitions == partitions:
                 log.info(
                     "%s: resuming the build of v%d from position %d",
                     name,
@@ -318,11 +338,17 @@ class _Builder:
                     building.position,
                 )
                 return building.version, building.position
-            if building is not None:  # a partial build by older code: abandoned, kept for inspection
+            if building is not None:  # a partial build by older code or another count: abandoned, kept
                 await retire_version(conn, name, building.version)
             version = await latest_version(conn, name) + 1
-            await create_version(conn, self.projection, version)
-            log.info("%s: building v%d (code version %d) from position 0", name, version, code)
+            await create_version(conn, self.projection, version, partitions)
+            log.info(
+                "%s: building v%d (code version %d, %d partition(s)) from position 0",
+                name,
+                version,
+                code,
+                partitions,
+            )
             return version, 0
 
     async def _apply(self, conn: Connection, version: int, events: list[RecordedEvent], at: int) -> None:

@@ -9,10 +9,19 @@ come again as duplicates, which are skipped. Several runner processes of one pro
 to the same durable consumer and share its messages. While a batch runs, in-progress acks
 keep JetStream from redelivering it.
 
-Before it binds, a runner makes sure the active version was built by its code: when it has
-newer code, it builds its version beside the live one first (:func:`~projections.rebuild.ensure_current`;
-runners with the old code keep the live one current meanwhile). A runner whose code becomes
-older than the active version's (another process switched) stops applying and says to upgrade.
+A partitioned version (P > 1 partitions by user, :mod:`projections.partitioning`) has a
+durable consumer per partition, filtered on the partition's slots, and a checkpoint per
+partition. Runners share the partitions through leases in PostgreSQL
+(:mod:`projections.partition_runs`, :mod:`projections.partition_leases`): each partition is
+applied by the one runner holding its lease, whose batches commit only while it holds it, and
+runners of different partitions commit in parallel.
+
+Before it binds, a runner makes sure the active version was built by its code (and with the
+partition count it was told to use, if any): otherwise it builds its version beside the live
+one first (:func:`~projections.rebuild.ensure_current`; runners with the old code keep the
+live one current meanwhile). A runner whose code becomes older than the active version's
+(another process switched) stops applying and says to upgrade; one that follows the active
+partition count binds again to the new version's consumers.
 """
 
 from __future__ import annotations
@@ -32,17 +41,26 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from eventstore import PostgresEventStore, RecordedEvent, SchemaRegistry, failpoints
 from projections.base import Projection
-from projections.errors import ConsumerFiltersIgnored, ProjectionCodeMismatch, ProjectionNotInitialized
+from projections.errors import (
+    ConsumerFiltersIgnored,
+    LeaseLost,
+    PartitionsChanged,
+    ProjectionCodeMismatch,
+    ProjectionNotInitialized,
+)
 from projections.metrics import ProjectionMetrics
 from projections.parked import park
+from projections.partition_checkpoints import advance_partition
+from projections.partition_leases import DEFAULT_INTERVAL, DEFAULT_TTL, fence
 from projections.rebuild import ProgressCallback, ensure_current
 from projections.relay import DATABASE_ERRORS
 from projections.sealed import using_vault
 from projections.stream import DEFAULT_STREAM, ensure_stream
-from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, type_filter
+from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, partition_filters, type_filters
 from projections.tracing import handling_span
 from projections.tracking import apply_batch, describe_error
 from projections.versions import (
+    ActiveVersion,
     active_version,
     advance_checkpoint,
     lock_checkpoint,
@@ -70,6 +88,10 @@ class RunnerConfig:
     retry_delay: float = 1.0  # a failed event comes again after retry_delay × its delivery count
     max_ack_pending: int = 1000
     build_batch_size: int = 500  # events per transaction when it builds its version from the store
+    partitions: int | None = None  # None: the active version's count (the projection's for a first build)
+    lease_ttl: float = DEFAULT_TTL  # a partition's lease lasts this long unless renewed
+    lease_interval: float = DEFAULT_INTERVAL  # how often a runner renews its leases and rebalances
+    replicas: int | None = None  # copies of the events stream, should a runner create it (as the relay's)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -129,44 +151,71 @@ class ProjectionRunner:
         self._database = database  # how logs name the database (an address, without credentials)
         self.metrics = ProjectionMetrics(projection.name)
         self.build_progress = build_progress  # told how a build of its version goes
+        self.partitions = 1  # of the version it applies (known once started)
+        self.runner_id = uuid.uuid4()  # the owner of its partitions' leases
 
-    def consumer_config(self) -> ConsumerConfig:
-        """The durable consumer: explicit acks, only this projection's event types.
+    def consumer_config(self, partition: int = 0, partitions: int = 1) -> ConsumerConfig:
+        """The durable consumer of one partition (the unpartitioned one by default): explicit
+        acks, only this projection's event types (and, when partitioned, the partition's slots).
 
         The server's own ``max_deliver`` stays unlimited: the runner parks an event itself after
         ``config.max_deliver`` deliveries, so an event can never be skipped without a trace.
         """
-        cfg = self.config
+        cfg, types = self.config, self.projection.event_types
+        if partitions == 1:
+            filters = [f for t in types for f in type_filters(t, cfg.subject_prefix)]
+            about = ""
+        else:
+            filters = partition_filters(types, partition, partitions, cfg.subject_prefix)
+            about = f", partition {partition} of {partitions}"
         return ConsumerConfig(
-            durable_name=self.projection.durable_name,
-            description=f"memsaga projection {self.projection.name}",
+            durable_name=self.projection.partition_durable(partition, partitions),
+            description=f"memsaga projection {self.projection.name}{about}",
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=cfg.ack_wait,
             max_deliver=-1,
             max_ack_pending=cfg.max_ack_pending,
-            filter_subjects=[type_filter(t, cfg.subject_prefix) for t in self.projection.event_types],
+            filter_subjects=filters,
         )
 
-    async def start(self) -> JetStreamContext.PullSubscription:
-        """Build the read model from the store if it never was or was built by older code, then
-        bind to the consumer.
+    async def prepare(self) -> ActiveVersion:
+        """Build the read model from the store if it never was, was built by older code or has
+        another partition count than ``config.partitions``; make sure the stream exists.
 
         :raises ProjectionCodeMismatch: the active version was built by newer code (a downgrade).
         """
         cfg = self.config
-        await ensure_current(
+        active = await ensure_current(
             self.pool,
             self.store,
             self.projection,
             batch_size=cfg.build_batch_size,
             progress=self.build_progress,
+            partitions=cfg.partitions,
         )
-        await ensure_stream(self.js, cfg.stream, subject_prefix=cfg.subject_prefix, accept_limits=True)
-        wanted = self.consumer_config()
-        info = await self.js.add_consumer(cfg.stream, wanted)
+        await ensure_stream(
+            self.js, cfg.stream, subject_prefix=cfg.subject_prefix, accept_limits=True, replicas=cfg.replicas
+        )
+        self.partitions = active.partitions
+        return active
+
+    async def bind(self, partition: int = 0, partitions: int = 1) -> JetStreamContext.PullSubscription:
+        """Create (or update) a partition's durable consumer and bind to it."""
+        wanted = self.consumer_config(partition, partitions)
+        info = await self.js.add_consumer(self.config.stream, wanted)
         _require_filters(self.js, wanted, info.config)
-        return await self.js.pull_subscribe_bind(durable=self.projection.durable_name, stream=cfg.stream)
+        assert wanted.durable_name is not None
+        return await self.js.pull_subscribe_bind(durable=wanted.durable_name, stream=self.config.stream)
+
+    async def start(self) -> JetStreamContext.PullSubscription:
+        """:meth:`prepare`, then bind to the unpartitioned consumer (its first partition's when
+        the active version is partitioned; :meth:`run` shares partitions by lease instead).
+
+        :raises ProjectionCodeMismatch: the active version was built by newer code (a downgrade).
+        """
+        active = await self.prepare()
+        return await self.bind(0, active.partitions)
 
     async def run(self, stop: asyncio.Event | None = None) -> RunnerStats:
         """Consume until ``stop`` is set, waiting out outages of NATS and PostgreSQL.
@@ -186,9 +235,41 @@ class ProjectionRunner:
             raise
 
     async def _run(self, stop: asyncio.Event) -> RunnerStats:
-        sub = await self._start_retried(stop)
-        if sub is None:
-            return self.stats  # stopped before it could bind
+        from projections.partition_runs import PartitionedRun  # it drives this runner's batches
+
+        while not stop.is_set():
+            active = await self._start_retried(stop)
+            if active is None:
+                break  # stopped before it could bind
+            try:
+                if active.partitions == 1:
+                    sub = await self._bind_retried(stop, 0, 1)
+                    if sub is not None:
+                        await self.consume(sub, stop)
+                else:
+                    await PartitionedRun(self, active.partitions).run(stop)
+                break
+            except PartitionsChanged as exc:
+                if self.config.partitions is not None:
+                    log.error("%s: stopped applying: %s", self.projection.name, exc)
+                    raise
+                log.info(
+                    "%s: the active version now has %d partition(s) (was %d): binding to its consumers",
+                    self.projection.name,
+                    exc.active,
+                    exc.running,
+                )
+        return self.stats
+
+    async def consume(
+        self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event, partition: int | None = None
+    ) -> None:
+        """Fetch and apply batches of one consumer until ``stop`` is set, or this runner lost
+        ``partition``'s lease (its batch rolled back and nak'ed).
+
+        :raises ProjectionCodeMismatch: see :meth:`run`.
+        :raises PartitionsChanged: the active version has another partition count now.
+        """
         backoff = 0.2
         try:
             while not stop.is_set():
@@ -206,10 +287,14 @@ class ProjectionRunner:
                     backoff = min(backoff * 2, 10.0)
                     continue
                 try:
-                    await self.run_batch(msgs)
+                    await self.run_batch(msgs, partition)
                     self.outage.recovered()
                     backoff = 0.2
-                except ProjectionCodeMismatch:
+                except LeaseLost as exc:
+                    log.warning("%s", exc)
+                    await self._settle_quietly([_Item(m, None) for m in msgs])
+                    return
+                except (ProjectionCodeMismatch, PartitionsChanged):
                     await self._settle_quietly([_Item(m, None) for m in msgs])
                     raise
                 except DATABASE_ERRORS as exc:
@@ -220,21 +305,26 @@ class ProjectionRunner:
         finally:
             with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
                 await sub.unsubscribe()
-        return self.stats
 
     async def _require_current(self) -> None:
-        """:raises ProjectionCodeMismatch: the active version is no longer this code's."""
+        """:raises ProjectionCodeMismatch: the active version is no longer this code's.
+        :raises PartitionsChanged: it has another partition count."""
         try:
             async with self.pool.acquire() as conn:
                 active = await active_version(conn, self.projection.name)
         except DATABASE_ERRORS:
             return  # the next batch reports the outage
         if active is not None:
-            require_code_version(self.projection, active)
+            self._require_version(active)
 
-    async def _start_or_stop(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
-        """:meth:`start`, abandoned when ``stop`` is set first (a long build resumes next time)."""
-        starting = asyncio.ensure_future(self.start())
+    def _require_version(self, active: ActiveVersion) -> None:
+        require_code_version(self.projection, active)
+        if active.partitions != self.partitions:
+            raise PartitionsChanged(self.projection.name, active.partitions, self.partitions)
+
+    async def _start_or_stop(self, stop: asyncio.Event) -> ActiveVersion | None:
+        """:meth:`prepare`, abandoned when ``stop`` is set first (a long build resumes next time)."""
+        starting = asyncio.ensure_future(self.prepare())
         stopping = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -246,17 +336,34 @@ class ProjectionRunner:
                     await starting
         return None if starting.cancelled() else starting.result()
 
-    async def _start_retried(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
-        """:meth:`start`, retried with backoff while NATS or PostgreSQL is away; None if stopped."""
+    async def _start_retried(self, stop: asyncio.Event) -> ActiveVersion | None:
+        """:meth:`prepare`, retried with backoff while NATS or PostgreSQL is away; None if stopped."""
         backoff = 0.2
         while not stop.is_set():
             try:
-                sub = await self._start_or_stop(stop)
-                if sub is None:
+                active = await self._start_or_stop(stop)
+                if active is None:
                     return None
             except _START_ERRORS as exc:
                 away = self._nats_address() if isinstance(exc, nats.errors.Error) else self._database
                 self.outage.failed(away, exc)
+                await sleep_or_stop(backoff, stop)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self.outage.recovered()
+            return active
+        return None
+
+    async def _bind_retried(
+        self, stop: asyncio.Event, partition: int, partitions: int
+    ) -> JetStreamContext.PullSubscription | None:
+        """:meth:`bind`, retried with backoff while NATS is away; None if stopped first."""
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                sub = await self.bind(partition, partitions)
+            except (nats.errors.Error, OSError) as exc:
+                self.outage.failed(self._nats_address(), exc)
                 await sleep_or_stop(backoff, stop)
                 backoff = min(backoff * 2, 10.0)
                 continue
@@ -271,19 +378,22 @@ class ProjectionRunner:
         url = self.js._nc.connected_url
         return f"NATS {url.netloc}" if url is not None else "NATS"
 
-    async def run_batch(self, msgs: list[Msg]) -> None:
-        """Apply one fetched batch and settle its messages (ack, park or retry).
+    async def run_batch(self, msgs: list[Msg], partition: int | None = None) -> None:
+        """Apply one fetched batch (of ``partition``, when partitioned) and settle its messages
+        (ack, park or retry).
 
         :raises ProjectionCodeMismatch: the active read model was built by other code; the
             messages are left to be redelivered to a runner with matching code.
+        :raises PartitionsChanged: the active version has another partition count (likewise).
+        :raises LeaseLost: this runner no longer holds ``partition`` (nothing was committed).
         """
         items = sorted((self._decode(m) for m in msgs), key=_position)
         applied = self.stats.applied
         heartbeat = asyncio.create_task(self._heartbeat([i.msg for i in items]))
         try:
-            await self._apply(items)
+            await self._apply(items, partition)
             if failpoints.enabled("projector.deliver_twice"):
-                await self._apply(items)  # again, committed apart: as a redelivery after a lost ack
+                await self._apply(items, partition)  # again, committed apart: a redelivery after a lost ack
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -304,15 +414,18 @@ class ProjectionRunner:
             event = event.model_copy(update={"event_version": version, "payload": payload})
         return _Item(msg, event)
 
-    async def _apply(self, items: list[_Item]) -> None:
+    async def _apply(self, items: list[_Item], partition: int | None) -> None:
         name, projection = self.projection.name, self.projection
         async with self.pool.acquire() as conn, conn.transaction():
             await lock_shared(conn, name)
             active = await active_version(conn, name)
             if active is None:
                 raise ProjectionNotInitialized(name)
-            require_code_version(self.projection, active)
-            await lock_checkpoint(conn, name, active.version)
+            self._require_version(active)
+            if partition is None:
+                await lock_checkpoint(conn, name, active.version)
+            else:
+                await fence(conn, name, active.partitions, partition, self.runner_id)
             tables = self.projection.tables_at(active.version)
             raw = [(item, item.event) for item in items if item.event is not None]
             plain = await self.store.open_events([event for _, event in raw])  # parked ones stay sealed
@@ -344,7 +457,10 @@ class ProjectionRunner:
                     item.outcome = Outcome.RETRY
                 if item.outcome is not Outcome.RETRY and item.event is not None:
                     position = max(position, item.event.position)
-            await advance_checkpoint(conn, name, active.version, position, applied)
+            if partition is None:
+                await advance_checkpoint(conn, name, active.version, position, applied)
+            else:
+                await advance_partition(conn, name, active.version, partition, position, applied)
         self.stats.applied += applied
 
     async def _settle_quietly(self, items: list[_Item]) -> None:

@@ -2,6 +2,9 @@
 
 Lag is measured against the event store, the source of truth: the number of events after
 a checkpoint (for a projection: of the types it handles) and the age of the oldest of them.
+A partitioned projection's lag counts from its slowest partition's checkpoint (an upper bound:
+the other partitions may have applied some of those events); ``partition_detail`` has each
+partition's checkpoint, the runner holding its lease and its consumer's backlog.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from pydantic import BaseModel, ConfigDict
 from eventstore import EventStore
 from projections.base import Projection
 from projections.parked import count_parked
+from projections.partition_checkpoints import partition_checkpoints
+from projections.partition_leases import lease_holders
 from projections.relay import read_checkpoint
 from projections.stream import stream_limits
 from projections.versions import (
     BuildingVersion,
     VersionState,
     active_checkpoint,
+    active_partition_positions,
     building_version,
     current_versions,
 )
@@ -110,17 +116,48 @@ class ConsumerStatus(BaseModel):
     redelivered: int
 
 
-async def consumer_status(js: JetStreamContext, stream: str, projection: Projection) -> ConsumerStatus | None:
-    """The consumer's backlog, or None when it does not exist (or NATS does not answer)."""
-    try:
-        info = await js.consumer_info(stream, projection.durable_name)
-    except (nats.errors.Error, TimeoutError):
+async def consumer_status(
+    js: JetStreamContext,
+    stream: str,
+    projection: Projection,
+    partitions: int = 1,
+    partition: int | None = None,
+) -> ConsumerStatus | None:
+    """The backlog of the consumer of ``partition`` (of every partition's, added up, when None),
+    or None when none exists (or NATS does not answer)."""
+    chosen = range(partitions) if partition is None else [partition]
+    found: list[ConsumerStatus] = []
+    for p in chosen:
+        try:
+            info = await js.consumer_info(stream, projection.partition_durable(p, partitions))
+        except (nats.errors.Error, TimeoutError):
+            continue
+        pending, ack_pending = info.num_pending or 0, info.num_ack_pending or 0
+        found.append(
+            ConsumerStatus(pending=pending, ack_pending=ack_pending, redelivered=info.num_redelivered or 0)
+        )
+    if not found:
         return None
     return ConsumerStatus(
-        pending=info.num_pending or 0,
-        ack_pending=info.num_ack_pending or 0,
-        redelivered=info.num_redelivered or 0,
+        pending=sum(c.pending for c in found),
+        ack_pending=sum(c.ack_pending for c in found),
+        redelivered=sum(c.redelivered for c in found),
     )
+
+
+class PartitionStatus(BaseModel):
+    """One partition of the active version: its checkpoint and the runner applying it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    partition: int
+    position: int  # the greater of the partition's checkpoint and its version's build
+    applied: int  # by runners, since the build
+    runner_id: str | None  # the lease's holder; None while no live runner holds it
+    host: str | None
+    pid: int | None
+    lease_seconds_left: float | None
+    consumer: ConsumerStatus | None = None
 
 
 class RebuildStatus(BaseModel):
@@ -154,6 +191,7 @@ class VersionStatus(BaseModel):
     applied: int
     head: int | None  # building only: the store's head at the build's last report
     progress: float | None  # building only: share of the store processed, 0..1
+    partitions: int = 1
 
 
 def _version_status(v: VersionState) -> VersionStatus:
@@ -170,6 +208,7 @@ def _version_status(v: VersionState) -> VersionStatus:
         applied=v.applied,
         head=v.head,
         progress=progress,
+        partitions=v.partitions,
     )
 
 
@@ -189,6 +228,8 @@ class ProjectionStatus(BaseModel):
     rebuild: RebuildStatus | None
     versions: list[VersionStatus] = []
     consumer: ConsumerStatus | None = None
+    partitions: int = 1  # of the active version
+    partition_detail: list[PartitionStatus] = []  # partitioned versions only
 
     @property
     def needs_rebuild(self) -> bool:
@@ -205,6 +246,8 @@ async def projection_status(
     building = await building_version(pool, name)
     parked = await count_parked(pool, name)
     position = 0 if active is None else active.position
+    detail = await _partition_detail(pool, name)
+    slowest = min((p.position for p in detail), default=position)
     return ProjectionStatus(
         name=name,
         code_version=projection.version,
@@ -212,8 +255,47 @@ async def projection_status(
         active_code_version=None if active is None else active.code_version,
         position=position,
         applied=0 if active is None else active.applied,
-        lag=await lag_after(store, position, list(projection.event_types)),
+        lag=await lag_after(store, slowest, list(projection.event_types)),
         parked=parked,
         rebuild=None if building is None else _rebuild_status(building),
         versions=[_version_status(v) for v in await current_versions(pool, name)],
+        partitions=max(len(detail), 1),
+        partition_detail=detail,
     )
+
+
+async def _partition_detail(pool: asyncpg.Pool, name: str) -> list[PartitionStatus]:
+    state = await active_partition_positions(pool, name)
+    if state is None or state.partitions == 1:
+        return []
+    applied = {cp.partition: cp.applied for cp in await partition_checkpoints(pool, name, state.version)}
+    holders = await lease_holders(pool, name, state.partitions)
+    detail = []
+    for partition, position in enumerate(state.positions):
+        holder = holders.get(partition)
+        detail.append(
+            PartitionStatus(
+                partition=partition,
+                position=position,
+                applied=applied.get(partition, 0),
+                runner_id=None if holder is None else str(holder.runner_id),
+                host=None if holder is None else holder.host,
+                pid=None if holder is None else holder.pid,
+                lease_seconds_left=None if holder is None else holder.seconds_left,
+            )
+        )
+    return detail
+
+
+async def with_consumers(
+    js: JetStreamContext, stream: str, projection: Projection, status: ProjectionStatus
+) -> ProjectionStatus:
+    """``status`` with its consumers' backlog from JetStream (every partition's, and each one's)."""
+    detail = [
+        p.model_copy(
+            update={"consumer": await consumer_status(js, stream, projection, status.partitions, p.partition)}
+        )
+        for p in status.partition_detail
+    ]
+    consumer = await consumer_status(js, stream, projection, status.partitions)
+    return status.model_copy(update={"consumer": consumer, "partition_detail": detail})

@@ -1,18 +1,24 @@
 """How an event travels on NATS: its subject, its headers and its body.
 
-Subject: ``<prefix>.<category>.<event_type>`` (``events.memory.MemoryCreated``), so a
-consumer can filter by category or type with wildcards. The body is the recorded event as
-JSON; the headers repeat what a consumer needs without parsing it.
+Subject: ``<prefix>.<category>.<event_type>.<slot>`` (``events.memory.MemoryCreated.17``), so a
+consumer can filter by category, type or slot with wildcards; the slot is the user's
+(:func:`projections.partitioning.slot_of`), so that a partition of a projection filters on its
+slots. Streams written before slots existed hold three-token subjects
+(``events.memory.MemoryCreated``): the filters of an unpartitioned consumer match both forms.
+The body is the recorded event as JSON; the headers repeat what a consumer needs without
+parsing it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
 from nats.js.api import Header
 
 from eventstore import RecordedEvent
+from projections.partitioning import slot_of, slots_of
 
 MSG_ID = Header.MSG_ID.value  # "Nats-Msg-Id": JetStream drops a re-send inside the duplicate window
 EVENT_ID = "Memsaga-Event-Id"
@@ -51,8 +57,8 @@ def subject_token(text: str) -> str:
 
 
 def event_subject(event: RecordedEvent, prefix: str = DEFAULT_PREFIX) -> str:
-    """The subject an event is published on: ``<prefix>.<category>.<event_type>``."""
-    return _subject(prefix, event.category, event.event_type)
+    """The subject an event is published on: ``<prefix>.<category>.<event_type>.<slot>``."""
+    return f"{_subject(prefix, event.category, event.event_type)}.{slot_of(event.user_id)}"
 
 
 @lru_cache(maxsize=4096)
@@ -62,8 +68,24 @@ def _subject(prefix: str, category: str, event_type: str) -> str:
 
 
 def type_filter(event_type: str, prefix: str = DEFAULT_PREFIX) -> str:
-    """The subject filter matching one event type in every category."""
+    """The subject filter matching one event type in every category, as published before slots."""
     return f"{prefix}.*.{subject_token(event_type)}"
+
+
+def type_filters(event_type: str, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """The filters matching one event type in every category and slot, and in old three-token
+    messages (an unpartitioned consumer on a stream written before slots existed)."""
+    return [type_filter(event_type, prefix), f"{type_filter(event_type, prefix)}.*"]
+
+
+def partition_filters(
+    event_types: Sequence[str], partition: int, partitions: int, prefix: str = DEFAULT_PREFIX
+) -> list[str]:
+    """The filters of one partition's consumer: each type in each of the partition's slots
+    (``len(event_types) * 64 / partitions`` subjects). Old three-token messages carry no slot
+    and match none: a partitioned version is built from the event store, not from them."""
+    slots = slots_of(partition, partitions)
+    return [f"{type_filter(t, prefix)}.{slot}" for t in event_types for slot in slots]
 
 
 def stream_subjects(prefix: str = DEFAULT_PREFIX) -> list[str]:

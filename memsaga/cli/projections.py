@@ -6,6 +6,7 @@ Run the read models from JetStream, rebuild one from the event store, and show h
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Annotated, Any
 
@@ -36,7 +37,8 @@ from projections import (
     rebuild,
 )
 from projections.extensions import split_by_extensions
-from projections.status import ProjectionStatus, consumer_status, projection_status
+from projections.partitioning import SLOTS
+from projections.status import ProjectionStatus, projection_status, with_consumers
 from projections.wakeup import address_of
 
 
@@ -63,12 +65,27 @@ def _chosen(names: list[str] | None) -> list[Projection]:
     return [find_projection(PROJECTIONS, n) for n in names] if names else list(PROJECTIONS.values())
 
 
+PartitionsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--partitions",
+        min=1,
+        max=SLOTS,
+        help="Partitions by user of the read models (1 to 64): a count other than the active version's"
+        " builds a new version beside it. Default: the active version's (the projection's own at first).",
+        show_default=False,
+    ),
+]
+
+
 @project_app.command("run")
-def project_run_command(names: NamesArg = None) -> None:
+def project_run_command(names: NamesArg = None, partitions: PartitionsOption = None) -> None:
     """Run projections from their durable JetStream consumers until SIGTERM or Ctrl-C.
 
-    A projection whose code version is newer than its active read model's is first built
-    beside it from the event store (the live one keeps serving) and switched to once caught up.
+    A projection whose code version is newer than its active read model's, or whose partition
+    count differs from ``--partitions``, is first built beside it from the event store (the
+    live one keeps serving) and switched to once caught up. Runners of a partitioned projection
+    share its partitions by lease (docs/deploy.md).
     """
     log_to_stderr()
 
@@ -77,7 +94,7 @@ def project_run_command(names: NamesArg = None) -> None:
         stop = signal_stop()  # first: a signal while it waits for a service stops it cleanly
         try:
             async with services(Settings(), with_nats=True, name="memsaga-projections", stop=stop) as svc:
-                await _run_projections(svc, chosen, stop, by_name=bool(names))
+                await _run_projections(svc, chosen, stop, by_name=bool(names), partitions=partitions)
         except StoppedWhileWaiting:
             console.print("projections stopped before they connected: nothing applied")
 
@@ -85,14 +102,14 @@ def project_run_command(names: NamesArg = None) -> None:
 
 
 async def _run_projections(
-    svc: Services, chosen: list[Projection], stop: asyncio.Event, *, by_name: bool
+    svc: Services, chosen: list[Projection], stop: asyncio.Event, *, by_name: bool, partitions: int | None
 ) -> None:
     chosen, refused = await split_by_extensions(svc.pool, chosen)
     if refused and by_name:
         raise refused[0]  # asked for by name: refuse to start
     for problem in refused:  # running all: the others go on without it
         errors.print(f"not running {problem.projection}: {problem}", style="yellow", highlight=False)
-    config = runner_config(svc.settings)
+    config = dataclasses.replace(runner_config(svc.settings), partitions=partitions)
     database = address_of(svc.settings.require_database_url())
     runners = [ProjectionRunner(p, svc.store, svc.js, config, database=database) for p in chosen]
     tasks = [asyncio.ensure_future(r.run(stop)) for r in runners]
@@ -162,12 +179,7 @@ def projections_command(as_json: JsonFlag = False) -> None:
             try:
                 stream = svc.settings.nats_stream
                 return [
-                    s.model_copy(
-                        update={
-                            "consumer": await consumer_status(nc.jetstream(), stream, PROJECTIONS[s.name])
-                        }
-                    )
-                    for s in statuses
+                    await with_consumers(nc.jetstream(), stream, PROJECTIONS[s.name], s) for s in statuses
                 ]
             finally:
                 await nc.close()
@@ -184,6 +196,10 @@ def projections_command(as_json: JsonFlag = False) -> None:
         active = (
             "not built" if s.active_version is None else f"v{s.active_version} (code {s.active_code_version})"
         )
+        if s.partitions > 1:
+            runners = {p.runner_id for p in s.partition_detail if p.runner_id is not None}
+            held = sum(1 for p in s.partition_detail if p.runner_id is not None)
+            active += f", {s.partitions} partitions ({held} held by {len(runners)} runner(s))"
         building = next((v for v in s.versions if v.state == "building"), None)
         if s.needs_rebuild and (building is None or building.code_version != s.code_version):
             active += f" [bold red](code v{s.code_version}: `memsaga project run {s.name}` builds it)[/]"

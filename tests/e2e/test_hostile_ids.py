@@ -101,9 +101,9 @@ async def test_printable_hostile_ids_are_kept_verbatim_and_match_only_themselves
 
     subjects = await subjects_published(search_stack)
     prefix = re.escape(search_stack.settings.subject_prefix)
-    assert subjects and all(re.fullmatch(rf"{prefix}\.(episode|memory)\.[A-Za-z]+", s) for s in subjects), (
-        subjects
-    )
+    assert subjects and all(
+        re.fullmatch(rf"{prefix}\.(episode|memory)\.[A-Za-z]+\.[0-9]+", s) for s in subjects
+    ), subjects
 
 
 async def subjects_published(stack: Stack) -> list[str]:

@@ -29,7 +29,8 @@ def _runner_config() -> ConsumerConfig:
 
 def test_filters_kept_pass_and_filters_dropped_are_refused() -> None:
     wanted = _runner_config()
-    assert wanted.filter_subjects and len(wanted.filter_subjects) == len(MEMORIES.event_types) > 1
+    # Each type twice: three-token subjects (written before slots) and four-token ones.
+    assert wanted.filter_subjects and len(wanted.filter_subjects) == 2 * len(MEMORIES.event_types) > 2
     _require_filters(
         _fake_js("2.15.1"), wanted, ConsumerConfig(filter_subjects=list(reversed(wanted.filter_subjects)))
     )

@@ -17,6 +17,7 @@ from eventstore import tracing as eventstore_tracing
 from eventstore.postgres import EventTail
 from projections import Relay, StreamHasLimits
 from projections import tracing as projections_tracing
+from projections.partitioning import slot_of
 from projections.stream import stream_config
 from projections.subjects import (
     CAUSATION_ID,
@@ -64,7 +65,7 @@ async def test_relay_publishes_every_event_in_order_with_subject_and_headers(env
     stored = [e async for batch in env.store.read_all() for e in batch]
     assert len(messages) == len(stored) == len(history.events)
     for (subject, headers, data), event in zip(messages, stored, strict=True):
-        assert subject == f"{env.prefix}.{event.category}.{event.event_type}"
+        assert subject == f"{env.prefix}.{event.category}.{event.event_type}.{slot_of(event.user_id)}"
         assert headers[MSG_ID] == str(event.event_id)
         assert headers[EVENT_TYPE] == event.event_type
         assert headers[EVENT_VERSION] == str(event.event_version)

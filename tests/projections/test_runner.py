@@ -63,10 +63,10 @@ async def test_an_idle_runner_is_quiet(env: Env, caplog: pytest.LogCaptureFixtur
         async def unsubscribe(self) -> None:
             return None
 
-    async def bind() -> IdleSubscription:
+    async def bind(partition: int = 0, partitions: int = 1) -> IdleSubscription:
         return IdleSubscription()
 
-    runner.start = bind  # type: ignore[method-assign,assignment]
+    runner.bind = bind  # type: ignore[method-assign,assignment]
     with caplog.at_level(logging.INFO, logger="projections"):
         await asyncio.wait_for(runner.run(stop), 10)
 

@@ -10,6 +10,7 @@ from nats.js.api import RetentionPolicy, StorageType
 
 from eventstore import RecordedEvent
 from projections import EXTRACTIONS, MEMORIES, MEMORY_SEARCH, PROJECTIONS, UnknownProjection, find_projection
+from projections.partitioning import slot_of
 from projections.stream import stream_config, stream_limits
 from projections.subjects import (
     EVENT_ID,
@@ -46,12 +47,16 @@ def recorded(**overrides: object) -> RecordedEvent:
     return RecordedEvent.model_validate({**fields, **overrides})
 
 
-def test_subject_is_prefix_category_type() -> None:
-    assert event_subject(recorded()) == "events.memory.MemoryCreated"
-    assert event_subject(recorded(stream_id="episode-e1"), "t1") == "t1.episode.MemoryCreated"
+def test_subject_is_prefix_category_type_slot() -> None:
+    slot = slot_of("u1")
+    assert event_subject(recorded()) == f"events.memory.MemoryCreated.{slot}"
+    assert event_subject(recorded(stream_id="episode-e1"), "t1") == f"t1.episode.MemoryCreated.{slot}"
+    assert event_subject(recorded(user_id=None)) == "events.memory.MemoryCreated.0"
     # Anything NATS could read as syntax is escaped (~ and its UTF-8 hex), injectively.
-    assert event_subject(recorded(stream_id="a.b*c>d e-1")) == "events.a~2Eb~2Ac~3Ed~20e.MemoryCreated"
-    assert event_subject(recorded(stream_id="-x")) == "events.~.MemoryCreated"
+    assert (
+        event_subject(recorded(stream_id="a.b*c>d e-1")) == f"events.a~2Eb~2Ac~3Ed~20e.MemoryCreated.{slot}"
+    )
+    assert event_subject(recorded(stream_id="-x")) == f"events.~.MemoryCreated.{slot}"
     assert type_filter("MemoryCreated") == "events.*.MemoryCreated"
     assert stream_subjects("events") == ["events.>"]
 
@@ -99,7 +104,8 @@ def test_projection_declarations() -> None:
     assert MEMORY_SEARCH.extensions == ("vector",)
     assert MEMORIES.extensions == EXTRACTIONS.extensions == ()
     assert set(EXTRACTIONS.event_types) == {
-        *(m.event_type for m in ALL_EVENTS), "UserForgotten"
+        *(m.event_type for m in ALL_EVENTS),
+        "UserForgotten",
     }  # every saga event is on the timeline
     assert MEMORIES.durable_name == "proj-memories"
     assert MEMORIES.tables_at(3)["memories"] == 'memsaga_read."memories_v3"'

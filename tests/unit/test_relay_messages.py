@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from eventstore import RecordedEvent
+from projections.partitioning import slot_of
 from projections.subjects import (
     TRACEPARENT,
     decode_body,
@@ -72,7 +73,7 @@ def test_body_is_byte_for_byte_the_model_json_and_decodes_to_the_event(event: Re
 def test_subject_from_the_cache_matches_the_rule_every_time() -> None:
     for stream_id, event_type in [("memory-1", "MemoryCreated"), ("a.b c-2", "X*Y"), ("-3", ">")]:
         event = recorded(stream_id=stream_id, event_type=event_type)
-        expected = f"p.{subject_token(event.category)}.{subject_token(event_type)}"
+        expected = f"p.{subject_token(event.category)}.{subject_token(event_type)}.{slot_of(event.user_id)}"
         assert event_subject(event, "p") == event_subject(event, "p") == expected
 
 
@@ -112,7 +113,9 @@ def test_traced_events_get_a_publish_span_in_their_trace_the_rest_the_batch_cont
     batch_trace.end([False, True, True, False])
 
     (batch,) = [s for s in spans.get_finished_spans() if s.name == "relay batch S"]
-    publishes = [s for s in spans.get_finished_spans() if s.name == "publish t.memory.MemoryCreated"]
+    publishes = [
+        s for s in spans.get_finished_spans() if s.name.startswith("publish t.memory.MemoryCreated.")
+    ]
     assert len(publishes) == 2 and len(spans.get_finished_spans()) == 3  # the traced events only
     assert batch.parent is None and batch.kind is SpanKind.PRODUCER
     assert [link.context.trace_id for link in batch.links] == [7]  # one link per distinct trace
