@@ -76,6 +76,7 @@ class Sizes:
             catchup_rounds=1,
             rebuild_events=5_000,
             rebuild_rounds=1,
+            e2e_rate=200.0,  # a smoke check: the shared CI machine need not sustain 1,000/s
             e2e_seconds=3.0,
             sagas=10,
             saga_rounds=1,
