@@ -29,6 +29,7 @@ class BenchOptions:
     only: list[str] | None
     events: int | None
     rounds: int | None
+    e2e_rate: float | None = None
     out: Path
     as_json: bool
 
@@ -40,6 +41,8 @@ def sizes_for(options: BenchOptions) -> Sizes:
         sizes = sizes.with_events(options.events)
     if options.rounds is not None:
         sizes = replace(sizes, rounds=options.rounds)
+    if options.e2e_rate is not None:
+        sizes = replace(sizes, e2e_rate=options.e2e_rate)
     return sizes
 
 

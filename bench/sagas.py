@@ -6,14 +6,23 @@
   runs in this process.
 * baseline: a bare workflow running as many no-op activities as one saga schedules (counted
   from a warm-up saga's history), on the same server, worker and task queue.
+* two workers: the same sagas with a second worker beside the in-process one, a ``memsaga
+  worker`` process of its own on the same task queue and database (started before the round's
+  clock, stopped after it), against the one-worker rounds of the same run. A second ``Worker``
+  in this process would share its event loop and interpreter lock with the first, so it could
+  not use the second core; a process can, as a second worker would in production.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -58,6 +67,66 @@ async def scheduled_activities(client: Client, workflow_id: str) -> int:
 
 
 Runner = Callable[[int], Awaitable[float]]
+READY_TIMEOUT = 60.0
+_WORKER_SETTINGS = (
+    "database_url",
+    "temporal_address",
+    "temporal_namespace",
+    "task_queue",
+    "extractor",
+    "embedder",
+    "state_dir",
+    "allow_unsafe_postgres",
+)
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a ``memsaga worker`` process serving the same queue, database and keys."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMSAGA_")}
+    for name in _WORKER_SETTINGS:
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"MEMSAGA_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    if settings.master_key is not None:
+        env["MEMSAGA_MASTER_KEY"] = settings.master_key.get_secret_value()
+    elif settings.master_key_file is not None:
+        env["MEMSAGA_MASTER_KEY_FILE"] = str(settings.master_key_file)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def worker_process(settings: Settings) -> AsyncIterator[None]:
+    """A second worker, ``memsaga worker`` in a process of its own, running once it says it is ready.
+
+    :raises RuntimeError: it exited or did not get ready within :data:`READY_TIMEOUT`.
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "memsaga",
+        "worker",
+        env=worker_environment(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            while b"memsaga worker ready" not in (line := await process.stdout.readline()):
+                if not line:
+                    raise RuntimeError(
+                        f"the second worker exited with {await process.wait()} before it was ready"
+                    )
+        yield
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)  # graceful: it finishes its tasks in hand
+            try:
+                async with asyncio.timeout(READY_TIMEOUT):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
 
 class _Round:
@@ -100,25 +169,33 @@ async def run(ctx: BenchContext) -> list[Figure]:
             await one_saga(client, settings, 0, f"{key}-warm")
             steps = await scheduled_activities(client, workflow_id_for(f"bench-{key}-warm-0"))
             await one_bare(client, task_queue, steps, 0, f"{key}-warm")
-            sides = {"memsaga": _Round(), "temporal": _Round()}
-            ctx.progress.start(f"sagas ({count} at once)", rounds * 2)
+            names = ["memsaga", "temporal", TWO_WORKERS]
+            sides = {name: _Round() for name in names}
+            ctx.progress.start(f"sagas ({count} at once)", rounds * len(names))
             for r in range(rounds):
-                order = ["memsaga", "temporal"] if r % 2 == 0 else ["temporal", "memsaga"]
+                order = names[r % len(names) :] + names[: r % len(names)]
                 for name in order:
                     rkey = f"{key}-r{r}-{uuid.uuid4().hex[:6]}"
 
                     async def one(n: int, name: str = name, rkey: str = rkey) -> float:
-                        if name == "memsaga":
-                            return await one_saga(client, settings, n, rkey)
-                        return await one_bare(client, task_queue, steps, n, rkey)
+                        if name == "temporal":
+                            return await one_bare(client, task_queue, steps, n, rkey)
+                        return await one_saga(client, settings, n, rkey)
 
-                    await sides[name].measure(ctx, count, one)
+                    if name == TWO_WORKERS:  # only for its round: it knows no bare workflow
+                        async with worker_process(settings):
+                            await sides[name].measure(ctx, count, one)
+                    else:
+                        await sides[name].measure(ctx, count, one)
                     ctx.progress.advance()
     return _figures(sides, count, rounds, steps)
 
 
+TWO_WORKERS = "memsaga, 2 workers"
+
+
 def _figures(sides: dict[str, _Round], count: int, rounds: int, steps: int) -> list[Figure]:
-    saga, bare = sides["memsaga"], sides["temporal"]
+    saga, bare, two = sides["memsaga"], sides["temporal"], sides[TWO_WORKERS]
     size = f"{count} at once × {rounds} round(s); {steps} activities per workflow"
     figures = [
         Figure.compare(
@@ -130,7 +207,22 @@ def _figures(sides: dict[str, _Round], count: int, rounds: int, steps: int) -> l
             baseline=Measurement.of(f"bare workflow, {steps} no-op activities", bare.rates, bare.peaks),
             target=Target(kind="ratio_at_least", threshold=0.6, text=">= 0.6x bare workflow"),
             size=size,
-        )
+        ),
+        Figure.compare(
+            "sagas.throughput.w2",
+            benchmark="sagas",
+            title="sagas completed/s with 2 workers vs 1 worker",
+            unit="sagas/s",
+            subject=Measurement.of(
+                "MemoryExtraction, 2 workers (in-process + 1 process)", two.rates, two.peaks
+            ),
+            baseline=Measurement.of("MemoryExtraction, 1 worker (in-process)", saga.rates, saga.peaks),
+            size=size,
+            notes=[
+                "the second worker is a `memsaga worker` process on the same task queue; on 2 cores it"
+                " shares them with the first, the bench's clients, PostgreSQL and Temporal: no target"
+            ],
+        ),
     ]
     for pct in (50, 99):
         figures.append(

@@ -36,6 +36,14 @@ def bench_command(
     rounds: Annotated[
         int | None, typer.Option("--rounds", min=1, help="Rounds per append setup (median reported).")
     ] = None,
+    e2e_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--e2e-rate",
+            min=1.0,
+            help="Events/s appended steadily by the end-to-end benchmark (default 1,000).",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Where the JSON and PNG go.")] = RESULTS_DIR,
     as_json: JsonFlag = False,
 ) -> None:
@@ -49,7 +57,9 @@ def bench_command(
         from bench.cli import BenchOptions, UnknownBenchmark, run_bench
     except ModuleNotFoundError as exc:
         raise fail(missing_benchmarks(exc), error="BenchmarksMissing", code=ExitCode.CONFIG) from None
-    options = BenchOptions(quick=quick, only=only, events=events, rounds=rounds, out=out, as_json=as_json)
+    options = BenchOptions(
+        quick=quick, only=only, events=events, rounds=rounds, e2e_rate=e2e_rate, out=out, as_json=as_json
+    )
     try:
         code = run_bench(options, Settings())
     except (UnknownBenchmark, MemsagaError) as exc:

@@ -33,6 +33,7 @@ REQUIRED = {
     "projections.rebuild.seconds",
     "projections.catch_up",
     "sagas.throughput",
+    "sagas.throughput.w2",
     "sagas.latency.p50",
     "sagas.latency.p99",
     "end_to_end.p50",
