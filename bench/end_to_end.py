@@ -137,10 +137,10 @@ class StageClock:
             await publish(events)
             self.mark("published", [_memory_id(e.stream_id) for e in events])
 
-        async def timed_batch(msgs: list[Any]) -> None:
+        async def timed_batch(msgs: list[Any], partition: int | None = None) -> None:
             ids = [_memory_id((m.headers or {}).get(STREAM_ID, "")) for m in msgs]
             self.mark("fetched", ids)
-            await run_batch(msgs)
+            await run_batch(msgs, partition)
             self.mark("applied", ids)
 
         relay._read = timed_read  # type: ignore[method-assign]
