@@ -21,9 +21,10 @@ fusion, always filtered by user, comparing the query only with vectors of its ow
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -480,13 +481,28 @@ async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchHit]:
     :raises ReaderRoleUnavailable: the pool's login cannot switch to the read role.
     """
     sql, args = _statement(query)
+    async with _reading(pool, query) as conn:
+        rows = await conn.fetch(sql, *args)
+    return [SearchHit(**dict(r)) for r in rows]
+
+
+@contextlib.asynccontextmanager
+async def _reading(pool: asyncpg.Pool, query: SearchQuery) -> AsyncIterator[Connection]:
+    """A connection reading as ``query``'s user, set up for the vector scan.
+
+    :raises ProjectionNotInitialized: no ``memory_search`` table, or not even pgvector's
+        ``vector`` type (the projection's first run creates the extension).
+    """
     try:
         async with as_user(pool, query.user_id) as conn:
             await _prepare_scan(conn, query)
-            rows = await conn.fetch(sql, *args)
+            yield conn
     except asyncpg.UndefinedTableError:
         raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
-    return [SearchHit(**dict(r)) for r in rows]
+    except asyncpg.UndefinedObjectError as exc:
+        if 'type "vector" does not exist' not in str(exc):
+            raise
+        raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
 
 
 async def explain_search(pool: asyncpg.Pool, query: SearchQuery, *, analyze: bool = False) -> object:
@@ -496,10 +512,6 @@ async def explain_search(pool: asyncpg.Pool, query: SearchQuery, *, analyze: boo
     """
     sql, args = _statement(query)
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
-    try:
-        async with as_user(pool, query.user_id) as conn:
-            await _prepare_scan(conn, query)
-            plan = await conn.fetchval(f"EXPLAIN ({options}) {sql}", *args)
-    except asyncpg.UndefinedTableError:
-        raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
+    async with _reading(pool, query) as conn:
+        plan = await conn.fetchval(f"EXPLAIN ({options}) {sql}", *args)
     return json.loads(plan) if isinstance(plan, str) else plan

@@ -17,6 +17,7 @@ from projections import (
     MEMORIES,
     MEMORY_SEARCH,
     ExtensionMissing,
+    ProjectionNotInitialized,
     SearchMode,
     SearchQuery,
     ensure_built,
@@ -153,6 +154,17 @@ async def test_in_a_hybrid_search_words_count_only_when_they_cover_half_the_ques
     [where] = await EMBEDDER.embed(["Where does she live?"])
     [lives] = await search(pool, replace(query, text="Where does she live?", vector=where, k=1))
     assert lives.text == "User lives in Utrecht" and lives.keyword_rank is not None
+
+
+async def test_a_search_before_the_projection_ever_ran_says_to_run_it(
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, _ = search_world
+    await pool.execute("DROP EXTENSION IF EXISTS vector CASCADE")  # as in a database it never ran on
+    for mode in SearchMode:
+        query = SearchQuery(user_id="ana", text="where?", vector=[0.1] * 256, embedder="e", mode=mode)
+        with pytest.raises(ProjectionNotInitialized, match="memsaga project memory_search"):
+            await search(pool, query)
 
 
 async def test_the_vector_is_the_one_in_the_blob_store(
