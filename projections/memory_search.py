@@ -398,8 +398,8 @@ def _keyword_ranking(minimum_share: float) -> str:
     0, only those matching at least that share of the question's lexemes."""
     covers = (
         f"""
-                AND (SELECT count(*) FROM unnest(tsvector_to_array(tsv)) AS lexeme
-                     WHERE lexeme = ANY(query.lexemes)) >= {minimum_share} * cardinality(query.lexemes)"""
+                AND length(tsv) - length(ts_delete(tsv, query.lexemes))
+                    >= {minimum_share} * cardinality(query.lexemes)"""
         if minimum_share > 0
         else ""
     )
