@@ -93,26 +93,28 @@ class DataKey:
         return AESGCM(_derive(self.secret, b"payloads"))
 
     @cached_property
-    def _nonce_key(self) -> bytes:
-        return _derive(self.secret, b"nonce")
-
-    @cached_property
     def _address_key(self) -> bytes:
         return _derive(self.secret, b"blob-address")
 
-    def _nonce(self, *parts: bytes) -> bytes:
-        mac = hmac.new(self._nonce_key, digestmod=hashlib.sha256)
-        for part in parts:
-            mac.update(len(part).to_bytes(4, "big") + part)
-        return mac.digest()[:_NONCE_BYTES]
+    # HMACs keyed once per key and copied per use: keying one costs about as much as using it.
+    @cached_property
+    def _nonce_mac(self) -> hmac.HMAC:
+        return hmac.new(_derive(self.secret, b"nonce"), digestmod=hashlib.sha256)
 
     @cached_property
-    def _index_key(self) -> bytes:
-        return _derive(self.secret, b"blind-index")
+    def _index_mac(self) -> hmac.HMAC:
+        return hmac.new(_derive(self.secret, b"blind-index"), digestmod=hashlib.sha256)
+
+    def _nonce(self, *parts: bytes) -> bytes:
+        mac = self._nonce_mac.copy()
+        mac.update(b"".join(len(part).to_bytes(4, "big") + part for part in parts))
+        return mac.digest()[:_NONCE_BYTES]
 
     def blind_index(self, value: str) -> str:
         """The value's blind index: equal values of one user match, nothing else is revealed."""
-        return hmac.new(self._index_key, value.encode(), hashlib.sha256).hexdigest()
+        mac = self._index_mac.copy()
+        mac.update(value.encode())
+        return mac.hexdigest()
 
     def blob_address(self, data: bytes) -> str:
         """The 64-hex-digit address of ``data`` as this user's blob."""
@@ -172,18 +174,22 @@ def _redact(
     payload: dict[str, Any], fields: tuple[PersonalField, ...], key: DataKey
 ) -> tuple[dict[str, Any], Located]:
     """``payload`` with the string values of ``fields`` replaced by tokens, and those values with
-    their concrete paths, in token order."""
+    their concrete paths, in token order (the order of ``fields``, each walked in payload order)."""
     located: Located = []
+
+    def token(value: str, indexed: bool) -> dict[str, Any]:
+        sealed: dict[str, Any] = {TOKEN: len(located)}
+        if indexed:
+            sealed[BLIND] = key.blind_index(value)
+        return sealed
 
     def seal(value: Any, path: Path, at: list[str | int], indexed: bool) -> Any:
         if not path:
             if not isinstance(value, str):
                 return value
-            token: dict[str, Any] = {TOKEN: len(located)}
-            if indexed:
-                token[BLIND] = key.blind_index(value)
+            sealed = token(value, indexed)
             located.append((at, value))
-            return token
+            return sealed
         head, rest = path[0], path[1:]
         if head == ITEMS:
             if isinstance(value, dict):
@@ -195,9 +201,19 @@ def _redact(
             return value
         return {**value, head: seal(value[head], rest, [*at, head], indexed)}
 
-    redacted: Any = payload
+    redacted = payload
     for personal in fields:
-        redacted = seal(redacted, personal.path, [], personal.indexed)
+        if len(personal.path) != 1:
+            redacted = seal(redacted, personal.path, [], personal.indexed)
+            continue
+        # A top-level field (most of them): the same token as the walk makes, without the walk.
+        name = personal.path[0]
+        value = redacted.get(name)
+        if isinstance(value, str):
+            if redacted is payload:
+                redacted = dict(payload)
+            redacted[name] = token(value, personal.indexed)
+            located.append(([name], value))
     return redacted, located
 
 

@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 
 class EventPayload(BaseModel):
@@ -57,6 +57,9 @@ class NewEvent(BaseModel):
     user_id: str | None = None
     occurred_at: datetime
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # Set by `of`: the model the payload was dumped from, and that very payload dict (a copy
+    # with another payload is validated again). Not serialised: a decoded event is checked anew.
+    _dumped_from: tuple[type[EventPayload], dict[str, Any]] | None = PrivateAttr(default=None)
 
     @field_validator("occurred_at")
     @classmethod
@@ -77,8 +80,13 @@ class NewEvent(BaseModel):
         event_id: uuid.UUID | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> NewEvent:
-        """Build an event from a registered payload model (type and version come from its class)."""
-        return cls(
+        """Build an event from a registered payload model (type and version come from its class).
+
+        The payload is already valid: an append validates it again only when its model is not
+        the one registered for the type and version (:meth:`SchemaRegistry.validate`). Change
+        neither it nor what it holds afterwards.
+        """
+        event = cls(
             event_id=event_id or uuid.uuid4(),
             event_type=payload.event_type,
             event_version=payload.event_version,
@@ -89,6 +97,15 @@ class NewEvent(BaseModel):
             occurred_at=occurred_at,
             metadata=metadata or {},
         )
+        event._dumped_from = (type(payload), event.payload)
+        return event
+
+    def dumped_from(self) -> type[EventPayload] | None:
+        """The payload model whose dump this event's payload is (built by :meth:`of`), else None."""
+        # Read from pydantic's private store directly: the attribute lookup takes a slow path.
+        private = self.__pydantic_private__
+        dumped = None if private is None else private.get("_dumped_from")
+        return dumped[0] if dumped is not None and dumped[1] is self.payload else None
 
 
 class RecordedEvent(BaseModel):
