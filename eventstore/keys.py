@@ -105,6 +105,7 @@ class _Cached:
     key: DataKey | None
     until: float
     exists: bool = True  # False: the user has no key (yet)
+    wrapped: bytes | None = None  # what ``key`` was unwrapped from
 
 
 class KeyRing:
@@ -137,6 +138,14 @@ class KeyRing:
         :raises UserWasForgotten: a user's key was destroyed.
         """
         wanted = set(user_ids)
+        now, cache, live = time.monotonic(), self._cache, {}
+        for user_id in wanted:  # the common case: every key cached and live
+            cached = cache.get(user_id)
+            if cached is None or cached.key is None or cached.until <= now:
+                break
+            live[user_id] = cached.key
+        else:
+            return live
         keys = await self.keys_for_read(wanted)
         missing = [u for u in wanted if u not in keys]
         if missing:
@@ -169,18 +178,26 @@ class KeyRing:
                 fetch,
             )
             for row in rows:
-                user_id, wrapped = row["user_id"], row["wrapped"]
+                user_id = row["user_id"]
+                wrapped = None if row["wrapped"] is None else bytes(row["wrapped"])
                 if wrapped is not None and row["master_key_id"] != self.master.key_id:
                     raise WrongMasterKey(self.master.key_id, [row["master_key_id"]])
-                key = (
-                    None if wrapped is None else DataKey(user_id, self.master.unwrap(user_id, bytes(wrapped)))
-                )
+                key = None if wrapped is None else self._unwrapped(user_id, wrapped)
                 until = now + self.cache_seconds if key is not None else float("inf")
-                self._cache[user_id] = _Cached(key, until)
+                self._cache[user_id] = _Cached(key, until, wrapped=wrapped)
                 found[user_id] = key
             for user_id in set(fetch) - {row["user_id"] for row in rows}:
                 self._cache[user_id] = _Cached(None, now + self.cache_seconds, exists=False)
         return found
+
+    def _unwrapped(self, user_id: str, wrapped: bytes) -> DataKey:
+        """The key ``wrapped`` holds. A key read again unchanged (its entry expired, the user
+        still live) is the one already unwrapped, with the subkeys it derived: only whether it
+        is still live had to be read again, not the key material."""
+        previous = self._cache.get(user_id)
+        if previous is not None and previous.key is not None and previous.wrapped == wrapped:
+            return previous.key
+        return DataKey(user_id, self.master.unwrap(user_id, wrapped))
 
     async def state(self, user_id: str) -> str:
         """``"active"``, ``"destroyed"`` or ``"none"`` (never had personal data), from the table."""

@@ -248,3 +248,32 @@ async def _rotate(pg_pool: asyncpg.Pool) -> None:
     assert rotated >= 1
     [read] = await sealed_store(pg_pool, new).read_stream(stream)
     assert read.payload["text"] == "I live in Ghent"
+
+
+async def test_a_key_read_again_is_reused_until_it_is_destroyed(pg_pool: asyncpg.Pool) -> None:
+    """An expired entry is read again (is the key still live?), but its key material is kept
+    while the stored key is unchanged; once another process destroyed it, it is never served."""
+    master, u = MasterKey.generate(), user()
+    ring = KeyRing(pg_pool, master, cache_seconds=0)  # every call reads the table again
+    first = (await ring.keys_for_write([u]))[u]
+    again = (await ring.keys_for_read([u]))[u]
+    assert again is first  # not unwrapped and derived again
+    assert await KeyRing(pg_pool, master).destroy(u) is True  # another process forgets the user
+    assert await ring.keys_for_read([u]) == {u: None}
+    with pytest.raises(UserWasForgotten):
+        await ring.keys_for_write([u])
+    assert ring._cache[u].until == float("inf")  # destroyed is cached for good
+
+
+async def test_a_rewrapped_key_is_unwrapped_again(pg_pool: asyncpg.Pool) -> None:
+    old, new, u = MasterKey.generate(), MasterKey.generate(), user()
+    ring = KeyRing(pg_pool, new, cache_seconds=0)
+    first = (await KeyRing(pg_pool, old).keys_for_write([u]))[u]
+    stored = await pg_pool.fetchval("SELECT wrapped FROM memsaga.data_keys WHERE user_id = $1", u)
+    secret = old.unwrap(u, bytes(stored))
+    await pg_pool.execute(
+        "UPDATE memsaga.data_keys SET wrapped = $2, master_key_id = $3 WHERE user_id = $1",
+        u, new.wrap(u, secret), new.key_id,
+    )  # fmt: skip
+    read = (await ring.keys_for_read([u]))[u]
+    assert read is not None and read.secret == first.secret
