@@ -65,6 +65,43 @@ def _derive(secret: bytes, purpose: bytes) -> bytes:
     return hmac.new(secret, b"memsaga/" + purpose, hashlib.sha256).digest()
 
 
+_BLOCK = 64  # SHA-256's block size
+_IPAD = bytes(0x36 for _ in range(_BLOCK))
+_OPAD = bytes(0x5C for _ in range(_BLOCK))
+
+
+class _KeyedHmac:
+    """HMAC-SHA256 (RFC 2104) under one key, keyed once: the padded key's inner and outer hash
+    states are kept and copied per message. The same values as ``hmac.new(key, message,
+    sha256)``, in a third of the time for short messages (``hmac`` keys, or copies, in Python)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            raise ValueError("a key longer than a block would be hashed first: not supported")
+        padded = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(a ^ b for a, b in zip(padded, _IPAD, strict=True)))
+        self._outer = hashlib.sha256(bytes(a ^ b for a, b in zip(padded, _OPAD, strict=True)))
+
+    def _mac(self, message: bytes) -> Any:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer
+
+    def digest(self, message: bytes) -> bytes:
+        """The HMAC of ``message``."""
+        mac: bytes = self._mac(message).digest()
+        return mac
+
+    def hexdigest(self, message: bytes) -> str:
+        """The HMAC of ``message`` in hex digits."""
+        mac: str = self._mac(message).hexdigest()
+        return mac
+
+
 @dataclass(frozen=True)
 class DataKey:
     """One user's data key (32 random bytes), with the subkeys derived from it."""
@@ -96,29 +133,35 @@ class DataKey:
     def _address_key(self) -> bytes:
         return _derive(self.secret, b"blob-address")
 
-    # HMACs keyed once per key and copied per use: keying one costs about as much as using it.
+    # HMACs keyed once per key: keying one costs about as much as using it.
     @cached_property
-    def _nonce_mac(self) -> hmac.HMAC:
-        return hmac.new(_derive(self.secret, b"nonce"), digestmod=hashlib.sha256)
+    def _nonce_mac(self) -> _KeyedHmac:
+        return _KeyedHmac(_derive(self.secret, b"nonce"))
 
     @cached_property
-    def _index_mac(self) -> hmac.HMAC:
-        return hmac.new(_derive(self.secret, b"blind-index"), digestmod=hashlib.sha256)
+    def _index_mac(self) -> _KeyedHmac:
+        return _KeyedHmac(_derive(self.secret, b"blind-index"))
 
     def _nonce(self, *parts: bytes) -> bytes:
-        mac = self._nonce_mac.copy()
-        mac.update(b"".join(len(part).to_bytes(4, "big") + part for part in parts))
-        return mac.digest()[:_NONCE_BYTES]
+        message = b"".join(len(part).to_bytes(4, "big") + part for part in parts)
+        return self._nonce_mac.digest(message)[:_NONCE_BYTES]
+
+    def _event_nonce(self, event_id: uuid.UUID, plain: bytes) -> bytes:
+        """``_nonce(b"event", event_id.bytes, plain)``, spelled out: it runs for every event."""
+        message = _EVENT_NONCE_PREFIX + event_id.bytes + len(plain).to_bytes(4, "big") + plain
+        return self._nonce_mac.digest(message)[:_NONCE_BYTES]
 
     def blind_index(self, value: str) -> str:
         """The value's blind index: equal values of one user match, nothing else is revealed."""
-        mac = self._index_mac.copy()
-        mac.update(value.encode())
-        return mac.hexdigest()
+        return self._index_mac.hexdigest(value.encode())
 
     def blob_address(self, data: bytes) -> str:
         """The 64-hex-digit address of ``data`` as this user's blob."""
         return hmac.new(self._address_key, data, hashlib.sha256).hexdigest()
+
+
+# The length-prefixed parts of an event's nonce before the event id's 16 bytes (``_nonce``).
+_EVENT_NONCE_PREFIX = len(b"event").to_bytes(4, "big") + b"event" + (16).to_bytes(4, "big")
 
 
 def _event_aad(event_id: uuid.UUID, user_id: str) -> bytes:
@@ -143,7 +186,7 @@ def seal_event(
     if not located:
         return None
     plain = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-    nonce = key._nonce(b"event", event_id.bytes, plain)
+    nonce = key._event_nonce(event_id, plain)
     ciphertext = key._events.encrypt(nonce, plain, _event_aad(event_id, key.user_id))
     return redacted, PAYLOAD_FORMAT + nonce + ciphertext
 

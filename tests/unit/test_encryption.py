@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import hmac
 import os
 import uuid
 from typing import Annotated
@@ -18,6 +19,7 @@ from eventstore.encryption import (
     SEALED_VALUES,
     TOKEN,
     DataKey,
+    _KeyedHmac,
     open_blob,
     open_event,
     open_payload,
@@ -129,6 +131,16 @@ def test_sealed_bytes_and_blind_indexes_stay_what_stored_events_hold() -> None:
     # magic, synthetic nonce, ciphertext and tag
     blob = "6d7362318394889f3d0edccaf8a4b753e251d1ca98709309cacb1a60e1852fd4c75dce144d7d9a5fc7"
     assert content.hex() == blob
+
+
+@pytest.mark.parametrize("size", [0, 1, 32, 64])
+def test_a_keyed_hmac_is_the_standard_one(size: int) -> None:
+    key = os.urandom(size)
+    for message in (b"", b"Lisbon", os.urandom(200), os.urandom(5000)):
+        assert _KeyedHmac(key).digest(message) == hmac.new(key, message, hashlib.sha256).digest()
+        assert _KeyedHmac(key).hexdigest(message) == hmac.new(key, message, hashlib.sha256).hexdigest()
+    with pytest.raises(ValueError, match="longer than a block"):
+        _KeyedHmac(os.urandom(65))
 
 
 def test_a_top_level_field_is_redacted_as_the_walk_redacts_it() -> None:
