@@ -146,9 +146,9 @@ class DataKey:
         message = b"".join(len(part).to_bytes(4, "big") + part for part in parts)
         return self._nonce_mac.digest(message)[:_NONCE_BYTES]
 
-    def _event_nonce(self, event_id: uuid.UUID, plain: bytes) -> bytes:
-        """``_nonce(b"event", event_id.bytes, plain)``, spelled out: it runs for every event."""
-        message = _EVENT_NONCE_PREFIX + event_id.bytes + len(plain).to_bytes(4, "big") + plain
+    def _event_nonce(self, event_id: bytes, plain: bytes) -> bytes:
+        """``_nonce(b"event", event_id, plain)``, spelled out: it runs for every event."""
+        message = _EVENT_NONCE_PREFIX + event_id + len(plain).to_bytes(4, "big") + plain
         return self._nonce_mac.digest(message)[:_NONCE_BYTES]
 
     def blind_index(self, value: str) -> str:
@@ -186,8 +186,9 @@ def seal_event(
     if not located:
         return None
     plain = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-    nonce = key._event_nonce(event_id, plain)
-    ciphertext = key._events.encrypt(nonce, plain, _event_aad(event_id, key.user_id))
+    event_bytes = event_id.bytes
+    nonce = key._event_nonce(event_bytes, plain)
+    ciphertext = key._events.encrypt(nonce, plain, event_bytes + key.user_id.encode())  # _event_aad
     return redacted, PAYLOAD_FORMAT + nonce + ciphertext
 
 
@@ -219,45 +220,45 @@ def _redact(
     """``payload`` with the string values of ``fields`` replaced by tokens, and those values with
     their concrete paths, in token order (the order of ``fields``, each walked in payload order)."""
     located: Located = []
-
-    def token(value: str, indexed: bool) -> dict[str, Any]:
-        sealed: dict[str, Any] = {TOKEN: len(located)}
-        if indexed:
-            sealed[BLIND] = key.blind_index(value)
-        return sealed
-
-    def seal(value: Any, path: Path, at: list[str | int], indexed: bool) -> Any:
-        if not path:
-            if not isinstance(value, str):
-                return value
-            sealed = token(value, indexed)
-            located.append((at, value))
-            return sealed
-        head, rest = path[0], path[1:]
-        if head == ITEMS:
-            if isinstance(value, dict):
-                return {k: seal(v, rest, [*at, k], indexed) for k, v in value.items()}
-            if not isinstance(value, list):
-                return value
-            return [seal(item, rest, [*at, i], indexed) for i, item in enumerate(value)]
-        if not isinstance(value, dict) or head not in value:
-            return value
-        return {**value, head: seal(value[head], rest, [*at, head], indexed)}
-
     redacted = payload
-    for personal in fields:
-        if len(personal.path) != 1:
-            redacted = seal(redacted, personal.path, [], personal.indexed)
+    for path, indexed in fields:
+        if len(path) != 1:
+            redacted = _seal_at(redacted, path, [], indexed, key, located)
             continue
         # A top-level field (most of them): the same token as the walk makes, without the walk.
-        name = personal.path[0]
-        value = redacted.get(name)
+        value = redacted.get(path[0])
         if isinstance(value, str):
             if redacted is payload:
                 redacted = dict(payload)
-            redacted[name] = token(value, personal.indexed)
-            located.append(([name], value))
+            redacted[path[0]] = _token(value, indexed, key, located, [path[0]])
     return redacted, located
+
+
+def _token(value: str, indexed: bool, key: DataKey, located: Located, at: list[str | int]) -> dict[str, Any]:
+    """The token of the next sealed value (``value``, found at ``at``), which joins ``located``."""
+    token: dict[str, Any] = {TOKEN: len(located)}
+    if indexed:
+        token[BLIND] = key.blind_index(value)
+    located.append((at, value))
+    return token
+
+
+def _seal_at(
+    value: Any, path: Path, at: list[str | int], indexed: bool, key: DataKey, located: Located
+) -> Any:
+    """``value`` with the strings at ``path`` (below ``at``) replaced by tokens; copies, never changes."""
+    if not path:
+        return _token(value, indexed, key, located, at) if isinstance(value, str) else value
+    head, rest = path[0], path[1:]
+    if head == ITEMS:
+        if isinstance(value, dict):
+            return {k: _seal_at(v, rest, [*at, k], indexed, key, located) for k, v in value.items()}
+        if not isinstance(value, list):
+            return value
+        return [_seal_at(item, rest, [*at, i], indexed, key, located) for i, item in enumerate(value)]
+    if not isinstance(value, dict) or head not in value:
+        return value
+    return {**value, head: _seal_at(value[head], rest, [*at, head], indexed, key, located)}
 
 
 def seal_payload(
