@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -262,7 +263,7 @@ async def test_a_key_read_again_is_reused_until_it_is_destroyed(pg_pool: asyncpg
     assert await ring.keys_for_read([u]) == {u: None}
     with pytest.raises(UserWasForgotten):
         await ring.keys_for_write([u])
-    assert ring._cache[u].until == float("inf")  # destroyed is cached for good
+    assert u in ring._destroyed and u not in ring._cache  # destroyed is cached for good
 
 
 async def test_a_rewrapped_key_is_unwrapped_again(pg_pool: asyncpg.Pool) -> None:
@@ -277,3 +278,40 @@ async def test_a_rewrapped_key_is_unwrapped_again(pg_pool: asyncpg.Pool) -> None
     )  # fmt: skip
     read = (await ring.keys_for_read([u]))[u]
     assert read is not None and read.secret == first.secret
+
+
+class CountingPool:
+    """The pool's ``fetch``, counting the key lookups and the users each one asked for."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.lookups: list[list[str]] = []
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        self.lookups.append(sorted(args[0]))
+        return await self.pool.fetch(query, *args)
+
+
+def expire(ring: KeyRing) -> None:
+    for entry in ring._cache.values():
+        entry.until = 0.0
+
+
+async def test_a_lookup_reads_again_the_expired_keys_in_use_and_drops_the_others(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    master, a, b, idle, c = MasterKey.generate(), user(), user(), user(), user()
+    await KeyRing(pg_pool, master).keys_for_write([a, b, idle, c])
+    counting = CountingPool(pg_pool)
+    ring = KeyRing(counting, master)  # type: ignore[arg-type]
+    await ring.keys_for_read([a, b, idle])
+    await ring.keys_for_write([a, b])  # served from the cache: a and b are in use
+    expire(ring)
+    assert await KeyRing(pg_pool, master).destroy(b) is True  # meanwhile, b is forgotten elsewhere
+    keys = await ring.keys_for_write([a])
+    assert list(keys) == [a] and counting.lookups[-1] == sorted([a, b])  # one round trip for both
+    assert idle not in ring._cache  # expired and not used: dropped, read again when asked for
+    assert await ring.keys_for_read([b]) == {b: None} and len(counting.lookups) == 2  # seen destroyed
+    with pytest.raises(UserWasForgotten):
+        await ring.keys_for_write([b])
+    assert (await ring.keys_for_read([c]))[c] is not None and counting.lookups[-1] == [c]
