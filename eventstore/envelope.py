@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import enum
 import uuid
+import weakref
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class EventPayload(BaseModel):
@@ -57,9 +58,6 @@ class NewEvent(BaseModel):
     user_id: str | None = None
     occurred_at: datetime
     metadata: dict[str, Any] = Field(default_factory=dict)
-    # Set by `of`: the model the payload was dumped from, and that very payload dict (a copy
-    # with another payload is validated again). Not serialised: a decoded event is checked anew.
-    _dumped_from: tuple[type[EventPayload], dict[str, Any]] | None = PrivateAttr(default=None)
 
     @field_validator("occurred_at")
     @classmethod
@@ -97,15 +95,28 @@ class NewEvent(BaseModel):
             occurred_at=occurred_at,
             metadata=metadata or {},
         )
-        event._dumped_from = (type(payload), event.payload)
+        key = id(event)
+
+        def gone(ref: weakref.ref[NewEvent]) -> None:
+            if _DUMPED.get(key, (None,))[0] is ref:
+                del _DUMPED[key]
+
+        _DUMPED[key] = (weakref.ref(event, gone), type(payload), event.payload)
         return event
 
     def dumped_from(self) -> type[EventPayload] | None:
         """The payload model whose dump this event's payload is (built by :meth:`of`), else None."""
-        # Read from pydantic's private store directly: the attribute lookup takes a slow path.
-        private = self.__pydantic_private__
-        dumped = None if private is None else private.get("_dumped_from")
-        return dumped[0] if dumped is not None and dumped[1] is self.payload else None
+        dumped = _DUMPED.get(id(self))
+        if dumped is None or dumped[0]() is not self or dumped[2] is not self.payload:
+            return None
+        return dumped[1]
+
+
+_DUMPED: dict[int, tuple[weakref.ref[NewEvent], type[EventPayload], dict[str, Any]]] = {}
+"""Events :meth:`NewEvent.of` built, by ``id``: a weak reference to the event, the model its
+payload was dumped from and that very payload dict. Kept outside the model, so that equality,
+copies and serialisation of events are as they were (a copy, or a decoded event, is validated
+again); an entry goes with its event."""
 
 
 class RecordedEvent(BaseModel):
