@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -36,10 +36,10 @@ def dump_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedEvent:
+class PreparedEvent(NamedTuple):
     """A validated event with its payload and metadata serialised once: the written
-    :data:`~eventstore.columns.COLUMNS`, by their ``attr`` names."""
+    :data:`~eventstore.columns.COLUMNS`, by their ``attr`` names and in their order (a tuple, so
+    that it is an append function's arguments as it is)."""
 
     event_id: uuid.UUID
     event_type: str
@@ -59,8 +59,15 @@ class PreparedEvent:
         return value
 
 
-# Copied from the NewEvent as they are; the JSON columns are serialised by prepare_batch.
+# Copied from the NewEvent as they are, first in the written order; the JSON columns are
+# serialised by prepare_batch, the derived ones made there.
 _PLAIN_WRITTEN = tuple(c.name for c in WRITTEN if not c.json and not c.derived)
+_ATTRS = tuple(c.attr for c in WRITTEN)
+if PreparedEvent._fields != _ATTRS or _ATTRS[: len(_PLAIN_WRITTEN)] != _PLAIN_WRITTEN:
+    raise ImportError("PreparedEvent's fields must be the written columns' attrs, the plain ones first")
+_plain_columns = attrgetter(*_PLAIN_WRITTEN)
+_SORTED = orjson.OPT_SORT_KEYS
+_SEALED_MARK = {SEALED: True}
 
 
 def prepare_batch(
@@ -84,36 +91,34 @@ def prepare_batch(
         raise InvalidEvent("stream_id must not be empty")
     if not events:
         raise InvalidEvent("an append needs at least one event")
-    ids = [e.event_id for e in events]
-    if len(set(ids)) != len(ids):
+    if len(events) > 1 and len({e.event_id for e in events}) != len(events):
         raise InvalidEvent("the same event id appears twice in one append")
     prepared = []
     for event in events:
         payload = registry.validate(event)
-        metadata = {**(trace_context or {}), **event.metadata}
+        metadata = {**trace_context, **event.metadata} if trace_context else event.metadata
         ciphertext = None
         if seal is not None and (sealed := seal(event, payload)) is not None:
-            (payload, ciphertext), metadata = sealed, {**metadata, SEALED: True}
+            (payload, ciphertext), metadata = sealed, {**metadata, **_SEALED_MARK}
         try:
-            payload_json = dump_json(payload)
-            metadata_json = dump_json(metadata)
+            payload_bytes = orjson.dumps(payload, option=_SORTED)
+            metadata_json = orjson.dumps(metadata, option=_SORTED).decode()
         except TypeError as exc:
             raise InvalidEvent(
                 f"event {event.event_id} ({event.event_type}) cannot be stored as JSON: {exc}"
                 " (integers must fit in 64 bits: send bigger ones as strings)"
             ) from None
+        payload_json = payload_bytes.decode()
         if _holds_nul(payload_json) or _holds_nul(metadata_json):
             raise InvalidEvent(
                 f"event {event.event_id} ({event.event_type}) holds a NUL character (\\u0000), which"
                 " PostgreSQL's jsonb cannot store: strip it, or keep such content in the blob store"
             )
-        size = len(payload_json.encode()) + (0 if ciphertext is None else len(ciphertext))
+        size = len(payload_bytes) + (0 if ciphertext is None else len(ciphertext))
         if size > max_payload_bytes:
             raise PayloadTooLarge(event.event_type, size, max_payload_bytes)
-        plain = {name: getattr(event, name) for name in _PLAIN_WRITTEN}
-        prepared.append(
-            PreparedEvent(**plain, payload_json=payload_json, metadata_json=metadata_json, sealed=ciphertext)
-        )
+        columns = (*_plain_columns(event), payload_json, metadata_json, ciphertext)
+        prepared.append(PreparedEvent._make(columns))
     return prepared
 
 

@@ -65,6 +65,43 @@ def _derive(secret: bytes, purpose: bytes) -> bytes:
     return hmac.new(secret, b"memsaga/" + purpose, hashlib.sha256).digest()
 
 
+_BLOCK = 64  # SHA-256's block size
+_IPAD = bytes(0x36 for _ in range(_BLOCK))
+_OPAD = bytes(0x5C for _ in range(_BLOCK))
+
+
+class _KeyedHmac:
+    """HMAC-SHA256 (RFC 2104) under one key, keyed once: the padded key's inner and outer hash
+    states are kept and copied per message. The same values as ``hmac.new(key, message,
+    sha256)``, in a third of the time for short messages (``hmac`` keys, or copies, in Python)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            raise ValueError("a key longer than a block would be hashed first: not supported")
+        padded = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(a ^ b for a, b in zip(padded, _IPAD, strict=True)))
+        self._outer = hashlib.sha256(bytes(a ^ b for a, b in zip(padded, _OPAD, strict=True)))
+
+    def _mac(self, message: bytes) -> Any:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer
+
+    def digest(self, message: bytes) -> bytes:
+        """The HMAC of ``message``."""
+        mac: bytes = self._mac(message).digest()
+        return mac
+
+    def hexdigest(self, message: bytes) -> str:
+        """The HMAC of ``message`` in hex digits."""
+        mac: str = self._mac(message).hexdigest()
+        return mac
+
+
 @dataclass(frozen=True)
 class DataKey:
     """One user's data key (32 random bytes), with the subkeys derived from it."""
@@ -93,30 +130,38 @@ class DataKey:
         return AESGCM(_derive(self.secret, b"payloads"))
 
     @cached_property
-    def _nonce_key(self) -> bytes:
-        return _derive(self.secret, b"nonce")
-
-    @cached_property
     def _address_key(self) -> bytes:
         return _derive(self.secret, b"blob-address")
 
-    def _nonce(self, *parts: bytes) -> bytes:
-        mac = hmac.new(self._nonce_key, digestmod=hashlib.sha256)
-        for part in parts:
-            mac.update(len(part).to_bytes(4, "big") + part)
-        return mac.digest()[:_NONCE_BYTES]
+    # HMACs keyed once per key: keying one costs about as much as using it.
+    @cached_property
+    def _nonce_mac(self) -> _KeyedHmac:
+        return _KeyedHmac(_derive(self.secret, b"nonce"))
 
     @cached_property
-    def _index_key(self) -> bytes:
-        return _derive(self.secret, b"blind-index")
+    def _index_mac(self) -> _KeyedHmac:
+        return _KeyedHmac(_derive(self.secret, b"blind-index"))
+
+    def _nonce(self, *parts: bytes) -> bytes:
+        message = b"".join(len(part).to_bytes(4, "big") + part for part in parts)
+        return self._nonce_mac.digest(message)[:_NONCE_BYTES]
+
+    def _event_nonce(self, event_id: bytes, plain: bytes) -> bytes:
+        """``_nonce(b"event", event_id, plain)``, spelled out: it runs for every event."""
+        message = _EVENT_NONCE_PREFIX + event_id + len(plain).to_bytes(4, "big") + plain
+        return self._nonce_mac.digest(message)[:_NONCE_BYTES]
 
     def blind_index(self, value: str) -> str:
         """The value's blind index: equal values of one user match, nothing else is revealed."""
-        return hmac.new(self._index_key, value.encode(), hashlib.sha256).hexdigest()
+        return self._index_mac.hexdigest(value.encode())
 
     def blob_address(self, data: bytes) -> str:
         """The 64-hex-digit address of ``data`` as this user's blob."""
         return hmac.new(self._address_key, data, hashlib.sha256).hexdigest()
+
+
+# The length-prefixed parts of an event's nonce before the event id's 16 bytes (``_nonce``).
+_EVENT_NONCE_PREFIX = len(b"event").to_bytes(4, "big") + b"event" + (16).to_bytes(4, "big")
 
 
 def _event_aad(event_id: uuid.UUID, user_id: str) -> bytes:
@@ -141,8 +186,9 @@ def seal_event(
     if not located:
         return None
     plain = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-    nonce = key._nonce(b"event", event_id.bytes, plain)
-    ciphertext = key._events.encrypt(nonce, plain, _event_aad(event_id, key.user_id))
+    event_bytes = event_id.bytes
+    nonce = key._event_nonce(event_bytes, plain)
+    ciphertext = key._events.encrypt(nonce, plain, event_bytes + key.user_id.encode())  # _event_aad
     return redacted, PAYLOAD_FORMAT + nonce + ciphertext
 
 
@@ -172,33 +218,47 @@ def _redact(
     payload: dict[str, Any], fields: tuple[PersonalField, ...], key: DataKey
 ) -> tuple[dict[str, Any], Located]:
     """``payload`` with the string values of ``fields`` replaced by tokens, and those values with
-    their concrete paths, in token order."""
+    their concrete paths, in token order (the order of ``fields``, each walked in payload order)."""
     located: Located = []
-
-    def seal(value: Any, path: Path, at: list[str | int], indexed: bool) -> Any:
-        if not path:
-            if not isinstance(value, str):
-                return value
-            token: dict[str, Any] = {TOKEN: len(located)}
-            if indexed:
-                token[BLIND] = key.blind_index(value)
-            located.append((at, value))
-            return token
-        head, rest = path[0], path[1:]
-        if head == ITEMS:
-            if isinstance(value, dict):
-                return {k: seal(v, rest, [*at, k], indexed) for k, v in value.items()}
-            if not isinstance(value, list):
-                return value
-            return [seal(item, rest, [*at, i], indexed) for i, item in enumerate(value)]
-        if not isinstance(value, dict) or head not in value:
-            return value
-        return {**value, head: seal(value[head], rest, [*at, head], indexed)}
-
-    redacted: Any = payload
-    for personal in fields:
-        redacted = seal(redacted, personal.path, [], personal.indexed)
+    redacted = payload
+    for path, indexed in fields:
+        if len(path) != 1:
+            redacted = _seal_at(redacted, path, [], indexed, key, located)
+            continue
+        # A top-level field (most of them): the same token as the walk makes, without the walk.
+        value = redacted.get(path[0])
+        if isinstance(value, str):
+            if redacted is payload:
+                redacted = dict(payload)
+            redacted[path[0]] = _token(value, indexed, key, located, [path[0]])
     return redacted, located
+
+
+def _token(value: str, indexed: bool, key: DataKey, located: Located, at: list[str | int]) -> dict[str, Any]:
+    """The token of the next sealed value (``value``, found at ``at``), which joins ``located``."""
+    token: dict[str, Any] = {TOKEN: len(located)}
+    if indexed:
+        token[BLIND] = key.blind_index(value)
+    located.append((at, value))
+    return token
+
+
+def _seal_at(
+    value: Any, path: Path, at: list[str | int], indexed: bool, key: DataKey, located: Located
+) -> Any:
+    """``value`` with the strings at ``path`` (below ``at``) replaced by tokens; copies, never changes."""
+    if not path:
+        return _token(value, indexed, key, located, at) if isinstance(value, str) else value
+    head, rest = path[0], path[1:]
+    if head == ITEMS:
+        if isinstance(value, dict):
+            return {k: _seal_at(v, rest, [*at, k], indexed, key, located) for k, v in value.items()}
+        if not isinstance(value, list):
+            return value
+        return [_seal_at(item, rest, [*at, i], indexed, key, located) for i, item in enumerate(value)]
+    if not isinstance(value, dict) or head not in value:
+        return value
+    return {**value, head: _seal_at(value[head], rest, [*at, head], indexed, key, located)}
 
 
 def seal_payload(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+import weakref
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -77,8 +78,13 @@ class NewEvent(BaseModel):
         event_id: uuid.UUID | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> NewEvent:
-        """Build an event from a registered payload model (type and version come from its class)."""
-        return cls(
+        """Build an event from a registered payload model (type and version come from its class).
+
+        The payload is already valid: an append validates it again only when its model is not
+        the one registered for the type and version (:meth:`SchemaRegistry.validate`). Change
+        neither it nor what it holds afterwards.
+        """
+        event = cls(
             event_id=event_id or uuid.uuid4(),
             event_type=payload.event_type,
             event_version=payload.event_version,
@@ -89,6 +95,28 @@ class NewEvent(BaseModel):
             occurred_at=occurred_at,
             metadata=metadata or {},
         )
+        key = id(event)
+
+        def gone(ref: weakref.ref[NewEvent]) -> None:
+            if _DUMPED.get(key, (None,))[0] is ref:
+                del _DUMPED[key]
+
+        _DUMPED[key] = (weakref.ref(event, gone), type(payload), event.payload)
+        return event
+
+    def dumped_from(self) -> type[EventPayload] | None:
+        """The payload model whose dump this event's payload is (built by :meth:`of`), else None."""
+        dumped = _DUMPED.get(id(self))
+        if dumped is None or dumped[0]() is not self or dumped[2] is not self.payload:
+            return None
+        return dumped[1]
+
+
+_DUMPED: dict[int, tuple[weakref.ref[NewEvent], type[EventPayload], dict[str, Any]]] = {}
+"""Events :meth:`NewEvent.of` built, by ``id``: a weak reference to the event, the model its
+payload was dumped from and that very payload dict. Kept outside the model, so that equality,
+copies and serialisation of events are as they were (a copy, or a decoded event, is validated
+again); an entry goes with its event."""
 
 
 class RecordedEvent(BaseModel):

@@ -6,7 +6,9 @@ destroyed when the user is forgotten: the wrapped bytes are cleared for good, an
 key sealed (event fields, blobs, Temporal payloads) can no longer be read by anyone.
 
 Keys are cached per process for ``cache_seconds`` (live ones) or for good (destroyed ones), so a
-process that held a user's key sees its destruction within that time.
+process that held a user's key sees its destruction within that time. When a lookup has to read
+the table anyway, it also reads again the users whose entries expired but were used meanwhile
+(one round trip for many instead of one each); expired entries nobody used are dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from eventstore.errors import EncryptionError, UserWasForgotten, WrongMasterKey
 
 DEFAULT_CACHE_SECONDS = 5.0
 """How long a process keeps a live key: also how long a destroyed key may still be held in memory."""
+REFRESH_LIMIT = 1000
+"""Expired entries in use read again along with one lookup, at most."""
 
 
 class InvalidMasterKey(EncryptionError):
@@ -105,6 +109,8 @@ class _Cached:
     key: DataKey | None
     until: float
     exists: bool = True  # False: the user has no key (yet)
+    wrapped: bytes | None = None  # what ``key`` was unwrapped from
+    used: bool = False  # served since it was read
 
 
 class KeyRing:
@@ -116,7 +122,9 @@ class KeyRing:
         self.pool = pool
         self.master = master
         self.cache_seconds = cache_seconds
+        # Live and absent keys in the order they were read (so, of expiry); destroyed ones apart.
         self._cache: dict[str, _Cached] = {}
+        self._destroyed: set[str] = set()
 
     async def check_master(self) -> None:
         """Refuse a master key that did not wrap the stored keys (call at process start).
@@ -137,6 +145,15 @@ class KeyRing:
         :raises UserWasForgotten: a user's key was destroyed.
         """
         wanted = set(user_ids)
+        now, cache, live = time.monotonic(), self._cache, {}
+        for user_id in wanted:  # the common case: every key cached and live
+            cached = cache.get(user_id)
+            if cached is None or cached.key is None or cached.until <= now:
+                break
+            cached.used = True
+            live[user_id] = cached.key
+        else:
+            return live
         keys = await self.keys_for_read(wanted)
         missing = [u for u in wanted if u not in keys]
         if missing:
@@ -152,35 +169,88 @@ class KeyRing:
 
     async def keys_for_read(self, user_ids: Iterable[str]) -> dict[str, DataKey | None]:
         """Each known user's key, None for a destroyed one; users without a key are left out."""
-        now = time.monotonic()
+        now, cache = time.monotonic(), self._cache
         found: dict[str, DataKey | None] = {}
-        fetch: list[str] = []
+        wanted: set[str] = set()
         for user_id in set(user_ids):
-            cached = self._cache.get(user_id)
+            if user_id in self._destroyed:
+                found[user_id] = None
+                continue
+            cached = cache.get(user_id)
             if cached is not None and cached.until > now:
+                cached.used = True
                 if cached.exists:
                     found[user_id] = cached.key
             else:
-                fetch.append(user_id)
-        if fetch:
-            rows = await self.pool.fetch(
-                "SELECT user_id, wrapped, master_key_id FROM memsaga.data_keys"
-                " WHERE user_id = ANY($1::text[])",
-                fetch,
-            )
-            for row in rows:
-                user_id, wrapped = row["user_id"], row["wrapped"]
-                if wrapped is not None and row["master_key_id"] != self.master.key_id:
-                    raise WrongMasterKey(self.master.key_id, [row["master_key_id"]])
-                key = (
-                    None if wrapped is None else DataKey(user_id, self.master.unwrap(user_id, bytes(wrapped)))
-                )
-                until = now + self.cache_seconds if key is not None else float("inf")
-                self._cache[user_id] = _Cached(key, until)
-                found[user_id] = key
-            for user_id in set(fetch) - {row["user_id"] for row in rows}:
-                self._cache[user_id] = _Cached(None, now + self.cache_seconds, exists=False)
+                wanted.add(user_id)
+        if wanted:
+            found.update(await self._read(wanted, [*wanted, *self._expired_in_use(now, wanted)], now))
         return found
+
+    async def _read(self, wanted: set[str], fetch: list[str], now: float) -> dict[str, DataKey | None]:
+        """Read ``fetch``'s keys into the cache; ``wanted``'s (known ones) are returned."""
+        rows = await self.pool.fetch(
+            "SELECT user_id, wrapped, master_key_id FROM memsaga.data_keys WHERE user_id = ANY($1::text[])",
+            fetch,
+        )
+        found: dict[str, DataKey | None] = {}
+        for row in rows:
+            user_id = row["user_id"]
+            wrapped = None if row["wrapped"] is None else bytes(row["wrapped"])
+            if wrapped is not None and row["master_key_id"] != self.master.key_id:
+                if user_id in wanted:
+                    raise WrongMasterKey(self.master.key_id, [row["master_key_id"]])
+                self._cache.pop(user_id, None)  # read along only: refused when asked for
+                continue
+            if wrapped is None:
+                self._forget(user_id)
+                key = None
+            else:
+                key = self._unwrapped(user_id, wrapped)
+                self._keep(user_id, _Cached(key, now + self.cache_seconds, wrapped=wrapped))
+            if user_id in wanted:
+                found[user_id] = key
+        for user_id in set(fetch) - {row["user_id"] for row in rows}:
+            self._keep(user_id, _Cached(None, now + self.cache_seconds, exists=False))
+        return found
+
+    def _expired_in_use(self, now: float, skip: set[str]) -> list[str]:
+        """Users (not in ``skip``) whose entries expired after being used: read again with the
+        lookup at hand, up to :data:`REFRESH_LIMIT`. Expired entries nobody used are dropped.
+        Entries are in the order they were read, so the expired ones come first."""
+        expired: list[str] = []
+        for user_id, cached in self._cache.items():
+            if cached.until > now or len(expired) >= REFRESH_LIMIT:
+                break
+            expired.append(user_id)
+        again = []
+        for user_id in expired:
+            if user_id in skip:
+                continue
+            if self._cache[user_id].used:
+                again.append(user_id)
+            else:
+                del self._cache[user_id]
+        return again
+
+    def _keep(self, user_id: str, entry: _Cached) -> None:
+        """Cache ``entry``, last in the order of reading."""
+        self._cache.pop(user_id, None)
+        self._cache[user_id] = entry
+
+    def _forget(self, user_id: str) -> None:
+        """Cache ``user_id``'s key as destroyed, for good."""
+        self._cache.pop(user_id, None)
+        self._destroyed.add(user_id)
+
+    def _unwrapped(self, user_id: str, wrapped: bytes) -> DataKey:
+        """The key ``wrapped`` holds. A key read again unchanged (its entry expired, the user
+        still live) is the one already unwrapped, with the subkeys it derived: only whether it
+        is still live had to be read again, not the key material."""
+        previous = self._cache.get(user_id)
+        if previous is not None and previous.key is not None and previous.wrapped == wrapped:
+            return previous.key
+        return DataKey(user_id, self.master.unwrap(user_id, wrapped))
 
     async def state(self, user_id: str) -> str:
         """``"active"``, ``"destroyed"`` or ``"none"`` (never had personal data), from the table."""
@@ -205,7 +275,7 @@ class KeyRing:
             " RETURNING coalesce((SELECT live FROM before), false) AS live",
             user_id,
         )
-        self._cache[user_id] = _Cached(None, float("inf"))
+        self._forget(user_id)
         await self.pool.execute("VACUUM memsaga.data_keys")
         assert row is not None
         return bool(row["live"])

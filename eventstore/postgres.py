@@ -7,7 +7,6 @@ import contextlib
 import functools
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -115,14 +114,12 @@ _RACE_CONSTRAINTS = frozenset({"events_event_id_key", "events_stream_version_key
 _MAX_RACE_RETRIES = 5
 
 
-_written = attrgetter(*(c.attr for c in WRITTEN))
-
-
 def _append_call(stream_id: str, code: int, batch: Sequence[PreparedEvent]) -> tuple[str, list[Any]]:
-    """The statement and arguments of one append: scalars for one event, arrays for more."""
+    """The statement and arguments of one append: scalars for one event, arrays for more (a
+    :class:`PreparedEvent` is its written columns, in order)."""
     if len(batch) == 1:
-        return _APPEND_ONE, [stream_id, code, *_written(batch[0])]
-    return _APPEND, [stream_id, code, *map(list, zip(*map(_written, batch), strict=True))]
+        return _APPEND_ONE, [stream_id, code, *batch[0]]
+    return _APPEND, [stream_id, code, *map(list, zip(*batch, strict=True))]
 
 
 class PostgresEventStore:

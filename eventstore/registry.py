@@ -66,7 +66,8 @@ class SchemaRegistry:
         return self._models.get((event_type, event_version))
 
     def validate(self, event: NewEvent) -> dict[str, Any]:
-        """The payload normalised by its model (JSON-ready).
+        """The payload normalised by its model (JSON-ready); a payload :meth:`NewEvent.of` dumped
+        from the registered model itself is that already, and is returned as it is.
 
         :raises UnknownEventType: no model for this type and version.
         :raises InvalidPayload: the payload does not fit the model; names each bad field.
@@ -74,6 +75,8 @@ class SchemaRegistry:
         model = self._models.get((event.event_type, event.event_version))
         if model is None:
             raise UnknownEventType(event.event_type, event.event_version, self.versions(event.event_type))
+        if event.dumped_from() is model:
+            return event.payload
         try:
             return model.model_validate(event.payload).model_dump(mode="json")
         except ValidationError as exc:

@@ -36,11 +36,19 @@ class Vault:
     def __init__(self, registry: SchemaRegistry, keyring: KeyRing) -> None:
         self.registry = registry
         self.keyring = keyring
+        # Per registered (type, version): a model, once registered, is never replaced.
+        self._paths: dict[tuple[str, int], tuple[PersonalField, ...]] = {}
 
     def paths(self, event_type: str, event_version: int) -> tuple[PersonalField, ...]:
         """The personal fields of one registered version (none for an unknown type)."""
+        found = self._paths.get((event_type, event_version))
+        if found is not None:
+            return found
         model = self.registry.model_for(event_type, event_version)
-        return () if model is None else personal_paths(model)
+        if model is None:
+            return ()
+        found = self._paths[(event_type, event_version)] = personal_paths(model)
+        return found
 
     def indexed(self, event_type: str, field: str) -> bool:
         """Whether ``field`` (top level) of some version of ``event_type`` is sealed with a blind index."""
@@ -61,23 +69,23 @@ class Vault:
         :raises InvalidEvent: an event with personal fields names no user.
         :raises UserWasForgotten: a user's key was destroyed.
         """
-        personal = [e for e in events if self.paths(e.event_type, e.event_version)]
+        paths = self.paths
+        personal = [e for e in events if paths(e.event_type, e.event_version)]
         if not personal:
             return None
-        anonymous = [e for e in personal if not e.user_id]
-        if anonymous:
-            event = anonymous[0]
-            raise InvalidEvent(
-                f"event {event.event_id} ({event.event_type}) holds personal fields but no user_id:"
-                " personal data is encrypted with its user's key, so name the user"
-            )
-        keys = await self.keyring.keys_for_write(e.user_id for e in personal if e.user_id)
+        for event in personal:
+            if not event.user_id:
+                raise InvalidEvent(
+                    f"event {event.event_id} ({event.event_type}) holds personal fields but no user_id:"
+                    " personal data is encrypted with its user's key, so name the user"
+                )
+        keys = await self.keyring.keys_for_write({e.user_id for e in personal if e.user_id})
 
         def seal(event: NewEvent, payload: dict[str, Any]) -> tuple[dict[str, Any], bytes] | None:
-            paths = self.paths(event.event_type, event.event_version)
-            if not paths or event.user_id is None:
+            fields = paths(event.event_type, event.event_version)
+            if not fields or event.user_id is None:
                 return None
-            return seal_event(payload, paths, keys[event.user_id], event.event_id)
+            return seal_event(payload, fields, keys[event.user_id], event.event_id)
 
         return seal
 

@@ -16,6 +16,7 @@ from eventstore import (
     STREAM_EXISTS,
     Direction,
     EventIdConflict,
+    EventPayload,
     InvalidEvent,
     InvalidPayload,
     InvalidQuery,
@@ -26,7 +27,7 @@ from eventstore import (
     WrongExpectedVersion,
 )
 from tests.eventstore.conftest import noted, stream
-from tests.eventstore.schemas import ProfileV1, ProfileV2
+from tests.eventstore.schemas import Noted, ProfileV1, ProfileV2, make_registry
 
 MakeStore = Callable[..., Any]
 
@@ -196,6 +197,31 @@ async def test_bad_input_is_refused_by_name_and_changes_nothing(make_store: Make
         await store.append(sid, [noted("nul \x00 inside")])
     assert await store.head_position() == head
     assert [e.payload["text"] for e in await store.read_stream(sid)] == ["kept"]
+
+
+class NotedLookalike(EventPayload):
+    """Claims Noted v1 but is not the registered model."""
+
+    event_type = "Noted"
+    text: int
+
+
+async def test_a_payload_is_validated_unless_its_registered_model_dumped_it(make_store: MakeStore) -> None:
+    """``NewEvent.of`` of the registered model is valid as it is; anything else is checked."""
+    store, sid = make_store(), stream()
+    event = noted("as dumped")
+    assert make_registry().validate(event) is event.payload  # not validated a second time
+    with pytest.raises(InvalidPayload):
+        await store.append(sid, [event.model_copy(update={"payload": {"txt": "typo"}})])
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    lookalike = NewEvent.of(NotedLookalike(text=3), correlation_id="c", causation_id="c", occurred_at=when)
+    with pytest.raises(InvalidPayload):
+        await store.append(sid, [lookalike])
+    copied = event.model_copy(update={"causation_id": "other"})  # a copy is validated again
+    assert copied.dumped_from() is None and event.dumped_from() is Noted
+    await store.append(sid, [copied])
+    assert event == NewEvent(**event.model_dump())  # the mark is not part of the event
+    assert [e.payload for e in await store.read_stream(sid)] == [event.payload]
 
 
 def test_envelope_refuses_naive_time_and_empty_ids() -> None:

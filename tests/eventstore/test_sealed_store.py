@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -248,3 +249,69 @@ async def _rotate(pg_pool: asyncpg.Pool) -> None:
     assert rotated >= 1
     [read] = await sealed_store(pg_pool, new).read_stream(stream)
     assert read.payload["text"] == "I live in Ghent"
+
+
+async def test_a_key_read_again_is_reused_until_it_is_destroyed(pg_pool: asyncpg.Pool) -> None:
+    """An expired entry is read again (is the key still live?), but its key material is kept
+    while the stored key is unchanged; once another process destroyed it, it is never served."""
+    master, u = MasterKey.generate(), user()
+    ring = KeyRing(pg_pool, master, cache_seconds=0)  # every call reads the table again
+    first = (await ring.keys_for_write([u]))[u]
+    again = (await ring.keys_for_read([u]))[u]
+    assert again is first  # not unwrapped and derived again
+    assert await KeyRing(pg_pool, master).destroy(u) is True  # another process forgets the user
+    assert await ring.keys_for_read([u]) == {u: None}
+    with pytest.raises(UserWasForgotten):
+        await ring.keys_for_write([u])
+    assert u in ring._destroyed and u not in ring._cache  # destroyed is cached for good
+
+
+async def test_a_rewrapped_key_is_unwrapped_again(pg_pool: asyncpg.Pool) -> None:
+    old, new, u = MasterKey.generate(), MasterKey.generate(), user()
+    ring = KeyRing(pg_pool, new, cache_seconds=0)
+    first = (await KeyRing(pg_pool, old).keys_for_write([u]))[u]
+    stored = await pg_pool.fetchval("SELECT wrapped FROM memsaga.data_keys WHERE user_id = $1", u)
+    secret = old.unwrap(u, bytes(stored))
+    await pg_pool.execute(
+        "UPDATE memsaga.data_keys SET wrapped = $2, master_key_id = $3 WHERE user_id = $1",
+        u, new.wrap(u, secret), new.key_id,
+    )  # fmt: skip
+    read = (await ring.keys_for_read([u]))[u]
+    assert read is not None and read.secret == first.secret
+
+
+class CountingPool:
+    """The pool's ``fetch``, counting the key lookups and the users each one asked for."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.lookups: list[list[str]] = []
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        self.lookups.append(sorted(args[0]))
+        return await self.pool.fetch(query, *args)
+
+
+def expire(ring: KeyRing) -> None:
+    for entry in ring._cache.values():
+        entry.until = 0.0
+
+
+async def test_a_lookup_reads_again_the_expired_keys_in_use_and_drops_the_others(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    master, a, b, idle, c = MasterKey.generate(), user(), user(), user(), user()
+    await KeyRing(pg_pool, master).keys_for_write([a, b, idle, c])
+    counting = CountingPool(pg_pool)
+    ring = KeyRing(counting, master)  # type: ignore[arg-type]
+    await ring.keys_for_read([a, b, idle])
+    await ring.keys_for_write([a, b])  # served from the cache: a and b are in use
+    expire(ring)
+    assert await KeyRing(pg_pool, master).destroy(b) is True  # meanwhile, b is forgotten elsewhere
+    keys = await ring.keys_for_write([a])
+    assert list(keys) == [a] and counting.lookups[-1] == sorted([a, b])  # one round trip for both
+    assert idle not in ring._cache  # expired and not used: dropped, read again when asked for
+    assert await ring.keys_for_read([b]) == {b: None} and len(counting.lookups) == 2  # seen destroyed
+    with pytest.raises(UserWasForgotten):
+        await ring.keys_for_write([b])
+    assert (await ring.keys_for_read([c]))[c] is not None and counting.lookups[-1] == [c]

@@ -74,3 +74,22 @@ async def test_a_traceparent_set_by_the_producer_is_kept(spans: InMemorySpanExpo
     (stored,) = await store.read_stream("note-explicit")
     assert stored.metadata["traceparent"] == given
     assert [s.name for s in spans.get_finished_spans()] == ["eventstore.append"]
+
+
+async def test_without_a_configured_sdk_a_callers_context_passes_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No span is made then, but the caller's (another library's, say) still lands in metadata."""
+    noop = trace.NoOpTracerProvider()
+    monkeypatch.setattr(eventstore_tracing.trace, "get_tracer", lambda name: noop.get_tracer(name))
+    caller = TracerProvider().get_tracer("caller")
+    store = InMemoryEventStore(make_registry())
+    event = NewEvent.of(
+        Noted(text="x"), correlation_id="c", causation_id="c", occurred_at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    with caller.start_as_current_span("caller") as span:
+        await store.append("note-passing", [event])
+    (stored,) = await store.read_stream("note-passing")
+    _, trace_id, span_id, _ = stored.metadata["traceparent"].split("-")
+    assert int(trace_id, 16) == span.get_span_context().trace_id
+    assert int(span_id, 16) == span.get_span_context().span_id

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import binascii
+import hashlib
+import hmac
 import os
 import uuid
 from typing import Annotated
 
+import orjson
 import pytest
 from pydantic import BaseModel
 
@@ -15,9 +19,12 @@ from eventstore.encryption import (
     SEALED_VALUES,
     TOKEN,
     DataKey,
+    _KeyedHmac,
     open_blob,
+    open_event,
     open_payload,
     seal_blob,
+    seal_event,
     seal_payload,
 )
 from eventstore.errors import DataErased, SealedDataCorrupt, WrongMasterKey
@@ -77,14 +84,73 @@ def test_seal_then_open_gives_the_payload_back_and_hides_every_personal_value() 
         attrs={"city": "Utrecht"}, count=3,
     ).model_dump(mode="json")  # fmt: skip
     sealed = seal_payload(payload, personal_paths(Outer), k, event_id)
-    text = repr(sealed)
+    # The tokens and blind indexes (hex digits) next to the values; the ciphertext is random
+    # bytes that may hold a short value by chance, so only a long one is looked for in it.
+    text = repr({name: value for name, value in sealed.items() if name != SEALED_VALUES})
     for secret in ("Ana", "peanuts", "n1", "Utrecht"):
         assert secret not in text
+    assert b"allergic to peanuts" not in binascii.a2b_base64(sealed[SEALED_VALUES])
     assert sealed["maybe"] is None and sealed["count"] == 3 and sealed["items"][0]["plain"] == "p"
     assert BLIND in sealed["name"] and BLIND not in sealed["items"][0]["said"]
     opened = open_payload(sealed, k, event_id)
     assert opened == payload
     assert sealed["items"][0]["said"] == {TOKEN: 1}  # the sealed payload was not changed by opening
+
+
+GOLDEN_KEY = DataKey("u-golden", bytes(range(32)))
+GOLDEN_EVENT = uuid.UUID("12345678-1234-5678-1234-567812345678")
+GOLDEN_SEALED_SHA256 = "7156df330646cc86fb88fe4d7355dd69536f0222eb228c3601c24f79d93f90fe"
+
+
+def test_sealed_bytes_and_blind_indexes_stay_what_stored_events_hold() -> None:
+    """Vectors made by the first release of the ``sealed`` column: the same key, event and
+    payload must seal to the same bytes (a re-sent event stays a duplicate) and index to the
+    same values (lookups keep matching stored events)."""
+    payload = Outer(
+        name="Ana", items=[Inner(said="I'm allergic to peanuts", plain="p")], notes=["n1", "n2"],
+        attrs={"city": "Utrecht"}, count=3,
+    ).model_dump(mode="json")  # fmt: skip
+    sealed = seal_event(payload, personal_paths(Outer), GOLDEN_KEY, GOLDEN_EVENT)
+    assert sealed is not None
+    redacted, ciphertext = sealed
+    assert redacted == {
+        "attrs": {"city": {TOKEN: 4}},
+        "count": 3,
+        "items": [{"plain": "p", "said": {TOKEN: 1}}],
+        "maybe": None,
+        "name": {TOKEN: 0, BLIND: "84c5a8e097e5877c2d4d71f7644228d8671ddfb69252b31576e62ab20c44d08c"},
+        "notes": [{TOKEN: 2}, {TOKEN: 3}],
+    }
+    assert hashlib.sha256(ciphertext).hexdigest() == GOLDEN_SEALED_SHA256
+    assert ciphertext[1:13].hex() == "dfb35de90fb5d1acd1fe02de"  # the synthetic nonce
+    assert orjson.loads(open_event(ciphertext, GOLDEN_KEY, GOLDEN_EVENT)) == payload
+    lisbon = "7d1e299ad58fd1bf0b062326ce8894ffeb55fb46b291454eca73431c3478f4af"
+    assert GOLDEN_KEY.blind_index("Lisbon") == lisbon
+    address, content = seal_blob(GOLDEN_KEY, b"blob data")
+    assert address == "132314be7c08aabe244ad7fd572a04a50545019b5dca15de6b7bcf94a4db43bf"
+    # magic, synthetic nonce, ciphertext and tag
+    blob = "6d7362318394889f3d0edccaf8a4b753e251d1ca98709309cacb1a60e1852fd4c75dce144d7d9a5fc7"
+    assert content.hex() == blob
+
+
+@pytest.mark.parametrize("size", [0, 1, 32, 64])
+def test_a_keyed_hmac_is_the_standard_one(size: int) -> None:
+    key = os.urandom(size)
+    for message in (b"", b"Lisbon", os.urandom(200), os.urandom(5000)):
+        assert _KeyedHmac(key).digest(message) == hmac.new(key, message, hashlib.sha256).digest()
+        assert _KeyedHmac(key).hexdigest(message) == hmac.new(key, message, hashlib.sha256).hexdigest()
+    with pytest.raises(ValueError, match="longer than a block"):
+        _KeyedHmac(os.urandom(65))
+
+
+def test_a_top_level_field_is_redacted_as_the_walk_redacts_it() -> None:
+    """Top-level fields take a short path; tokens keep the order of the fields all the same."""
+    payload = {"name": "Ana", "maybe": None, "notes": ["a", "b"], "attrs": {}, "count": 1}
+    sealed = seal_event(payload, personal_paths(Outer), GOLDEN_KEY, GOLDEN_EVENT)
+    assert sealed is not None
+    assert sealed[0]["name"][TOKEN] == 0 and sealed[0]["notes"] == [{TOKEN: 1}, {TOKEN: 2}]
+    assert sealed[0]["maybe"] is None and payload["name"] == "Ana"  # the given payload is not changed
+    assert seal_event({"count": 1, "maybe": None}, personal_paths(Outer), GOLDEN_KEY, GOLDEN_EVENT) is None
 
 
 def test_sealing_is_deterministic_per_event_and_differs_between_events() -> None:
