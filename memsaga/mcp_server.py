@@ -167,15 +167,35 @@ async def remember(
     shown = Remembered(**handle.model_dump(include={"workflow_id", "correlation_id", "user_id", "url"}))
     if not wait:
         return shown
+    outcome = asyncio.ensure_future(extraction_outcome(services.temporal, handle.workflow_id))
+    review = asyncio.ensure_future(_until_review(services.temporal, handle.workflow_id))
     try:
-        outcome = await asyncio.wait_for(
-            extraction_outcome(services.temporal, handle.workflow_id), wait_seconds
-        )
-    except TimeoutError:
-        return shown.model_copy(
-            update={"status": await extraction_status(services.temporal, handle.workflow_id)}
-        )
-    return shown.model_copy(update={"result": outcome})
+        await asyncio.wait({outcome, review}, timeout=wait_seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (outcome, review):
+            task.cancel()
+        await asyncio.gather(outcome, review, return_exceptions=True)
+    if outcome.done() and not outcome.cancelled():
+        return shown.model_copy(update={"result": outcome.result()})
+    if review.done() and not review.cancelled():
+        return shown.model_copy(update={"status": review.result()})
+    return shown.model_copy(update={"status": await extraction_status(services.temporal, handle.workflow_id)})
+
+
+REVIEW_POLL_SECONDS = 0.5
+"""How often a waiting ``remember`` asks whether its saga now waits for a human review."""
+
+
+async def _until_review(client: Client, workflow_id: str) -> ExtractionStatus:
+    """The saga's status once it waits for a review (no outcome comes without a human)."""
+    while True:
+        await asyncio.sleep(REVIEW_POLL_SECONDS)
+        try:
+            status = await extraction_status(client, workflow_id)
+        except (RPCError, MemsagaError):
+            continue  # no worker answered the query just now: the outcome or the timeout decides
+        if status.waiting_for_review:
+            return status
 
 
 def build_server(

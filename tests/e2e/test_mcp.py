@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -160,17 +161,20 @@ async def test_a_tool_call_is_the_parent_of_the_saga_start_span(
 
 
 async def test_remember_returns_the_status_of_a_saga_that_waits_for_a_review(search_stack: Stack) -> None:
-    server = build_server(search_stack.settings, wait_seconds=1.0)
+    server = build_server(search_stack.settings, wait_seconds=60.0)
     async with Client(server) as client:
+        started = time.monotonic()
         shown = structured(
             await client.call_tool(
                 "remember", {"text": SENSITIVE_EPISODE, "user_id": f"u-{uuid.uuid4().hex[:8]}", "wait": True}
             )
         )
+        waited = time.monotonic() - started
     await reject_extraction(search_stack.client, shown["workflow_id"], reason="test over")
 
     assert shown["result"] is None
     assert shown["status"]["waiting_for_review"] is True and shown["status"]["step"] == "review"
+    assert waited < 60.0  # back once the saga waits for a human, not after the whole wait
 
 
 @contextlib.asynccontextmanager
