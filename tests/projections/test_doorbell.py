@@ -39,6 +39,7 @@ async def test_appends_do_not_notify_while_no_doorbell_is_armed(env: Env) -> Non
         assert await _armed(env) == [True]
         await append_all(env.store, make_history(seed=12, sagas=1))
         await wait_until(lambda: _heard(heard), timeout=5, what="a notification")
+        await _drain(env, heard)  # every notification of those appends is in before `clear`
 
         await wakeup.disarm()
         assert await _armed(env) == [False]
@@ -86,6 +87,17 @@ async def _relayed(env: Env, head: int) -> bool:
 
 async def _heard(heard: list[Any]) -> bool:
     return bool(heard)
+
+
+async def _drain(env: Env, heard: list[Any]) -> None:
+    """Wait until a notification sent now arrives: PostgreSQL delivers a channel's notifications
+    to a listener in commit order, so every earlier one has arrived by then."""
+    await env.pool.execute("SELECT pg_notify($1, 'sentinel')", CHANNEL)
+
+    async def sentinel() -> bool:
+        return any(args[-1] == "sentinel" for args in heard)
+
+    await wait_until(sentinel, timeout=5, what="the sentinel notification")
 
 
 async def _armed_all(env: Env) -> bool:
