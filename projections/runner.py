@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
 
@@ -57,8 +58,8 @@ from projections.relay import DATABASE_ERRORS
 from projections.sealed import using_vault
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, partition_filters, type_filters
-from projections.tracing import handling_span
-from projections.tracking import apply_batch, describe_error
+from projections.tracing import batch_handling_span, carries_trace, handling_span
+from projections.tracking import Around, apply_batch, describe_error
 from projections.versions import (
     ActiveVersion,
     active_version,
@@ -430,15 +431,14 @@ class ProjectionRunner:
             raw = [(item, item.event) for item in items if item.event is not None]
             plain = await self.store.open_events([event for _, event in raw])  # parked ones stay sealed
             decoded = [(item, event) for (item, _), event in zip(raw, plain, strict=True)]
-            headers = {id(event): item.msg.headers for item, event in decoded}  # by object: ids may repeat
-            with using_vault(self.store.vault):
+            with using_vault(self.store.vault), _untraced_span(name, decoded):
                 results = await apply_batch(
                     conn,
                     projection,
                     active.version,
                     tables,
                     [event for _, event in decoded],
-                    around=lambda event: handling_span(name, event, headers[id(event)]),
+                    around=_around(name, decoded),
                 )
             for (item, _), result in zip(decoded, results, strict=True):
                 item.error = result.error
@@ -489,6 +489,29 @@ class ProjectionRunner:
             for msg in msgs:
                 with contextlib.suppress(nats.errors.Error):
                     await msg.in_progress()
+
+
+def _around(projection: str, decoded: list[tuple[_Item, RecordedEvent]]) -> Around:
+    """A handling span per event stored with a trace context (it joins the request's trace); none
+    for the others, which :func:`_untraced_span` covers."""
+    traced = {id(event): item.msg.headers for item, event in decoded if carries_trace(event)}  # by object
+
+    def around(event: RecordedEvent) -> AbstractContextManager[object]:
+        if id(event) in traced:
+            return handling_span(projection, event, traced[id(event)])
+        return contextlib.nullcontext()
+
+    return around
+
+
+def _untraced_span(
+    projection: str, decoded: list[tuple[_Item, RecordedEvent]]
+) -> AbstractContextManager[object]:
+    """One span for the batch's events stored without a trace context (none if it has none)."""
+    untraced = [(item, event) for item, event in decoded if not carries_trace(event)]
+    if not untraced:
+        return contextlib.nullcontext()
+    return batch_handling_span(projection, [e for _, e in untraced], [i.msg.headers for i, _ in untraced])
 
 
 def _require_filters(js: JetStreamContext, wanted: ConsumerConfig, kept: ConsumerConfig) -> None:
