@@ -387,3 +387,25 @@ async def test_a_failing_batch_handler_falls_back_to_one_savepoint_per_event(env
 def test_a_batch_handler_needs_a_handler_of_its_type() -> None:
     with pytest.raises(ValueError, match="batch handlers need a handler"):
         dataclasses.replace(MEMORIES, handlers={CREATED: MEMORIES.handlers[CREATED]})
+
+
+async def test_a_backlog_comes_in_full_batches(env: Env) -> None:
+    """Catching up, each fetch returns ``batch_size`` messages (the last one the rest), not what
+    one ``no_wait`` pull happens to find: the batch count is the backlog over the batch size."""
+    await ensure_built(env.pool, env.store, COUNTER)  # built empty: every event comes through NATS
+    await append_all(env.store, make_history(seed=19, sagas=6))
+    events = await all_events(env)
+    total, size = len(events), 7
+    runner: ProjectionRunner = env.runner(COUNTER, batch_size=size)
+    await ensure_stream(env.js, env.stream, subject_prefix=env.prefix)
+    await publish_copies(env, events, copies=1)  # the whole backlog there before the first fetch
+
+    async with background() as bg:
+        bg.start(runner.run)
+
+        async def done() -> bool:
+            return runner.stats.applied == total and await consumer_drained(env.js, env.stream, COUNTER)
+
+        await wait_until(done, what="the backlog applied", bg=bg)
+    assert total > 3 * size
+    assert runner.stats.batches == -(-total // size)
