@@ -59,7 +59,7 @@ from projections.sealed import using_vault
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, partition_filters, type_filters
 from projections.tracing import batch_handling_span, carries_trace, handling_span
-from projections.tracking import Around, apply_batch, describe_error
+from projections.tracking import Around, BatchFailed, apply_batch, describe_error
 from projections.versions import (
     ActiveVersion,
     active_version,
@@ -392,9 +392,11 @@ class ProjectionRunner:
         applied = self.stats.applied
         heartbeat = asyncio.create_task(self._heartbeat([i.msg for i in items]))
         try:
-            await self._apply(items, partition)
+            await self._apply_redoing(items, partition)
             if failpoints.enabled("projector.deliver_twice"):
-                await self._apply(items, partition)  # again, committed apart: a redelivery after a lost ack
+                await self._apply_redoing(
+                    items, partition
+                )  # again, committed apart: a redelivery after a lost ack
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -415,7 +417,15 @@ class ProjectionRunner:
             event = event.model_copy(update={"event_version": version, "payload": payload})
         return _Item(msg, event)
 
-    async def _apply(self, items: list[_Item], partition: int | None) -> None:
+    async def _apply_redoing(self, items: list[_Item], partition: int | None) -> None:
+        """Apply the batch without a savepoint; if a handler failed (rare), redo it in a new
+        transaction with one, so that only the failing events carry an error."""
+        try:
+            await self._apply(items, partition, savepoint=False)
+        except BatchFailed:
+            await self._apply(items, partition, savepoint=True)
+
+    async def _apply(self, items: list[_Item], partition: int | None, *, savepoint: bool) -> None:
         name, projection = self.projection.name, self.projection
         async with self.pool.acquire() as conn, conn.transaction():
             await lock_shared(conn, name)
@@ -439,6 +449,7 @@ class ProjectionRunner:
                     tables,
                     [event for _, event in decoded],
                     around=_around(name, decoded),
+                    savepoint=savepoint,
                 )
             for (item, _), result in zip(decoded, results, strict=True):
                 item.error = result.error
