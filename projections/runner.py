@@ -52,7 +52,7 @@ from projections.errors import (
 from projections.metrics import ProjectionMetrics
 from projections.parked import park
 from projections.partition_checkpoints import advance_partition
-from projections.partition_leases import DEFAULT_INTERVAL, DEFAULT_TTL, fence
+from projections.partition_leases import DEFAULT_INTERVAL, DEFAULT_TTL, active_fenced
 from projections.rebuild import ProgressCallback, ensure_current
 from projections.relay import DATABASE_ERRORS
 from projections.sealed import using_vault
@@ -429,14 +429,17 @@ class ProjectionRunner:
         name, projection = self.projection.name, self.projection
         async with self.pool.acquire() as conn, conn.transaction():
             await lock_shared(conn, name)
-            active = await active_version(conn, name)
+            if partition is None:
+                active, holds = await active_version(conn, name), True
+            else:  # the active version and the fence in one round trip
+                active, holds = await active_fenced(conn, name, partition, self.runner_id)
             if active is None:
                 raise ProjectionNotInitialized(name)
             self._require_version(active)
             if partition is None:
                 await lock_checkpoint(conn, name, active.version)
-            else:
-                await fence(conn, name, active.partitions, partition, self.runner_id)
+            elif not holds:
+                raise LeaseLost(name, partition, active.partitions)
             tables = self.projection.tables_at(active.version)
             raw = [(item, item.event) for item in items if item.event is not None]
             plain = await self.store.open_events([event for _, event in raw])  # parked ones stay sealed
