@@ -272,10 +272,12 @@ class ProjectionRunner:
         :raises PartitionsChanged: the active version has another partition count now.
         """
         backoff = 0.2
+        ahead: asyncio.Future[list[Msg]] | None = None  # the next batch's fetch, while one applies
         try:
             while not stop.is_set():
+                fetching, ahead = ahead or asyncio.ensure_future(self._fetch(sub)), None
                 try:
-                    msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout)
+                    msgs = await fetching
                 except (nats.errors.TimeoutError, TimeoutError):
                     if self._nats_connected():
                         self.outage.recovered()
@@ -287,6 +289,11 @@ class ProjectionRunner:
                     await sleep_or_stop(backoff, stop)
                     backoff = min(backoff * 2, 10.0)
                     continue
+                if len(msgs) >= self.config.batch_size:
+                    # A full batch: a backlog. Fetch the next one while this one applies (they
+                    # still apply one after the other, in order). A partial batch means the
+                    # stream is drained: then one pull at a time, waiting for new messages.
+                    ahead = asyncio.ensure_future(self._fetch(sub))
                 try:
                     await self.run_batch(msgs, partition)
                     self.outage.recovered()
@@ -301,11 +308,28 @@ class ProjectionRunner:
                 except DATABASE_ERRORS as exc:
                     self.outage.failed(self._database, exc)
                     await self._settle_quietly([_Item(m, None) for m in msgs])
+                    await self._give_back(ahead)
+                    ahead = None
                     await sleep_or_stop(backoff, stop)
                     backoff = min(backoff * 2, 10.0)
         finally:
+            await self._give_back(ahead)
             with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
                 await sub.unsubscribe()
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        return await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout)
+
+    async def _give_back(self, ahead: asyncio.Future[list[Msg]] | None) -> None:
+        """Nak a batch fetched ahead and not applied (a lost lease, a stop, an outage), so that it
+        comes again at once rather than after ``ack_wait``; it waits at most ``fetch_timeout``."""
+        if ahead is None:
+            return
+        try:
+            msgs = await ahead
+        except (nats.errors.Error, OSError, TimeoutError):
+            return  # nothing came, or NATS is away: whatever it held is redelivered after ack_wait
+        await self._settle_quietly([_Item(m, None) for m in msgs])
 
     async def _require_current(self) -> None:
         """:raises ProjectionCodeMismatch: the active version is no longer this code's.
