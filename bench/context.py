@@ -27,6 +27,7 @@ from memsaga.bootstrap import MIGRATION_SOURCES, build_stores, create_pool
 from memsaga.devstack.databases import DatabaseFactory
 from memsaga.devstack.temporal import connect as connect_temporal
 from memsaga.settings import Settings
+from projections.stream import server_urls
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ class BenchContext:
             pass
         if self.settings.nats_url:  # resolved by bench.runner from the local stack when unset
             try:
-                nc = await asyncio.wait_for(nats.connect(self.settings.nats_url), 5)
+                nc = await asyncio.wait_for(nats.connect(server_urls(self.settings.nats_url)), 5)
                 info.nats = str(nc._server_info.get("version", ""))
                 await nc.close()
             except (OSError, TimeoutError, nats.errors.Error):

@@ -21,9 +21,10 @@ fusion, always filtered by user, comparing the query only with vectors of its ow
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -350,10 +351,20 @@ _WORD_FILTERS = """user_id = $1
                ELSE valid_from <= $3 AND (valid_to IS NULL OR valid_to > $3) END"""
 _FILTERS = f"{_WORD_FILTERS} AND status <> 'retracted'"
 
-# Any word of the question may match (an OR of its stemmed lexemes); stop words drop out.
-_TSQUERY = f"""(SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery
+# The question's stemmed lexemes; stop words and "user" (every memory starts with it) drop out.
+_LEXEMES = f"""(SELECT coalesce(array_agg(lexeme), ARRAY[]::text[])
         FROM unnest(tsvector_to_array(to_tsvector('{TEXT_SEARCH_CONFIG}', $4::text))) AS lexeme
         WHERE lexeme <> 'user')"""
+
+# Any word of the question may match (an OR of its lexemes).
+_TSQUERY = (
+    """(SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM unnest(query.lexemes) AS lexeme)"""
+)
+
+MINIMUM_SHOULD_MATCH = 0.5
+"""In a hybrid search, a memory's words count only when they cover at least this share of the
+question's lexemes (Elasticsearch's ``minimum_should_match``): one common word in common
+("working" ~ "works as a nurse") does not outvote the meaning; the keyword mode alone keeps any."""
 
 
 def _vector_ranking(space: tuple[str, int] | None, other_vectors: bool = True) -> str:
@@ -382,11 +393,23 @@ def _vector_ranking(space: tuple[str, int] | None, other_vectors: bool = True) -
               GROUP BY memory_id ORDER BY min(dist), memory_id LIMIT $8) AS nearest"""
 
 
-_KEYWORD_RANKING = f"""SELECT memory_id, row_number() OVER (ORDER BY rank DESC, memory_id) AS r, rank
+def _keyword_ranking(minimum_share: float) -> str:
+    """Memories whose words match the question's, by ``ts_rank``; with a ``minimum_share`` above
+    0, only those matching at least that share of the question's lexemes."""
+    covers = (
+        f"""
+                AND length(tsv) - length(ts_delete(tsv, query.lexemes))
+                    >= {minimum_share} * cardinality(query.lexemes)"""
+        if minimum_share > 0
+        else ""
+    )
+    return f"""SELECT memory_id, row_number() OVER (ORDER BY rank DESC, memory_id) AS r, rank
         FROM (SELECT memory_id, ts_rank(tsv, query.q) AS rank
-              FROM {{w}}, (SELECT {_TSQUERY} AS q) AS query
-              WHERE {_WORD_FILTERS} AND query.q IS NOT NULL AND tsv @@ query.q
+              FROM {{w}},
+                   (SELECT lexemes, {_TSQUERY} AS q FROM (SELECT {_LEXEMES} AS lexemes) AS query) AS query
+              WHERE {_WORD_FILTERS} AND query.q IS NOT NULL AND tsv @@ query.q{covers}
               ORDER BY rank DESC, memory_id LIMIT $8) AS matched"""
+
 
 _EMPTY = "SELECT NULL::text AS memory_id, NULL::bigint AS r, NULL::float8 AS {column} WHERE false"
 
@@ -397,7 +420,10 @@ def _search_sql(mode: SearchMode, space: tuple[str, int] | None, other_vectors: 
         if mode != SearchMode.KEYWORD
         else _EMPTY.format(column="similarity")
     )
-    kw = _KEYWORD_RANKING if mode != SearchMode.VECTOR else _EMPTY.format(column="rank")
+    if mode == SearchMode.VECTOR:
+        kw = _EMPTY.format(column="rank")
+    else:
+        kw = _keyword_ranking(MINIMUM_SHOULD_MATCH if mode == SearchMode.HYBRID else 0.0)
     # The fused hits are materialized before the join: joined on the FULL JOIN's merged column (a
     # COALESCE, which PostgreSQL does not hold leakproof), rows under row-level security could only
     # be read by a scan of every row; on a plain column, by the primary key, one row per hit.
@@ -455,13 +481,28 @@ async def search(pool: asyncpg.Pool, query: SearchQuery) -> list[SearchHit]:
     :raises ReaderRoleUnavailable: the pool's login cannot switch to the read role.
     """
     sql, args = _statement(query)
+    async with _reading(pool, query) as conn:
+        rows = await conn.fetch(sql, *args)
+    return [SearchHit(**dict(r)) for r in rows]
+
+
+@contextlib.asynccontextmanager
+async def _reading(pool: asyncpg.Pool, query: SearchQuery) -> AsyncIterator[Connection]:
+    """A connection reading as ``query``'s user, set up for the vector scan.
+
+    :raises ProjectionNotInitialized: no ``memory_search`` table, or not even pgvector's
+        ``vector`` type (the projection's first run creates the extension).
+    """
     try:
         async with as_user(pool, query.user_id) as conn:
             await _prepare_scan(conn, query)
-            rows = await conn.fetch(sql, *args)
+            yield conn
     except asyncpg.UndefinedTableError:
         raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
-    return [SearchHit(**dict(r)) for r in rows]
+    except asyncpg.UndefinedObjectError as exc:
+        if 'type "vector" does not exist' not in str(exc):
+            raise
+        raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
 
 
 async def explain_search(pool: asyncpg.Pool, query: SearchQuery, *, analyze: bool = False) -> object:
@@ -471,10 +512,6 @@ async def explain_search(pool: asyncpg.Pool, query: SearchQuery, *, analyze: boo
     """
     sql, args = _statement(query)
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
-    try:
-        async with as_user(pool, query.user_id) as conn:
-            await _prepare_scan(conn, query)
-            plan = await conn.fetchval(f"EXPLAIN ({options}) {sql}", *args)
-    except asyncpg.UndefinedTableError:
-        raise ProjectionNotInitialized(MEMORY_SEARCH.name) from None
+    async with _reading(pool, query) as conn:
+        plan = await conn.fetchval(f"EXPLAIN ({options}) {sql}", *args)
     return json.loads(plan) if isinstance(plan, str) else plan

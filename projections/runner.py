@@ -52,9 +52,9 @@ from projections.errors import (
 from projections.metrics import ProjectionMetrics
 from projections.parked import park
 from projections.partition_checkpoints import advance_partition
-from projections.partition_leases import DEFAULT_INTERVAL, DEFAULT_TTL, active_fenced
+from projections.partition_leases import DEFAULT_INTERVAL, DEFAULT_TTL, active_fenced, fence
 from projections.rebuild import ProgressCallback, ensure_current
-from projections.relay import DATABASE_ERRORS
+from projections.relay import DATABASE_ERRORS, read_checkpoint
 from projections.sealed import using_vault
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, partition_filters, type_filters
@@ -74,6 +74,12 @@ log = logging.getLogger(__name__)
 
 # What an outage looks like while a runner binds: NATS or PostgreSQL away, retried.
 _START_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, *DATABASE_ERRORS)
+
+IDLE_ADVANCE_EVERY = 5.0
+_IDLE_ADVANCE_ERRORS: tuple[type[BaseException], ...] = (
+    LeaseLost, nats.errors.Error, OSError, TimeoutError, *DATABASE_ERRORS
+)  # fmt: skip
+"""Seconds between two checks whether an idle partition's checkpoint can move up to the relay's."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,7 @@ class ProjectionRunner:
         self.build_progress = build_progress  # told how a build of its version goes
         self.partitions = 1  # of the version it applies (known once started)
         self.runner_id = uuid.uuid4()  # the owner of its partitions' leases
+        self._idle_checked: dict[int, float] = {}  # partition -> when it was last found idle
 
     def consumer_config(self, partition: int = 0, partitions: int = 1) -> ConsumerConfig:
         """The durable consumer of one partition (the unpartitioned one by default): explicit
@@ -283,6 +290,8 @@ class ProjectionRunner:
                         self.outage.recovered()
                         self.metrics.caught_up()
                     await self._require_current()  # idle, but a switch elsewhere must stop it too
+                    if partition is not None:
+                        await self._advance_idle(sub, partition)
                     continue  # nothing to fetch within fetch_timeout: an idle stream, not a fault
                 except (nats.errors.Error, OSError) as exc:
                     self.outage.failed(self._nats_address(), exc)
@@ -330,6 +339,36 @@ class ProjectionRunner:
         except (nats.errors.Error, OSError, TimeoutError):
             return  # nothing came, or NATS is away: whatever it held is redelivered after ack_wait
         await self._settle_quietly([_Item(m, None) for m in msgs])
+
+    async def _advance_idle(self, sub: JetStreamContext.PullSubscription, partition: int) -> None:
+        """Move an idle partition's checkpoint up to the relay's, at most every
+        :data:`IDLE_ADVANCE_EVERY` seconds.
+
+        The relay's checkpoint is read first: every event up to it is in the stream. When the
+        partition's consumer then has nothing pending and nothing unacknowledged, every one of
+        them that is this partition's was applied (a message is acked after its commit). Without
+        this, a partition whose users are quiet would keep an old checkpoint while the others move
+        on, and a lag counted from the slowest partition would grow without anything waiting.
+        """
+        now = asyncio.get_running_loop().time()
+        if now < self._idle_checked.get(partition, 0.0) + IDLE_ADVANCE_EVERY:
+            return
+        self._idle_checked[partition] = now
+        name = self.projection.name
+        try:
+            published = (await read_checkpoint(self.pool, self.config.stream)).position
+            info = await sub.consumer_info()
+            if info.num_pending or info.num_ack_pending:
+                return
+            async with self.pool.acquire() as conn, conn.transaction():
+                await lock_shared(conn, name)
+                active = await active_version(conn, name)
+                if active is None or active.partitions != self.partitions:
+                    return
+                await fence(conn, name, active.partitions, partition, self.runner_id)
+                await advance_partition(conn, name, active.version, partition, published, 0)
+        except _IDLE_ADVANCE_ERRORS:
+            return  # not idle after all, or away: the next batch or tick deals with it
 
     async def _require_current(self) -> None:
         """:raises ProjectionCodeMismatch: the active version is no longer this code's.

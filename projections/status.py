@@ -3,7 +3,8 @@
 Lag is measured against the event store, the source of truth: the number of events after
 a checkpoint (for a projection: of the types it handles) and the age of the oldest of them.
 A partitioned projection's lag counts from its slowest partition's checkpoint (an upper bound:
-the other partitions may have applied some of those events); ``partition_detail`` has each
+the other partitions may have applied some of those events; an idle partition's checkpoint
+follows the relay's, :meth:`~projections.runner.ProjectionRunner.consume`); ``partition_detail`` has each
 partition's checkpoint, the runner holding its lease and its consumer's backlog.
 """
 

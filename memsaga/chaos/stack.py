@@ -26,7 +26,14 @@ from memsaga.devstack.process import wait_for_exit
 from memsaga.settings import Settings
 from memsaga.stackstate import MASTER_KEY_FILE, ServiceState, ensure_master_key_file
 
-ROLES: dict[str, tuple[str, ...]] = {"worker": ("worker",), "relay": ("relay",), "projector": ("project",)}
+PARTITIONS = 2
+"""Partitions of every projection under chaos: the projectors split them by lease, and a killed
+one's partitions are taken over by the other (docs/deploy.md)."""
+ROLES: dict[str, tuple[str, ...]] = {
+    "worker": ("worker",),
+    "relay": ("relay",),
+    "projector": ("project", "--partitions", str(PARTITIONS)),
+}
 """Each long-running role and its ``memsaga`` arguments."""
 DEFAULT_REPLICAS: dict[str, int] = {"worker": 2, "relay": 1, "projector": 2}
 """How many processes of each role run by default: two workers share the task queue, two

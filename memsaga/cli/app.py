@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -86,5 +87,15 @@ def _start(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: an error no command names (a bug) is one line, not a
+    traceback, unless ``MEMSAGA_DEBUG`` is set."""
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("MEMSAGA_DEBUG"):
+            raise
+        message = (
+            f"unexpected {type(exc).__name__}: {exc}. This is a bug in memsaga: please report it with"
+            " what `MEMSAGA_DEBUG=1 memsaga …` prints (the same command, with its traceback)"
+        )
+        raise SystemExit(fail(message, error=type(exc).__name__, code=ExitCode.ERROR).exit_code) from None

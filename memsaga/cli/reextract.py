@@ -94,6 +94,13 @@ def _reextract(request: ReextractionRequest, settings: Settings, as_json: bool) 
     )
     if done.failed:
         raise fail(f"{len(done.failed)} episode sagas failed: {', '.join(done.failed)}")
+    if done.embedder != settings.embedder:
+        console.print(
+            f"note: searches of {scope} now use {done.embedder}; new sagas still embed with"
+            f" MEMSAGA_EMBEDDER={settings.embedder}, whose vectors those searches do not compare:"
+            f" set MEMSAGA_EMBEDDER={done.embedder} for the workers (docs/evolution.md)",
+            highlight=False,
+        )
 
 
 def register_reextract_commands(app: typer.Typer) -> None:

@@ -124,6 +124,10 @@ def worker_command() -> None:
 
 def extract_command(
     user: Annotated[str, typer.Option("--user", help="Whose memories these are.")],
+    words: Annotated[
+        str | None,
+        typer.Argument(metavar="[TEXT]", help="The episode's text (as --text).", show_default=False),
+    ] = None,
     text: Annotated[str | None, typer.Option("--text", help="The episode's text.")] = None,
     file: Annotated[
         Path | None, typer.Option("--file", help="Read the episode from this file ('-': stdin).")
@@ -140,7 +144,9 @@ def extract_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Start a memory-extraction saga (twice with the same --id: still one saga)."""
-    episode = _episode_text(text, file)
+    if words is not None and text is not None:
+        raise fail("give the episode's text once: as TEXT or with --text", code=ExitCode.USAGE)
+    episode = _episode_text(text if words is None else words, file)
 
     settings = Settings()
     try:  # before connecting or recording anything: a misconfigured saga would only fail
@@ -257,7 +263,7 @@ def _print_review(out: Console, status: ExtractionStatus, texts: dict[str, str])
 
 def _episode_text(text: str | None, file: Path | None) -> str:
     if (text is None) == (file is None):
-        raise fail("give exactly one of --text or --file", code=ExitCode.USAGE)
+        raise fail("give exactly one of TEXT (or --text) and --file", code=ExitCode.USAGE)
     if file is None:
         assert text is not None
         return text

@@ -114,11 +114,15 @@ async def test_one_extraction_is_one_trace_from_client_to_read_model(
     _, result, trace_id = await run(stack, request(EPISODE))
     assert result is not None and len(result.memory_ids) == 3
 
-    async def all_applied() -> bool | None:
-        spans = span_exporter.get_finished_spans()
-        return sum(s.name == "memories apply MemoryCreated" for s in spans) == 3 or None
+    async def all_ended() -> bool | None:
+        # The relay ends a publish span once JetStream acked its batch, which may come after
+        # the memories were applied: wait for the last events' publish spans as well.
+        spans = [s for s in span_exporter.get_finished_spans() if s.context.trace_id == trace_id]
+        applied = sum(s.name == "memories apply MemoryCreated" for s in spans)
+        published = sum(s.name.startswith("publish ") for s in spans)
+        return (applied == 3 and published >= 10) or None
 
-    await eventually(all_applied, 10, "apply spans")
+    await eventually(all_ended, 10, "apply spans and publish spans")
     spans = [s for s in span_exporter.get_finished_spans() if s.context.trace_id == trace_id]
     by_id = {s.context.span_id: s for s in spans}
     names = [s.name for s in spans]

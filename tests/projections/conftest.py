@@ -177,3 +177,16 @@ async def snapshot(
             (tuple(v for k, v in r.items() if k not in SYSTEM_TIME) for r in rows), key=repr
         )
     return result
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def search_world(
+    fresh_pgvector_database: DatabaseFactory,
+) -> AsyncIterator[tuple[asyncpg.Pool, PostgresEventStore]]:
+    """A migrated database on a PostgreSQL with pgvector: a pool and an event store on it."""
+    dsn = await migrated_database(fresh_pgvector_database)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
+    try:
+        yield pool, PostgresEventStore(pool, build_registry())
+    finally:
+        await pool.close()

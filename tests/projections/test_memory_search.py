@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import random
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from adapters.wordllama_embedder import WordLlamaEmbedder
-from eventstore import NO_STREAM, NewEvent, PostgresBlobStore, PostgresEventStore, RecordedEvent
-from memsaga.bootstrap import build_registry
-from memsaga.devstack import DatabaseFactory
+from eventstore import NewEvent, PostgresEventStore, RecordedEvent
 from memsaga.search import InvalidSearch, search_memories
 from projections import (
     MEMORIES,
     MEMORY_SEARCH,
     ExtensionMissing,
+    ProjectionNotInitialized,
     SearchMode,
     SearchQuery,
     ensure_built,
@@ -36,29 +32,16 @@ from projections.versions import active_version
 from sagas.memory_extraction.embedders import bytes_to_vector, vector_to_bytes
 from sagas.memory_extraction.events import (
     ExtractionCompleted,
-    MemoryCreated,
     MemoryInvalidated,
     MemoryKind,
     MemoryReinstated,
     MemoryRetracted,
     MemorySuperseded,
 )
-from tests.support import migrated_database
+from tests.projections.memory_events import remember as remember_memory
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 EMBEDDER = WordLlamaEmbedder()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def world(
-    fresh_pgvector_database: DatabaseFactory,
-) -> AsyncIterator[tuple[asyncpg.Pool, PostgresEventStore]]:
-    dsn = await migrated_database(fresh_pgvector_database)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
-    try:
-        yield pool, PostgresEventStore(pool, build_registry())
-    finally:
-        await pool.close()
 
 
 async def remember(
@@ -72,33 +55,7 @@ async def remember(
     with_vector: bool = True,
 ) -> str:
     """Append a ``MemoryCreated`` (with its vector in the blob store, as the saga does); its id."""
-    memory_id = uuid.uuid4().hex
-    sha = None
-    if with_vector:
-        [vector] = await EMBEDDER.embed([text])
-        sha = await PostgresBlobStore(pool).put(vector_to_bytes(vector))
-    payload = MemoryCreated(
-        memory_id=memory_id,
-        user_id=user,
-        episode_id=f"ep-{user}",
-        text=text,
-        kind=kind,
-        content_hash=uuid.uuid4().hex,
-        vector_sha256=sha,
-        dimension=EMBEDDER.dimension if with_vector else None,
-        embedder=EMBEDDER.name if with_vector else None,
-        source="chat",
-    )
-    event = NewEvent.of(
-        payload,
-        correlation_id=f"corr-{memory_id}",
-        causation_id="test",
-        occurred_at=at,
-        user_id=user,
-        metadata={"workflow_id": f"extract-{memory_id}"},
-    )
-    await store.append(f"memory-{memory_id}", [event], expected_version=NO_STREAM)
-    return memory_id
+    return await remember_memory(store, user, text, EMBEDDER, kind=kind, at=at, with_vector=with_vector)
 
 
 async def retract(store: PostgresEventStore, user: str, memory_id: str) -> None:
@@ -114,9 +71,9 @@ async def ask(pool: asyncpg.Pool, user: str, question: str, **kwargs: object) ->
 
 
 async def test_a_question_finds_its_memory_for_that_user_only(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     for user, city in (("ana", "Utrecht"), ("ben", "Lisbon")):
         await remember(store, pool, user, f"User lives in {city}", "identity")
         await remember(store, pool, user, "User loves cycling", "preference")
@@ -131,8 +88,10 @@ async def test_a_question_finds_its_memory_for_that_user_only(
     assert await ask(pool, "ana", "anything", kinds=("health",), k=50) == ["User is allergic to peanuts"]
 
 
-async def test_hits_carry_scores_and_provenance(world: tuple[asyncpg.Pool, PostgresEventStore]) -> None:
-    pool, store = world
+async def test_hits_carry_scores_and_provenance(
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = search_world
     memory_id = await remember(store, pool, "ana", "User works at Acme as an engineer", "identity")
     await rebuild(pool, store, MEMORY_SEARCH)
     [vector] = await EMBEDDER.embed(["who employs the user at Acme?"])
@@ -153,8 +112,10 @@ async def test_hits_carry_scores_and_provenance(world: tuple[asyncpg.Pool, Postg
     assert hit.score == pytest.approx(2 / 61)  # first in both rankings
 
 
-async def test_keyword_and_vector_rankings_alone(world: tuple[asyncpg.Pool, PostgresEventStore]) -> None:
-    pool, store = world
+async def test_keyword_and_vector_rankings_alone(
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = search_world
     await remember(store, pool, "ana", "User lives in Utrecht", "identity")
     await remember(store, pool, "ana", "User's sister is Ana", "relation")
     await remember(store, pool, "ana", "User keeps no vector here", with_vector=False)
@@ -168,10 +129,48 @@ async def test_keyword_and_vector_rankings_alone(world: tuple[asyncpg.Pool, Post
     assert await ask(pool, "ana", "home", valid_at=T0 - timedelta(days=1)) == []
 
 
-async def test_the_vector_is_the_one_in_the_blob_store(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+async def test_in_a_hybrid_search_words_count_only_when_they_cover_half_the_question(
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
+    await remember(store, pool, "maya", "User is studying for a master's in nursing science")
+    await remember(store, pool, "maya", "User works as a paediatric nurse at the Wilhelmina")
+    await remember(store, pool, "maya", "User lives in Utrecht")
+    await rebuild(pool, store, MEMORY_SEARCH)
+    question = "What degree is she working towards?"  # lexemes degre, work, toward
+
+    # Alone, the keyword ranking takes any word: "working" ~ "works as a nurse".
+    assert await ask(pool, "maya", question, mode=SearchMode.KEYWORD) == [
+        "User works as a paediatric nurse at the Wilhelmina"
+    ]
+    [vector] = await EMBEDDER.embed([question])
+    query = SearchQuery(user_id="maya", text=question, vector=vector, embedder=EMBEDDER.name, k=3)
+    hits = await search(pool, query)
+    assert hits[0].text == "User is studying for a master's in nursing science"
+    # One word of three: below MINIMUM_SHOULD_MATCH, so not in the fused keyword ranking at all.
+    assert all(hit.keyword_rank is None for hit in hits)
+
+    # A word covering the whole question still counts.
+    [where] = await EMBEDDER.embed(["Where does she live?"])
+    [lives] = await search(pool, replace(query, text="Where does she live?", vector=where, k=1))
+    assert lives.text == "User lives in Utrecht" and lives.keyword_rank is not None
+
+
+async def test_a_search_before_the_projection_ever_ran_says_to_run_it(
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, _ = search_world
+    await pool.execute("DROP EXTENSION IF EXISTS vector CASCADE")  # as in a database it never ran on
+    for mode in SearchMode:
+        query = SearchQuery(user_id="ana", text="where?", vector=[0.1] * 256, embedder="e", mode=mode)
+        with pytest.raises(ProjectionNotInitialized, match="memsaga project memory_search"):
+            await search(pool, query)
+
+
+async def test_the_vector_is_the_one_in_the_blob_store(
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
+) -> None:
+    pool, store = search_world
     memory_id = await remember(store, pool, "ana", "User loves cycling")
     await rebuild(pool, store, MEMORY_SEARCH)
 
@@ -184,9 +183,9 @@ async def test_the_vector_is_the_one_in_the_blob_store(
 
 
 async def test_a_retracted_memory_leaves_and_a_late_creation_does_not_bring_it_back(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     kept = await remember(store, pool, "ana", "User lives in Utrecht", "identity")
     gone = await remember(store, pool, "ana", "User lives in Lisbon", "identity")
     await retract(store, "ana", gone)
@@ -212,9 +211,9 @@ async def test_a_retracted_memory_leaves_and_a_late_creation_does_not_bring_it_b
 
 
 async def test_a_memory_whose_vector_blob_is_missing_is_parked(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     first = await remember(store, pool, "ana", "User loves cycling")
     second = await remember(store, pool, "ana", "User lives in Utrecht")
     await remember(store, pool, "ana", "User keeps no vector here", with_vector=False)
@@ -228,9 +227,9 @@ async def test_a_memory_whose_vector_blob_is_missing_is_parked(
 
 
 async def test_a_projection_needing_a_missing_extension_refuses_to_build(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     needy = replace(MEMORY_SEARCH, name="needy_search", extensions=("no_such_extension",))
 
     with pytest.raises(ExtensionMissing, match="no_such_extension") as caught:
@@ -240,9 +239,9 @@ async def test_a_projection_needing_a_missing_extension_refuses_to_build(
 
 
 async def test_running_every_projection_leaves_out_only_those_the_server_cannot_run(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, _ = world
+    pool, _ = search_world
     needy = replace(MEMORY_SEARCH, name="needy_search", extensions=("no_such_extension",))
 
     runnable, refused = await split_by_extensions(pool, [MEMORIES, needy, MEMORY_SEARCH])
@@ -251,9 +250,9 @@ async def test_running_every_projection_leaves_out_only_those_the_server_cannot_
 
 
 async def test_applied_means_no_event_of_its_types_is_left_up_to_the_position(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     assert not await has_applied(pool, store, MEMORY_SEARCH, 1)  # never built
     await remember(store, pool, "ana", "User lives in Utrecht")
     await rebuild(pool, store, MEMORY_SEARCH)
@@ -309,9 +308,9 @@ async def hits(pool: asyncpg.Pool, user: str, question: str, **kwargs: object) -
 
 @pytest.mark.parametrize("mode", list(SearchMode))
 async def test_a_default_search_never_returns_a_superseded_memory_and_valid_at_finds_it(
-    world: tuple[asyncpg.Pool, PostgresEventStore], mode: SearchMode
+    search_world: tuple[asyncpg.Pool, PostgresEventStore], mode: SearchMode
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     await lisbon_then_berlin(store, pool, "ana")
     await remember(store, pool, "ana", "User loves cycling", "preference", at=MAY_2024)
     await rebuild(pool, store, MEMORY_SEARCH)
@@ -328,9 +327,9 @@ async def test_a_default_search_never_returns_a_superseded_memory_and_valid_at_f
 
 
 async def test_an_invalidated_memory_is_found_only_while_it_was_true(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     coffee = await remember(store, pool, "ana", "User drinks coffee", "preference", at=MAY_2024)
     await end(store, "ana", coffee, MemoryInvalidated(
         memory_id=coffee, user_id="ana", valid_to=MOVED, episode_id="ep-2", statement="no more coffee",
@@ -343,11 +342,11 @@ async def test_an_invalidated_memory_is_found_only_while_it_was_true(
 
 
 async def test_lifecycle_events_in_any_order_end_as_the_stream_in_order(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
     """Supersession, reinstatement (compensation), supersession again, then a retraction of the
     successor: every order of delivery, repeats included, ends as the fold of the streams."""
-    pool, store = world
+    pool, store = search_world
     lisbon, berlin = await lisbon_then_berlin(store, pool, "ana")
     [first_end] = [
         e for e in await store.read_stream(f"memory-{lisbon}") if e.event_type == "MemorySuperseded"
@@ -386,9 +385,9 @@ async def test_lifecycle_events_in_any_order_end_as_the_stream_in_order(
 
 
 async def test_search_memories_takes_valid_at_through_to_the_read_model(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     await lisbon_then_berlin(store, pool, "ana")
     await rebuild(pool, store, MEMORY_SEARCH)
     june = datetime(2024, 6, 1, tzinfo=UTC)

@@ -3,60 +3,28 @@ on a real PostgreSQL with pgvector, through :func:`memsaga.search.search_memorie
 
 from __future__ import annotations
 
-import hashlib
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
-import pytest_asyncio
 
-from eventstore import NO_STREAM, NewEvent, PostgresBlobStore, PostgresEventStore
-from memsaga.bootstrap import build_registry
-from memsaga.devstack import DatabaseFactory
+from eventstore import PostgresEventStore
 from memsaga.search import search_memories
 from projections import MEMORIES, MEMORY_SEARCH, SearchMode, rebuild
-from sagas.memory_extraction.embedders import HashingEmbedder, vector_to_bytes
-from sagas.memory_extraction.events import MemoryCreated
-from tests.support import migrated_database
+from sagas.memory_extraction.embedders import HashingEmbedder
+from tests.projections.memory_events import remember as remember_memory
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 EMBEDDER = HashingEmbedder()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def world(
-    fresh_pgvector_database: DatabaseFactory,
-) -> AsyncIterator[tuple[asyncpg.Pool, PostgresEventStore]]:
-    dsn = await migrated_database(fresh_pgvector_database)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
-    try:
-        yield pool, PostgresEventStore(pool, build_registry())
-    finally:
-        await pool.close()
-
-
-async def remember(
-    store: PostgresEventStore, user: str, text: str, slot: str | None = None, value: str | None = None
-) -> None:
-    memory_id = uuid.uuid4().hex
-    [vector] = await EMBEDDER.embed([text])
-    payload = MemoryCreated(
-        memory_id=memory_id, user_id=user, episode_id=f"ep-{user}", text=text, kind="identity",
-        content_hash=hashlib.sha256(text.encode()).hexdigest(),
-        vector_sha256=await PostgresBlobStore(store.pool).put(vector_to_bytes(vector)),
-        dimension=EMBEDDER.dimension, embedder=EMBEDDER.name, source="chat", slot=slot, value=value,
-    )  # fmt: skip
-    event = NewEvent.of(
-        payload, correlation_id=f"c-{memory_id}", causation_id="t", occurred_at=T0, user_id=user
-    )
-    await store.append(f"memory-{memory_id}", [event], expected_version=NO_STREAM)
+async def remember(store: PostgresEventStore, user: str, text: str, **fields: str) -> None:
+    await remember_memory(store, user, text, EMBEDDER, kind="identity", **fields)
 
 
 async def test_the_users_own_name_is_searched_as_the_user(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     await remember(store, "tomas", "User's name is Tomás", slot="name", value="Tomás")
     await remember(store, "tomas", "User lives in Porto, near the river", slot="residence", value="Porto")
     await remember(store, "ana", "User's name is Ana", slot="name", value="Ana")
@@ -79,9 +47,9 @@ async def test_the_users_own_name_is_searched_as_the_user(
 
 
 async def test_without_a_name_memory_or_memories_model_the_question_is_kept(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     await remember(store, "kim", "User lives in Busan")
     await rebuild(pool, store, MEMORY_SEARCH)  # the memories read model is never built here
     result = await search_memories(pool, store, EMBEDDER, "Where does Kim live?", user_id="kim")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import projections.runner
 from eventstore import RecordedEvent
 from projections import ensure_current, ensure_stream, rebuild
 from projections.consistency import has_applied
@@ -22,8 +23,14 @@ from projections.errors import LeaseLost
 from projections.partition_leases import PartitionLeases, live_leases
 from projections.partitioning import partition_of
 from projections.runner import ProjectionRunner
+from projections.status import projection_status
 from projections.subjects import MSG_ID, event_body, event_headers, event_subject
-from projections.versions import active_checkpoint, active_version, current_versions
+from projections.versions import (
+    active_checkpoint,
+    active_partition_positions,
+    active_version,
+    current_versions,
+)
 from tests.projections.conftest import Env, background, relay_position, snapshot, wait_until
 from tests.projections.counter import COUNTER, DELAY_ENV
 from tests.projections.histories import History, append_all, make_history
@@ -313,3 +320,26 @@ async def test_read_your_writes_waits_for_every_partition_or_only_the_users(env:
 
 async def _events(env: Env) -> list[RecordedEvent]:
     return [e async for batch in env.store.read_all() for e in batch]
+
+
+async def test_an_idle_partition_moves_its_checkpoint_up_to_the_relays_so_lag_is_not_counted_from_it(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(projections.runner, "IDLE_ADVANCE_EVERY", 0.2)
+    history = make_history(seed=7, sagas=4, users=1)  # one user: every event in one partition
+    busy = partition_of("user-0", 2)
+    runner = env.runner(ORDERED, partitions=2, **FAST)
+    async with background() as bg:
+        bg.start(runner.run)
+        await append_all(env.store, history)
+        head = await publish_all(env)
+
+        async def caught_up() -> bool:
+            positions = await active_partition_positions(env.pool, "ordered")
+            return positions is not None and positions.positions == (head, head)
+
+        await wait_until(caught_up, what="both partitions' checkpoints at the relay's", bg=bg)
+        status = await projection_status(env.pool, env.store, ORDERED)
+    assert status.lag.events == 0 and status.applied == len(history.events)
+    [idle] = [p for p in status.partition_detail if p.partition != busy]
+    assert idle.applied == 0 and idle.position == head  # moved up without applying anything

@@ -9,17 +9,13 @@ vectors of its own space only; a rebuild, and any delivery order, give the same 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
-from eventstore import NO_STREAM, EventPayload, NewEvent, PostgresBlobStore, PostgresEventStore, RecordedEvent
-from memsaga.bootstrap import build_registry
-from memsaga.devstack import DatabaseFactory
+from eventstore import EventPayload, NewEvent, PostgresBlobStore, PostgresEventStore, RecordedEvent
 from memsaga.query_embedders import QueryEmbedders, ServingEmbedderUnavailable
 from memsaga.search import InvalidSearch, SearchResult, search_memories
 from projections import MEMORY_SEARCH, SearchMode, SearchQuery, rebuild, search
@@ -27,27 +23,14 @@ from projections.search_models import VectorSpace, serving_space
 from projections.versions import active_version
 from sagas.forgetting import UserForgotten, user_stream
 from sagas.memory_extraction.embedders import Embedder, HashingEmbedder, cosine, vector_to_bytes
-from sagas.memory_extraction.events import MemoryCreated, MemoryRetracted
+from sagas.memory_extraction.events import MemoryRetracted
 from sagas.reextraction import EpisodeReextracted, MemoryVector, ReextractionCompleted
+from tests.projections.memory_events import remember as remember_memory
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 OLD, NEW = HashingEmbedder(256), HashingEmbedder(64)
 OLD_SPACE, NEW_SPACE = VectorSpace(OLD.name, 256), VectorSpace(NEW.name, 64)
 FACTS = ("User lives in Lisbon", "User loves hiking", "User's sister Ana is a nurse")
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def world(
-    fresh_pgvector_database: DatabaseFactory,
-) -> AsyncIterator[tuple[asyncpg.Pool, PostgresEventStore]]:
-    from tests.support import migrated_database
-
-    dsn = await migrated_database(fresh_pgvector_database)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
-    try:
-        yield pool, PostgresEventStore(pool, build_registry())
-    finally:
-        await pool.close()
 
 
 async def _append(store: PostgresEventStore, stream: str, payload: EventPayload, user: str | None) -> None:
@@ -63,18 +46,7 @@ async def _blob(pool: asyncpg.Pool, embedder: Embedder, text: str) -> str:
 async def remember(
     pool: asyncpg.Pool, store: PostgresEventStore, user: str, text: str, embedder: Embedder
 ) -> str:
-    memory_id = uuid.uuid4().hex
-    payload = MemoryCreated(
-        memory_id=memory_id, user_id=user, episode_id=f"ep-{user}", text=text, kind="fact",
-        content_hash=uuid.uuid4().hex, vector_sha256=await _blob(pool, embedder, text),
-        dimension=embedder.dimension, embedder=embedder.name, source="chat",
-    )  # fmt: skip
-    await store.append(
-        f"memory-{memory_id}",
-        [NewEvent.of(payload, correlation_id="c", causation_id="t", occurred_at=T0, user_id=user)],
-        expected_version=NO_STREAM,
-    )
-    return memory_id
+    return await remember_memory(store, user, text, embedder)
 
 
 async def reembed(
@@ -111,9 +83,9 @@ async def user_with_memories(pool: asyncpg.Pool, store: PostgresEventStore) -> t
 
 
 async def test_search_answers_in_the_old_model_until_the_reextraction_completes(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     user, memories = await user_with_memories(pool, store)
     await rebuild(pool, store, MEMORY_SEARCH)
     before = await recall(pool, store, user, "where does the user live?")
@@ -142,9 +114,9 @@ async def test_search_answers_in_the_old_model_until_the_reextraction_completes(
 
 
 async def test_a_query_is_compared_with_vectors_of_its_own_model_only(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     user, memories = await user_with_memories(pool, store)
     request = uuid.uuid4().hex
     await reembed(pool, store, user, request, dict(list(memories.items())[:1]))  # Lisbon only
@@ -169,9 +141,9 @@ async def test_a_query_is_compared_with_vectors_of_its_own_model_only(
 
 
 async def test_a_failed_episode_keeps_the_model_and_every_user_switches_with_a_request_of_all(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     ana, ana_memories = await user_with_memories(pool, store)
     ben, _ = await user_with_memories(pool, store)
     failed = uuid.uuid4().hex
@@ -203,9 +175,9 @@ async def _state(pool: asyncpg.Pool, users: list[str]) -> list[tuple[Any, ...]]:
 
 
 async def test_a_rebuild_and_any_order_give_the_same_state_and_forgotten_users_stay_forgotten(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     ana, memories = await user_with_memories(pool, store)
     ben, ben_memories = await user_with_memories(pool, store)
     first, second = uuid.uuid4().hex, uuid.uuid4().hex
@@ -248,9 +220,9 @@ async def test_a_rebuild_and_any_order_give_the_same_state_and_forgotten_users_s
 
 
 async def test_a_model_this_process_cannot_build_is_a_named_error(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     user = f"u-{uuid.uuid4().hex[:8]}"
     await remember(pool, store, user, "User lives in Lisbon", OLD)
     request = uuid.uuid4().hex
@@ -268,9 +240,9 @@ async def test_a_model_this_process_cannot_build_is_a_named_error(
 
 
 async def test_a_live_read_model_older_than_version_5_is_searched_with_the_configured_embedder(
-    world: tuple[asyncpg.Pool, PostgresEventStore],
+    search_world: tuple[asyncpg.Pool, PostgresEventStore],
 ) -> None:
-    pool, store = world
+    pool, store = search_world
     user = f"u-{uuid.uuid4().hex[:8]}"
     await remember(pool, store, user, "User lives in Lisbon", OLD)
     await rebuild(pool, store, MEMORY_SEARCH)

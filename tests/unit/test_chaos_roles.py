@@ -9,7 +9,15 @@ import pytest
 
 from memsaga.chaos.faults import FAILPOINTS, Injector, Supervisor
 from memsaga.chaos.ledger import Ledger
-from memsaga.chaos.stack import DEFAULT_REPLICAS, ROLES, ChaosStack, RoleProcess, instance_name, role_of
+from memsaga.chaos.stack import (
+    DEFAULT_REPLICAS,
+    PARTITIONS,
+    ROLES,
+    ChaosStack,
+    RoleProcess,
+    instance_name,
+    role_of,
+)
 
 
 def _stack(tmp_path: Path, replicas: dict[str, int]) -> ChaosStack:
@@ -32,7 +40,7 @@ def test_the_default_runs_two_workers_and_two_projectors(tmp_path: Path) -> None
     stack = _stack(tmp_path, DEFAULT_REPLICAS)
     assert stack.instances("worker") == ["worker-1", "worker-2"]
     assert stack.instances("relay") == ["relay-1"]
-    assert stack.roles["projector-2"].argv == ("project",)
+    assert stack.roles["projector-2"].argv == ("project", "--partitions", str(PARTITIONS))  # leases to share
 
 
 def test_faults_hit_every_process_of_a_role_over_a_run(tmp_path: Path) -> None:

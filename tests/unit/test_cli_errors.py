@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import socket
 import subprocess
 import sys
@@ -72,3 +73,25 @@ def test_logs_in_a_file_are_one_line_per_record() -> None:
 
     [line] = done.stderr.splitlines()
     assert line.endswith(message) and " WARNING projections.relay: " in line
+
+
+def test_an_error_no_command_names_is_one_line_and_a_traceback_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_app = importlib.import_module("memsaga.cli.app")  # the module: ``memsaga.cli.app`` is the Typer
+
+    def broken() -> None:
+        raise KeyError("no such thing")
+
+    monkeypatch.setattr(cli_app, "app", broken)
+    monkeypatch.delenv("MEMSAGA_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cli_app.main()
+    assert exited.value.code == 1
+    said = capsys.readouterr()
+    assert "Traceback" not in said.err + said.out
+    assert "unexpected KeyError: 'no such thing'" in said.err and "MEMSAGA_DEBUG=1" in said.err
+
+    monkeypatch.setenv("MEMSAGA_DEBUG", "1")
+    with pytest.raises(KeyError):
+        cli_app.main()

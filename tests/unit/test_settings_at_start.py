@@ -111,6 +111,8 @@ def test_a_bad_episode_is_refused_before_anything_connects(
         (["retract", "m-1", "--reason", "asked"], 4),
         (["trace"], 2),
         (["extract", "--user", "u"], 2),
+        (["extract", "--user", "u", "I live in Rome."], 4),  # the text as an argument: on to Temporal
+        (["extract", "--user", "u", "I live in Rome.", "--text", "Twice?"], 2),
     ],
 )
 def test_each_kind_of_error_has_its_exit_code(command: list[str], code: int) -> None:
