@@ -26,6 +26,7 @@ from eventstore.postgres import Connection
 from projections.base import Executor
 from projections.errors import LeaseLost
 from projections.partitioning import Rebalance, rebalance
+from projections.versions import ActiveVersion
 
 DEFAULT_TTL = 6.0
 DEFAULT_INTERVAL = 2.0
@@ -174,6 +175,26 @@ async def fence(conn: Connection, name: str, partitions: int, partition: int, ow
     )
     if not holds:
         raise LeaseLost(name, partition, partitions)
+
+
+_ACTIVE_FENCED = """SELECT p.active_version, v.code_version, v.partitions,
+        (SELECT l.owner = $3 AND l.expires_at > clock_timestamp() FROM memsaga.projection_leases l
+         WHERE l.name = p.name AND l.partitions = v.partitions AND l.partition = $2 FOR SHARE) AS holds
+    FROM memsaga.projections p
+    JOIN memsaga.projection_versions v ON v.name = p.name AND v.version = p.active_version
+    WHERE p.name = $1"""
+
+
+async def active_fenced(
+    conn: Connection, name: str, partition: int, owner: uuid.UUID
+) -> tuple[ActiveVersion | None, bool]:
+    """In a batch's transaction, after the handover lock: the active version and, in the same
+    round trip, :func:`fence` on its lease of ``partition`` (whether ``owner`` holds it; the row
+    stays share-locked until the transaction ends). (None, False) before the first build."""
+    row = await conn.fetchrow(_ACTIVE_FENCED, name, partition, owner)
+    if row is None:
+        return None, False
+    return ActiveVersion(row[0], row[1], row[2]), bool(row[3])
 
 
 @dataclass(frozen=True, slots=True)

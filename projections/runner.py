@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
 
@@ -51,14 +52,14 @@ from projections.errors import (
 from projections.metrics import ProjectionMetrics
 from projections.parked import park
 from projections.partition_checkpoints import advance_partition
-from projections.partition_leases import DEFAULT_INTERVAL, DEFAULT_TTL, fence
+from projections.partition_leases import DEFAULT_INTERVAL, DEFAULT_TTL, active_fenced, fence
 from projections.rebuild import ProgressCallback, ensure_current
 from projections.relay import DATABASE_ERRORS, read_checkpoint
 from projections.sealed import using_vault
 from projections.stream import DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, MSG_ID, decode_body, partition_filters, type_filters
-from projections.tracing import handling_span
-from projections.tracking import apply_batch, describe_error
+from projections.tracing import batch_handling_span, carries_trace, handling_span
+from projections.tracking import Around, BatchFailed, apply_batch, describe_error
 from projections.versions import (
     ActiveVersion,
     active_version,
@@ -278,10 +279,12 @@ class ProjectionRunner:
         :raises PartitionsChanged: the active version has another partition count now.
         """
         backoff = 0.2
+        ahead: asyncio.Future[list[Msg]] | None = None  # the next batch's fetch, while one applies
         try:
             while not stop.is_set():
+                fetching, ahead = ahead or asyncio.ensure_future(self._fetch(sub)), None
                 try:
-                    msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout)
+                    msgs = await fetching
                 except (nats.errors.TimeoutError, TimeoutError):
                     if self._nats_connected():
                         self.outage.recovered()
@@ -295,6 +298,11 @@ class ProjectionRunner:
                     await sleep_or_stop(backoff, stop)
                     backoff = min(backoff * 2, 10.0)
                     continue
+                if len(msgs) >= self.config.batch_size:
+                    # A full batch: a backlog. Fetch the next one while this one applies (they
+                    # still apply one after the other, in order). A partial batch means the
+                    # stream is drained: then one pull at a time, waiting for new messages.
+                    ahead = asyncio.ensure_future(self._fetch(sub))
                 try:
                     await self.run_batch(msgs, partition)
                     self.outage.recovered()
@@ -309,11 +317,28 @@ class ProjectionRunner:
                 except DATABASE_ERRORS as exc:
                     self.outage.failed(self._database, exc)
                     await self._settle_quietly([_Item(m, None) for m in msgs])
+                    await self._give_back(ahead)
+                    ahead = None
                     await sleep_or_stop(backoff, stop)
                     backoff = min(backoff * 2, 10.0)
         finally:
+            await self._give_back(ahead)
             with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
                 await sub.unsubscribe()
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        return await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout)
+
+    async def _give_back(self, ahead: asyncio.Future[list[Msg]] | None) -> None:
+        """Nak a batch fetched ahead and not applied (a lost lease, a stop, an outage), so that it
+        comes again at once rather than after ``ack_wait``; it waits at most ``fetch_timeout``."""
+        if ahead is None:
+            return
+        try:
+            msgs = await ahead
+        except (nats.errors.Error, OSError, TimeoutError):
+            return  # nothing came, or NATS is away: whatever it held is redelivered after ack_wait
+        await self._settle_quietly([_Item(m, None) for m in msgs])
 
     async def _advance_idle(self, sub: JetStreamContext.PullSubscription, partition: int) -> None:
         """Move an idle partition's checkpoint up to the relay's, at most every
@@ -430,9 +455,11 @@ class ProjectionRunner:
         applied = self.stats.applied
         heartbeat = asyncio.create_task(self._heartbeat([i.msg for i in items]))
         try:
-            await self._apply(items, partition)
+            await self._apply_redoing(items, partition)
             if failpoints.enabled("projector.deliver_twice"):
-                await self._apply(items, partition)  # again, committed apart: a redelivery after a lost ack
+                await self._apply_redoing(
+                    items, partition
+                )  # again, committed apart: a redelivery after a lost ack
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -453,31 +480,42 @@ class ProjectionRunner:
             event = event.model_copy(update={"event_version": version, "payload": payload})
         return _Item(msg, event)
 
-    async def _apply(self, items: list[_Item], partition: int | None) -> None:
+    async def _apply_redoing(self, items: list[_Item], partition: int | None) -> None:
+        """Apply the batch without a savepoint; if a handler failed (rare), redo it in a new
+        transaction with one, so that only the failing events carry an error."""
+        try:
+            await self._apply(items, partition, savepoint=False)
+        except BatchFailed:
+            await self._apply(items, partition, savepoint=True)
+
+    async def _apply(self, items: list[_Item], partition: int | None, *, savepoint: bool) -> None:
         name, projection = self.projection.name, self.projection
         async with self.pool.acquire() as conn, conn.transaction():
             await lock_shared(conn, name)
-            active = await active_version(conn, name)
+            if partition is None:
+                active, holds = await active_version(conn, name), True
+            else:  # the active version and the fence in one round trip
+                active, holds = await active_fenced(conn, name, partition, self.runner_id)
             if active is None:
                 raise ProjectionNotInitialized(name)
             self._require_version(active)
             if partition is None:
                 await lock_checkpoint(conn, name, active.version)
-            else:
-                await fence(conn, name, active.partitions, partition, self.runner_id)
+            elif not holds:
+                raise LeaseLost(name, partition, active.partitions)
             tables = self.projection.tables_at(active.version)
             raw = [(item, item.event) for item in items if item.event is not None]
             plain = await self.store.open_events([event for _, event in raw])  # parked ones stay sealed
             decoded = [(item, event) for (item, _), event in zip(raw, plain, strict=True)]
-            headers = {id(event): item.msg.headers for item, event in decoded}  # by object: ids may repeat
-            with using_vault(self.store.vault):
+            with using_vault(self.store.vault), _untraced_span(name, decoded):
                 results = await apply_batch(
                     conn,
                     projection,
                     active.version,
                     tables,
                     [event for _, event in decoded],
-                    around=lambda event: handling_span(name, event, headers[id(event)]),
+                    around=_around(name, decoded),
+                    savepoint=savepoint,
                 )
             for (item, _), result in zip(decoded, results, strict=True):
                 item.error = result.error
@@ -528,6 +566,29 @@ class ProjectionRunner:
             for msg in msgs:
                 with contextlib.suppress(nats.errors.Error):
                     await msg.in_progress()
+
+
+def _around(projection: str, decoded: list[tuple[_Item, RecordedEvent]]) -> Around:
+    """A handling span per event stored with a trace context (it joins the request's trace); none
+    for the others, which :func:`_untraced_span` covers."""
+    traced = {id(event): item.msg.headers for item, event in decoded if carries_trace(event)}  # by object
+
+    def around(event: RecordedEvent) -> AbstractContextManager[object]:
+        if id(event) in traced:
+            return handling_span(projection, event, traced[id(event)])
+        return contextlib.nullcontext()
+
+    return around
+
+
+def _untraced_span(
+    projection: str, decoded: list[tuple[_Item, RecordedEvent]]
+) -> AbstractContextManager[object]:
+    """One span for the batch's events stored without a trace context (none if it has none)."""
+    untraced = [(item, event) for item, event in decoded if not carries_trace(event)]
+    if not untraced:
+        return contextlib.nullcontext()
+    return batch_handling_span(projection, [e for _, e in untraced], [i.msg.headers for i, _ in untraced])
 
 
 def _require_filters(js: JetStreamContext, wanted: ConsumerConfig, kept: ConsumerConfig) -> None:

@@ -72,6 +72,11 @@ Around = Callable[[RecordedEvent], AbstractContextManager[object]]
 """Wraps the handling of one event (the runner's handling span)."""
 
 
+class BatchFailed(Exception):
+    """A handler failed in a batch applied without a savepoint of its own: the caller's
+    transaction is aborted; redo the batch in a new one with ``savepoint=True``."""
+
+
 async def apply_batch(
     conn: Connection,
     projection: Projection,
@@ -80,6 +85,7 @@ async def apply_batch(
     events: Sequence[RecordedEvent],
     *,
     around: Around | None = None,
+    savepoint: bool = True,
 ) -> list[Applied]:
     """Apply ``events`` in one savepoint: what each came to, in order.
 
@@ -90,7 +96,12 @@ async def apply_batch(
     the savepoint is undone and the batch redone one savepoint per event, so only the
     failing events carry an error.
 
+    With ``savepoint=False`` the batch runs straight in the caller's transaction (two round
+    trips fewer) and a failing handler raises :class:`BatchFailed` instead: for a caller that
+    can redo the whole transaction, as the runner can.
+
     :raises: infrastructure errors (:data:`TRANSIENT_ERRORS`): the caller retries the batch.
+    :raises BatchFailed: a handler failed and ``savepoint`` is False.
     """
     results = [Applied(False)] * len(events)
     handled = [
@@ -99,7 +110,7 @@ async def apply_batch(
     if not handled:
         return results
     try:
-        async with conn.transaction():
+        async with conn.transaction() if savepoint else nullcontext():
             rows = await conn.fetch(
                 _APPLIED_BULK,
                 projection.name,
@@ -119,7 +130,9 @@ async def apply_batch(
                     results[i] = Applied(True)
     except TRANSIENT_ERRORS:
         raise
-    except Exception:
+    except Exception as exc:
+        if not savepoint:
+            raise BatchFailed(describe_error(exc)) from exc
         wrap = around or _unwrapped
         for i in handled:
             with wrap(events[i]):

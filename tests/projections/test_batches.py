@@ -28,7 +28,7 @@ from projections import (
 from projections.base import Tables
 from projections.stream import ensure_stream
 from projections.subjects import MSG_ID, event_body, event_headers, event_subject
-from projections.tracking import Applied, apply_batch, apply_in_savepoint
+from projections.tracking import Applied, BatchFailed, apply_batch, apply_in_savepoint
 from projections.versions import create_version
 from tests.projections.conftest import Env, background, consumer_drained, snapshot, wait_until
 from tests.projections.counter import CHOOSY, COUNTER, POISON_PREFIX, count
@@ -387,3 +387,44 @@ async def test_a_failing_batch_handler_falls_back_to_one_savepoint_per_event(env
 def test_a_batch_handler_needs_a_handler_of_its_type() -> None:
     with pytest.raises(ValueError, match="batch handlers need a handler"):
         dataclasses.replace(MEMORIES, handlers={CREATED: MEMORIES.handlers[CREATED]})
+
+
+async def test_a_backlog_comes_in_full_batches(env: Env) -> None:
+    """Catching up, each fetch returns ``batch_size`` messages (the last one the rest), not what
+    one ``no_wait`` pull happens to find: the batch count is the backlog over the batch size."""
+    await ensure_built(env.pool, env.store, COUNTER)  # built empty: every event comes through NATS
+    await append_all(env.store, make_history(seed=19, sagas=6))
+    events = await all_events(env)
+    total, size = len(events), 7
+    runner: ProjectionRunner = env.runner(COUNTER, batch_size=size)
+    await ensure_stream(env.js, env.stream, subject_prefix=env.prefix)
+    await publish_copies(env, events, copies=1)  # the whole backlog there before the first fetch
+
+    async with background() as bg:
+        bg.start(runner.run)
+
+        async def done() -> bool:
+            return runner.stats.applied == total and await consumer_drained(env.js, env.stream, COUNTER)
+
+        await wait_until(done, what="the backlog applied", bg=bg)
+    assert total > 3 * size
+    assert runner.stats.batches == -(-total // size)
+
+
+async def test_without_a_savepoint_a_batch_saves_two_statements_and_a_failure_says_redo(env: Env) -> None:
+    await ensure_built(env.pool, env.store, CHOOSY)
+    await append_all(env.store, make_history(seed=63, sagas=6, poison_text=f"{POISON_PREFIX} late"))
+    events = await all_events(env)
+    [poison] = [e for e in events if e.payload.get("text", "").startswith(POISON_PREFIX)]
+    others = [e for e in events if e is not poison]
+    created = [e for e in others if e.event_type == CREATED]
+
+    results, sent = await apply_logged(env, CHOOSY, others, savepoint=False)
+    assert results == [Applied(e.event_type == CREATED) for e in others]
+    assert not any("SAVEPOINT" in q for q in sent)
+    assert "memsaga.projection_applied" in sent[0] and len(sent) == 1 + len(created)
+
+    with pytest.raises(BatchFailed):
+        await apply_logged(env, CHOOSY, events, savepoint=False)
+    # The caller's transaction rolled back: only the first batch's events are recorded.
+    assert await recorded(env, CHOOSY.name) == {(e.event_id, e.position) for e in created}

@@ -5,14 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import partial
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from eventstore import NO_STREAM, NewEvent
-from projections import MEMORIES, list_memories
+from projections import MEMORIES, ensure_built, list_memories
+from projections.stream import ensure_stream
+from projections.subjects import event_body, event_headers, event_subject
+from projections.tracing import carries_trace
 from sagas.memory_extraction.events import MemoryCreated, memory_stream
-from tests.projections.conftest import Env, applied, background, built, wait_until
+from tests.projections.conftest import Env, applied, background, built, consumer_drained, wait_until
+from tests.projections.counter import COUNTER
+from tests.projections.histories import append_all, make_history
 
 
 def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
@@ -81,3 +86,55 @@ async def test_append_publish_and_apply_spans_share_one_trace(
     assert batch.parent is None and batch.kind is trace.SpanKind.PRODUCER
     assert [link.context.trace_id for link in batch.links] == [trace_id]
     assert [link.context.span_id for link in publish.links] == [batch.context.span_id]
+
+
+async def test_events_without_a_trace_context_share_one_span_per_batch(
+    env: Env, span_exporter: InMemorySpanExporter
+) -> None:
+    """An event stored with a trace context keeps its own handling span (a child of its publish
+    span); the others of a fetched batch are covered by one batch span under the relay batch
+    whose context their messages carry, and get no span each."""
+    await ensure_built(env.pool, env.store, COUNTER)  # built empty: every event comes through NATS
+    await append_all(env.store, make_history(seed=19, sagas=3))
+    stored = [e async for batch in env.store.read_all() for e in batch]
+    traced, untraced = stored[0], [e.model_copy(update={"metadata": {}}) for e in stored[1:]]
+    assert carries_trace(traced) and not any(carries_trace(e) for e in untraced)
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("publish traced") as publish:
+        traced_headers = event_headers(traced)  # the stored context's fields, then the publish span's
+        propagate.inject(traced_headers)
+    with tracer.start_as_current_span("relay batch") as relay_batch:
+        batch_context: dict[str, str] = {}
+        propagate.inject(batch_context)
+    await ensure_stream(env.js, env.stream, subject_prefix=env.prefix)
+    for event, headers in [
+        (traced, traced_headers),
+        *((e, event_headers(e) | batch_context) for e in untraced),
+    ]:
+        await env.js.publish(
+            event_subject(event, env.prefix), event_body(event), stream=env.stream, headers=headers
+        )
+    runner = env.runner(COUNTER, batch_size=4 * len(stored))
+    span_exporter.clear()
+    async with background() as bg:
+        bg.start(runner.run)
+
+        async def done() -> bool:
+            return runner.stats.applied == len(stored) and await consumer_drained(env.js, env.stream, COUNTER)
+
+        await wait_until(done, what="every message handled", bg=bg)
+    assert runner.stats.batches == 1
+    spans = list(span_exporter.get_finished_spans())
+    handled = [
+        s
+        for s in spans
+        if s.name.startswith(f"{COUNTER.name} apply ") and s.name != f"{COUNTER.name} apply batch"
+    ]
+    assert [s.attributes and s.attributes["messaging.message.id"] for s in handled] == [str(traced.event_id)]
+    (own,) = handled
+    assert own.parent is not None and own.parent.span_id == publish.get_span_context().span_id
+    assert own.context.trace_id == publish.get_span_context().trace_id
+    batch = _one(spans, f"{COUNTER.name} apply batch")
+    assert batch.parent is not None and batch.parent.span_id == relay_batch.get_span_context().span_id
+    assert batch.kind is trace.SpanKind.CONSUMER
+    assert batch.attributes is not None and batch.attributes["messaging.batch.message_count"] == len(untraced)
