@@ -3,7 +3,10 @@
 It follows the event store's gap-safe tail (``PostgresEventStore.tail``), reading the next
 batch while the current one is sent. Each batch goes out through ``publish_async`` (all its
 messages at once) with the event id as ``Nats-Msg-Id``, and the relay sends the next batches
-while its acks are outstanding, up to ``max_in_flight`` batches (:mod:`projections.relay_window`).
+while its acks are outstanding, up to ``max_in_flight`` batches (:mod:`projections.relay_window`);
+once a read finds less than a full batch (caught up), up to ``max_in_flight_caught_up``, so that
+what arrives during an ack goes out together instead of as many tiny batches, each a read, a
+span and a checkpoint commit.
 The checkpoint in PostgreSQL moves strictly in order: over the oldest batches whose every ack
 is in, in one commit, while later batches are in flight. Any failure (an ack that failed or
 did not come within ``publish_timeout``, a send, a read, the checkpoint's commit) gives the
@@ -73,6 +76,7 @@ class RelayConfig:
     replicas: int | None = None  # of the stream it creates or scales up (None: 1, an existing one as it is)
     lease_poll_seconds: float = 1.0  # how often a standing-by relay tries to take the lease
     max_in_flight: int = 4  # batches sent whose acks or checkpoint are outstanding
+    max_in_flight_caught_up: int = 1  # the same once a read finds less than a full batch
 
 
 @dataclass
@@ -137,6 +141,7 @@ class _Run:
     ahead: asyncio.Task[list[RecordedEvent]] | None = None  # the next batch, read meanwhile
     sending: list[RecordedEvent] | None = None  # the batch being sent
     read_to: int = 0  # position of the last event read from the tail
+    caught_up: bool = False  # the last read of the tail was not a full batch
 
     @property
     def read_all(self) -> bool:
@@ -288,8 +293,11 @@ class Relay:
         (a checkpoint moved, or all is published and idle)."""
         if await self._settle(run.window):
             return True
-        if run.window.full or (run.read_all and not run.resend):
-            await run.window.wait()  # not empty: a bounded run ends once all it read is checkpointed
+        caught_up = run.caught_up and len(run.window) >= self.config.max_in_flight_caught_up
+        if run.window.full or caught_up or (run.read_all and not run.resend):
+            # Not empty: a bounded run ends once all it read is checkpointed. Caught up, what
+            # arrives meanwhile goes out together once an ack is in (small batches cost CPU).
+            await run.window.wait()
             return False
         batch = await self._next_batch(run)
         if batch is None:
@@ -321,6 +329,7 @@ class Relay:
                 return None
         reading, run.ahead = run.ahead, None
         batch = await reading
+        run.caught_up = len(batch) < self.config.batch_size
         if batch:
             run.read_to = batch[-1].position
         return batch

@@ -193,3 +193,27 @@ async def test_stopping_checkpoints_what_is_in_flight(env: Env) -> None:
 
 async def _sent(watched: WatchedJetStream, count: int) -> bool:
     return len(watched.sent) >= count
+
+
+async def test_caught_up_a_partial_batch_waits_for_the_one_in_flight(env: Env) -> None:
+    history = make_history(seed=14, sagas=1)
+    first, more = history.appends[0], history.appends[1:3]
+    assert len(first.events) < BATCH
+    watched = WatchedJetStream(env, hold=True)
+    relay = watched_relay(env, watched)  # max_in_flight_caught_up: 1 (the default)
+    async with background() as bg:
+        bg.start(relay.run)
+        await env.store.append(first.stream_id, first.events)
+        await wait_until(lambda: _sent(watched, len(first.events)), what="the first batch sent", bg=bg)
+        for append in more:
+            await env.store.append(append.stream_id, append.events)
+        await asyncio.sleep(0.5)
+        assert len(watched.sent) == len(first.events)  # the rest waits for the first batch's ack
+        watched.released.set()
+        total = len(first.events) + sum(len(a.events) for a in more)
+        await wait_until(lambda: _checkpoint_at(env, total), what="everything checkpointed", bg=bg)
+    assert [p for p, _ in watched.sent] == list(range(1, total + 1))
+
+
+async def _checkpoint_at(env: Env, position: int) -> bool:
+    return await relay_position(env.pool, env.stream) >= position
