@@ -9,9 +9,10 @@ latency of an event is that moment minus the moment its ``append`` was called. T
 second is warm-up and is left out.
 
 Stages (diagnosis): each memsaga event is also timed where it passes each step, by wrapping the
-relay's read and publish and the runner's ``run_batch`` on those objects (nothing in their code
-changes): append returned (committed) → the relay's read returned it (woken by the doorbell's
-NOTIFY, or its poll) → JetStream acknowledged its batch → the runner's fetch handed it over →
+relay's read and checkpoint (called once it finds a batch acked) and the runner's ``run_batch``
+on those objects (nothing in their code changes): append returned (committed) → the relay's read
+returned it (woken by the doorbell's NOTIFY, or its poll) → the relay found every ack of its batch
+in (JetStream acknowledged it; later batches may be in flight) → the runner's fetch handed it over →
 the runner's batch committed and was acked → the visibility trigger's NOTIFY arrived. The
 figure's notes hold each stage's p50 / p99 and, for the events at or above the p99, the share
 of their latency each stage took.
@@ -46,6 +47,7 @@ from projections import (
     connect_nats,
     ensure_built,
 )
+from projections.relay_window import InFlight
 from projections.subjects import STREAM_ID
 
 WARM_UP = 1.0
@@ -125,17 +127,18 @@ class StageClock:
             seen.setdefault(memory_id, now)
 
     def watch(self, relay: Relay, runner: ProjectionRunner) -> None:
-        """Wrap the relay's read and publish and the runner's batch on these instances."""
-        read, publish, run_batch = relay._read, relay._publish, runner.run_batch
+        """Wrap the relay's read and checkpoint and the runner's batch on these instances."""
+        read, checkpoint, run_batch = relay._read, relay._checkpoint, runner.run_batch
 
         async def timed_read(tail: EventTail, to_position: int | None) -> list[RecordedEvent]:
             batch = await read(tail, to_position)
             self.mark("read", [_memory_id(e.stream_id) for e in batch])
             return batch
 
-        async def timed_publish(events: list[RecordedEvent]) -> None:
-            await publish(events)
-            self.mark("published", [_memory_id(e.stream_id) for e in events])
+        async def timed_checkpoint(acked: list[InFlight]) -> None:
+            # Called as soon as the relay finds these batches acked in full, before it commits.
+            self.mark("published", [_memory_id(e.stream_id) for batch in acked for e in batch.events])
+            await checkpoint(acked)
 
         async def timed_batch(msgs: list[Any], partition: int | None = None) -> None:
             ids = [_memory_id((m.headers or {}).get(STREAM_ID, "")) for m in msgs]
@@ -144,7 +147,7 @@ class StageClock:
             self.mark("applied", ids)
 
         relay._read = timed_read  # type: ignore[method-assign]
-        relay._publish = timed_publish  # type: ignore[method-assign]
+        relay._checkpoint = timed_checkpoint  # type: ignore[method-assign]
         runner.run_batch = timed_batch  # type: ignore[method-assign]
 
     def stages_ms(self, seen: Visibility, warm_up_until: float) -> dict[str, dict[str, float]]:

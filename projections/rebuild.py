@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 SWITCH_LOCK_TIMEOUT = "10s"
 # A build reports its progress (head and position) at most this often, in seconds.
 REPORT_INTERVAL = 0.5
+# Reads of the tail a build keeps ahead of the one it applies, and most reads per transaction.
+READ_AHEAD = 4
+MAX_READS_PER_TRANSACTION = 8
 _SESSION_LOCK = "SELECT {fn}(hashtextextended('memsaga.rebuild:' || $1::text, 0))"
 
 
@@ -204,6 +207,17 @@ async def ensure_current(
     return active
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One read of the tail: how many rows, the tail's position after them, and the decoded
+    events among them the projection handles (the others are never decoded: a quarter of the
+    store's events concern ``memories``, and decoding is most of a rebuild's client time)."""
+
+    rows: int
+    position: int
+    events: list[RecordedEvent]
+
+
 class _rebuild_lock:
     """A session advisory lock held on a dedicated pooled connection for the whole build."""
 
@@ -258,6 +272,7 @@ class _Builder:
     async def run(self) -> RebuildResult:
         started = time.monotonic()
         version, position = await self._prepare()
+        await self._report(version, position, final=True)  # where it starts, and the head to reach
         tail = self.store.tail(after_position=position)
         while True:
             last = await self._follow(version, tail)
@@ -272,38 +287,62 @@ class _Builder:
                 continue
             if switched:
                 return await self._result(version, previous, tail.position, time.monotonic() - started)
-            if not last:
+            if not last.rows:
                 await asyncio.sleep(0.05)  # the tail waits on an in-flight position
 
-    async def _follow(self, version: int, tail: EventTail) -> list[RecordedEvent]:
-        """Apply the tail's batches, one transaction each, until one is not full; returns that one.
+    async def _read(self, tail: EventTail) -> _Batch:
+        """The tail's next rows; only those of types the projection handles are decoded."""
+        rows = await tail.fetch(self.batch_size)
+        handled = self.projection.handlers
+        return _Batch(len(rows), tail.position, tail.decode([r for r in rows if r["event_type"] in handled]))
 
-        While a full batch is applied, the next one is read already (on a connection of its
-        own); the batches share one connection.
+    async def _follow(self, version: int, tail: EventTail) -> _Batch:
+        """Apply the tail's events until a read is not full (caught up for now); returns that read.
+
+        A reader task reads ahead (up to :data:`READ_AHEAD` reads) while the events are applied
+        on one connection, in transactions of at least ``batch_size`` handled events (or of
+        :data:`MAX_READS_PER_TRANSACTION` reads, or up to the last read), so that a projection
+        that handles few of the store's events does not pay a transaction per read.
         """
-        batch = await tail.poll(self.batch_size)
-        if not batch:
-            await self._report(version, tail.position, final=True)
-            return batch
+        reads: asyncio.Queue[_Batch | BaseException] = asyncio.Queue(maxsize=READ_AHEAD)
+        reader = asyncio.create_task(self._read_ahead(tail, reads))
+        try:
+            return await self._apply_reads(version, reads)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read_ahead(self, tail: EventTail, reads: asyncio.Queue[_Batch | BaseException]) -> None:
+        """Read until a read is not full; a failure is handed on (the applier raises it)."""
+        try:
+            while True:
+                batch = await self._read(tail)
+                await reads.put(batch)
+                if batch.rows < self.batch_size:
+                    return
+        except Exception as exc:
+            await reads.put(exc)
+
+    async def _apply_reads(self, version: int, reads: asyncio.Queue[_Batch | BaseException]) -> _Batch:
+        pending: list[_Batch] = []
+        handled = 0
         async with self.pool.acquire() as conn:
             while True:
-                full = len(batch) == self.batch_size
-                ahead = asyncio.create_task(tail.poll(self.batch_size)) if full else None
-                try:
-                    async with conn.transaction():
-                        await self._apply(conn, version, batch, batch[-1].position)
-                    await self._report(version, batch[-1].position, final=not full)
-                except BaseException:
-                    if ahead is not None:
-                        ahead.cancel()
-                        with contextlib.suppress(BaseException):
-                            await ahead
-                    raise
-                if ahead is None:
-                    return batch
-                batch = await ahead
-                if not batch:
-                    await self._report(version, tail.position, final=True)
+                batch = await reads.get()
+                if isinstance(batch, BaseException):
+                    raise batch
+                pending.append(batch)
+                handled += len(batch.events)
+                last = batch.rows < self.batch_size
+                if last or handled >= self.batch_size or len(pending) >= MAX_READS_PER_TRANSACTION:
+                    if batch.rows or len(pending) > 1:  # an empty last read alone has nothing to record
+                        events = [e for read in pending for e in read.events]
+                        async with conn.transaction():
+                            await self._apply(conn, version, events, batch.position)
+                    await self._report(version, batch.position, final=last)
+                    pending, handled = [], 0
+                if last:
                     return batch
 
     async def _checkpoint(self, version: int) -> int:
@@ -352,6 +391,7 @@ class _Builder:
             return version, 0
 
     async def _apply(self, conn: Connection, version: int, events: list[RecordedEvent], at: int) -> None:
+        """Apply ``events`` (those the projection handles) and move the checkpoint to ``at``."""
         tables = self.projection.tables_at(version)
         with replay_span(self.projection.name, events), using_vault(self.store.vault):
             results = await apply_batch(
@@ -395,9 +435,9 @@ class _Builder:
             # so it is final: this loop ends as soon as our own tail has seen the same.
             deadline = time.monotonic() + self.catch_up_timeout
             while tail.position < target:
-                batch = await tail.poll(self.batch_size)
-                if batch:
-                    await self._apply(conn, version, batch, tail.position)
+                batch = await self._read(tail)
+                if batch.rows:
+                    await self._apply(conn, version, batch.events, batch.position)
                 elif time.monotonic() > deadline:
                     raise RebuildStalled(self.projection.name, tail.position, target)
                 else:

@@ -1,14 +1,22 @@
 """The outbox relay: publishes every stored event to JetStream, in order, losing none.
 
 It follows the event store's gap-safe tail (``PostgresEventStore.tail``), reading the next
-batch while the current one is published. It publishes each batch pipelined (all messages
-in flight at once through ``publish_async``, every ack awaited, within ``publish_timeout``)
-with the event id as ``Nats-Msg-Id``, and moves its checkpoint in PostgreSQL only after
-JetStream acknowledged the whole batch; batches go out one after the other, in order. A
-crash between publish and checkpoint re-sends at most one batch, which the stream's
-duplicate window drops (and projections de-duplicate by event id anyway). NATS down: the
-batch is retried with capped exponential backoff until it goes through. Nothing is ever
-published from inside a database transaction.
+batch while the current one is sent. Each batch goes out through ``publish_async`` (all its
+messages at once) with the event id as ``Nats-Msg-Id``, and the relay sends the next batches
+while its acks are outstanding, up to ``max_in_flight`` batches (:mod:`projections.relay_window`);
+once a read finds less than a full batch (caught up), up to ``max_in_flight_caught_up``, so that
+what arrives during an ack goes out together instead of as many tiny batches, each a read, a
+span and a checkpoint commit.
+The checkpoint in PostgreSQL moves strictly in order: over the oldest batches whose every ack
+is in, in one commit, while later batches are in flight. Any failure (an ack that failed or
+did not come within ``publish_timeout``, a send, a read, the checkpoint's commit) gives the
+whole window back, and after a backoff everything after the checkpoint is sent again: the
+stream's duplicate window drops what JetStream had stored (projections de-duplicate by event
+id anyway). So does a crash: a restart re-sends at most the window. Messages reach the stream in
+position order, except after a failure that lost a message of the window while JetStream
+stored later ones: the re-send stores it behind them. NATS down: retried with capped
+exponential backoff until it goes through. Nothing is ever published from inside a database
+transaction.
 
 Several relays may run for one stream: one publishes, the others stand by and take over when it
 stops (:mod:`projections.relay_lease`, a PostgreSQL session advisory lock).
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +43,7 @@ from eventstore import EventTail, PostgresEventStore, RecordedEvent, failpoints
 from projections.base import TRANSIENT_ERRORS
 from projections.metrics import RelayMetrics
 from projections.relay_lease import RelayLease
+from projections.relay_window import InFlight, PublishWindow
 from projections.stream import DEFAULT_DUPLICATE_WINDOW, DEFAULT_STREAM, ensure_stream
 from projections.subjects import DEFAULT_PREFIX, event_body, event_headers, event_subject
 from projections.tracing import start_batch_trace
@@ -65,6 +75,8 @@ class RelayConfig:
     accept_stream_limits: bool = False
     replicas: int | None = None  # of the stream it creates or scales up (None: 1, an existing one as it is)
     lease_poll_seconds: float = 1.0  # how often a standing-by relay tries to take the lease
+    max_in_flight: int = 4  # batches sent whose acks or checkpoint are outstanding
+    max_in_flight_caught_up: int = 1  # the same once a read finds less than a full batch
 
 
 @dataclass
@@ -116,6 +128,33 @@ async def save_checkpoint(pool: asyncpg.Pool, stream: str, position: int, publis
         position,
         published,
     )
+
+
+@dataclass
+class _Run:
+    """One leading run: its tail, the window in flight, and batches to send again (oldest first)."""
+
+    tail: EventTail
+    to_position: int | None
+    window: PublishWindow
+    resend: deque[list[RecordedEvent]] = field(default_factory=deque)
+    ahead: asyncio.Task[list[RecordedEvent]] | None = None  # the next batch, read meanwhile
+    sending: list[RecordedEvent] | None = None  # the batch being sent
+    read_to: int = 0  # position of the last event read from the tail
+    caught_up: bool = False  # the last read of the tail was not a full batch
+
+    @property
+    def read_all(self) -> bool:
+        """Whether a bounded run has read up to its last position."""
+        return self.to_position is not None and self.read_to >= self.to_position
+
+    def give_back(self, error: BaseException) -> None:
+        """After a failure: everything sent and not checkpointed is to be sent again, in order."""
+        batches = self.window.abandon(error)
+        if self.sending is not None:
+            batches.append(self.sending)
+            self.sending = None
+        self.resend.extendleft(reversed(batches))
 
 
 class Relay:
@@ -215,59 +254,135 @@ class Relay:
         # lost, e.g. after a purge), so what was published before gets a per-run message id.
         republish_id = f"republish-{uuid.uuid4().hex[:12]}"
         self._republish = (checkpoint, republish_id) if from_position is not None else None
-        tail = self.store.tail(after_position=start)
+        run = _Run(self.store.tail(after_position=start), to_position, PublishWindow(cfg.max_in_flight))
         self.stats.position = start
         log.info("relay to %s from position %d (checkpoint %d)", cfg.stream, start, checkpoint)
-        pending: list[RecordedEvent] = []
-        ahead: asyncio.Task[list[RecordedEvent]] | None = None  # the next batch, read during a publish
         backoff = cfg.initial_backoff
         try:
             while not stop.is_set() and (to_position is None or self.stats.position < to_position):
                 if lease is not None and not lease.held:
                     break  # deposed: another relay publishes from the checkpoint
                 try:
-                    if not pending:
-                        reading, ahead = ahead, None
-                        pending = await (reading or self._read(tail, to_position))
-                    if not pending:
-                        self.outage.recovered()  # the read worked
-                        await self.metrics.lag(self.store, self.stats.position)
-                        if await self.wakeup.arm():
-                            continue  # armed just now: look once more, then trust the bell
-                        await self.wakeup.wait(cfg.poll_interval, stop)
-                        continue
-                    if len(pending) >= cfg.batch_size:
-                        await self.wakeup.disarm()  # behind: it reads again at once, appends need not ring
-                    if ahead is None and (to_position is None or pending[-1].position < to_position):
-                        # One read at a time, in tail order: this one is awaited before the next starts.
-                        ahead = asyncio.create_task(self._read(tail, to_position))
-                    await failpoints.hit_async("relay.before_publish")
-                    await self._publish(pending)
-                    await failpoints.hit_async("relay.after_publish")
-                    await save_checkpoint(self.pool, cfg.stream, pending[-1].position, len(pending))
-                    await self.metrics.lag(self.store, pending[-1].position)
+                    if await self._step(run, stop):
+                        backoff = cfg.initial_backoff
                 except RETRIED_ERRORS as exc:
-                    # Whatever failed, the batch is published again (re-sends are dropped by the
-                    # duplicate window) and the checkpoint moves only once both steps succeeded.
+                    # Whatever failed, everything after the checkpoint is sent again (re-sends are
+                    # dropped by the duplicate window); the checkpoint moves only over acked batches.
+                    run.give_back(exc)
                     self.stats.retries += 1
                     self.outage.failed(self._service_of(exc), exc)
                     await sleep_or_stop(backoff, stop)
                     backoff = min(backoff * 2, cfg.max_backoff)
                     if isinstance(exc, nats.js.errors.NoStreamResponseError):
                         await self._provision(stop)  # no stream answers: it may have been deleted
-                    continue
-                self.outage.recovered()
-                self.stats.position = pending[-1].position
-                pending = []
-                backoff = cfg.initial_backoff
+            if lease is None or lease.held:
+                await self._drain(run)
         finally:
-            if ahead is not None:  # stopped while reading ahead: that read is not wanted
-                ahead.cancel()
-                await asyncio.wait([ahead])
-                if not ahead.cancelled():
-                    ahead.exception()  # retrieved: a failed read ahead is just dropped
+            run.window.abandon(asyncio.CancelledError())
+            if run.ahead is not None:  # stopped while reading ahead: that read is not wanted
+                run.ahead.cancel()
+                await asyncio.wait([run.ahead])
+                if not run.ahead.cancelled():
+                    run.ahead.exception()  # retrieved: a failed read ahead is just dropped
             await self.wakeup.close()
         return self.stats
+
+    async def _step(self, run: _Run, stop: asyncio.Event) -> bool:
+        """One move: checkpoint the acked batches; else send the next batch if the window has
+        room; else wait (for an ack, the read ahead, or an append). Whether it made progress
+        (a checkpoint moved, or all is published and idle)."""
+        if await self._settle(run.window):
+            return True
+        caught_up = run.caught_up and len(run.window) >= self.config.max_in_flight_caught_up
+        if run.window.full or caught_up or (run.read_all and not run.resend):
+            # Not empty: a bounded run ends once all it read is checkpointed. Caught up, what
+            # arrives meanwhile goes out together once an ack is in (small batches cost CPU).
+            await run.window.wait()
+            return False
+        batch = await self._next_batch(run)
+        if batch is None:
+            return False  # an ack came before the read ahead
+        if not batch:
+            await self._idle(run, stop)
+            return not run.window
+        if len(batch) >= self.config.batch_size:
+            await self.wakeup.disarm()  # behind: it reads again at once, appends need not ring
+        run.sending = batch
+        if run.ahead is None and not run.read_all:
+            # One read at a time, in tail order: this one is awaited before the next starts.
+            run.ahead = asyncio.create_task(self._read(run.tail, run.to_position))
+        await failpoints.hit_async("relay.before_publish")
+        run.window.add(await self._send(batch))
+        run.sending = None
+        return False
+
+    async def _next_batch(self, run: _Run) -> list[RecordedEvent] | None:
+        """The next batch to send: one given back after a failure, else the tail's next (empty:
+        none yet); None when an ack of the window came first."""
+        if run.resend:
+            return run.resend.popleft()
+        if run.ahead is None:
+            run.ahead = asyncio.create_task(self._read(run.tail, run.to_position))
+        if run.window and not run.ahead.done():
+            await run.window.wait(run.ahead)
+            if not run.ahead.done():
+                return None
+        reading, run.ahead = run.ahead, None
+        batch = await reading
+        run.caught_up = len(batch) < self.config.batch_size
+        if batch:
+            run.read_to = batch[-1].position
+        return batch
+
+    async def _idle(self, run: _Run, stop: asyncio.Event) -> None:
+        """Nothing new to read: wait for the bell (or the poll interval), or an ack of the window."""
+        self.outage.recovered()  # the read worked
+        await self.metrics.lag(self.store, self.stats.position)
+        if await self.wakeup.arm():
+            return  # armed just now: look once more, then trust the bell
+        oldest = run.window.oldest
+        if oldest is None:
+            await self.wakeup.wait(self.config.poll_interval, stop)
+        else:
+            timeout = min(self.config.poll_interval, run.window.time_left())
+            await self.wakeup.wait(timeout, stop, oldest.all_acked)
+
+    async def _settle(self, window: PublishWindow) -> bool:
+        """Checkpoint the oldest batches JetStream acknowledged in full (if any), in order.
+
+        :raises: a failed ack, or :class:`AckTimeout` for the oldest batch.
+        """
+        acked = window.acked()
+        if not acked:
+            return False
+        await self._checkpoint(acked)
+        window.pop(len(acked))
+        return True
+
+    async def _checkpoint(self, acked: list[InFlight]) -> None:
+        """Move the checkpoint over ``acked`` (oldest first, every ack in) in one commit."""
+        await failpoints.hit_async("relay.after_publish")
+        position = acked[-1].last_position
+        count = sum(len(batch.events) for batch in acked)
+        await save_checkpoint(self.pool, self.config.stream, position, count)
+        for batch in acked:
+            duplicates = batch.duplicates()
+            self.stats.batches += 1
+            self.stats.published += len(batch.events)
+            self.stats.duplicates += duplicates
+            self.metrics.published(len(batch.events), duplicates)
+        self.stats.position = position
+        self.outage.recovered()
+        await self.metrics.lag(self.store, position)
+
+    async def _drain(self, run: _Run) -> None:
+        """Stopping: checkpoint what is in flight once acked (until a failure or the deadline)."""
+        while run.window:
+            try:
+                if not await self._settle(run.window):
+                    await run.window.wait()
+            except RETRIED_ERRORS:
+                return  # sent again from the checkpoint by whoever publishes next
 
     async def _retried(self, read: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
         """``read()`` retried with backoff through an outage; None when ``stop`` came first."""
@@ -328,8 +443,11 @@ class Relay:
             return None
         return f"{event.event_id}:{self._republish[1]}"
 
-    async def _publish(self, events: list[RecordedEvent]) -> None:
-        """Publish all at once and wait for every ack. :raises: the first failure, after all settled."""
+    async def _send(self, events: list[RecordedEvent]) -> InFlight:
+        """Send every message of a batch (acks not awaited: see :class:`PublishWindow`).
+
+        :raises: a failure to send, after cancelling the acks of what was sent.
+        """
         cfg = self.config
         if not _connected(self.js):
             raise nats.errors.ConnectionReconnectingError  # retried: nothing is sent meanwhile
@@ -337,28 +455,21 @@ class Relay:
         subjects = [event_subject(e, cfg.subject_prefix) for e in events]
         spans = start_batch_trace(stream, events, subjects)
         acks: list[asyncio.Future[PubAck]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.publish_timeout
         try:
-            async with asyncio.timeout(cfg.publish_timeout):
+            async with asyncio.timeout_at(deadline):
                 for event, subject, trace_headers in zip(events, subjects, spans.headers, strict=True):
                     headers = event_headers(event, msg_id=self._msg_id(event))
                     headers.update(trace_headers)
                     body = event_body(event)
                     acks.append(await self.js.publish_async(subject, body, stream=stream, headers=headers))
-                results = await asyncio.gather(*acks, return_exceptions=True)
         except BaseException as exc:
             for ack in acks:
                 ack.cancel()  # frees its slot in nats-py's pending acks
             spans.fail(exc)
             raise
-        outcomes = [r if isinstance(r, BaseException) else bool(r.duplicate) for r in results]
-        spans.end(outcomes)
-        failures = [r for r in outcomes if isinstance(r, BaseException)]
-        if failures:
-            raise failures[0]
-        self.stats.batches += 1
-        self.stats.published += len(outcomes)
-        self.stats.duplicates += sum(1 for r in outcomes if r is True)
-        self.metrics.published(len(outcomes), sum(1 for r in outcomes if r is True))
+        return InFlight(events, acks, spans, deadline)
 
 
 def _connected(js: JetStreamContext) -> bool:

@@ -146,14 +146,15 @@ class AppendWakeup:
         self._armed = None  # a new connection may follow a server restart that emptied the doorbells
         self.event.set()  # anything appended while we were not listening: poll once now
 
-    async def wait(self, timeout: float, stop: asyncio.Event) -> None:
-        """Until a notification, ``stop``, or ``timeout`` seconds, whichever comes first."""
+    async def wait(self, timeout: float, stop: asyncio.Event, *also: asyncio.Future[Any]) -> None:
+        """Until a notification, ``stop``, one of ``also`` is done, or ``timeout`` seconds,
+        whichever comes first (``also`` is left as it is)."""
         await self.ensure_listening()
         if time.monotonic() - self._armed_at < SETTLE_SECONDS:
             timeout = min(timeout, SETTLE_POLL)
         waiters = [asyncio.ensure_future(self.event.wait()), asyncio.ensure_future(stop.wait())]
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([*waiters, *also], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, cast
 
-import nats.errors
 import pytest
-from nats.js import JetStreamContext
-from nats.js.api import PubAck
 from opentelemetry import trace
 
-from eventstore import RecordedEvent
 from eventstore import tracing as eventstore_tracing
-from eventstore.postgres import EventTail
 from projections import Relay, StreamHasLimits
 from projections import tracing as projections_tracing
 from projections.partitioning import slot_of
@@ -159,69 +153,6 @@ async def test_relay_throughput(env: Env, capsys: pytest.CaptureFixture[str]) ->
     assert stats.published == head == len(history.events)
     with capsys.disabled():
         print(f"\nrelay: {head} events in {seconds:.2f}s = {head / seconds:.0f} events/s")
-
-
-class WatchedJetStream:
-    """A real JetStream context that records, per message sent, its position and the relay's
-    checkpoint at that moment, and fails the first send of chosen positions (their ack reports
-    a timeout; nothing reaches JetStream)."""
-
-    def __init__(self, env: Env, fail_once: set[int]) -> None:
-        self.env = env
-        self.fail_once = fail_once
-        self.sent: list[tuple[int, int]] = []  # (position, checkpoint when it was sent)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.env.js, name)
-
-    async def publish_async(self, subject: str, payload: bytes, **kwargs: Any) -> asyncio.Future[PubAck]:
-        position = int(kwargs["headers"][POSITION])
-        self.sent.append((position, await relay_position(self.env.pool, self.env.stream)))
-        if position in self.fail_once:
-            self.fail_once.discard(position)
-            failed: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
-            failed.set_exception(nats.errors.TimeoutError())
-            return failed
-        ack: asyncio.Future[PubAck] = await self.env.js.publish_async(subject, payload, **kwargs)
-        return ack
-
-
-async def test_reading_ahead_keeps_order_and_the_checkpoint_after_every_ack(
-    env: Env, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    await append_all(env.store, make_history(seed=10, sagas=6))
-    head = await env.store.head_position()
-    watched = WatchedJetStream(env, fail_once={10})
-    relay = Relay(
-        env.store, cast(JetStreamContext, watched), env.relay_config(batch_size=7, initial_backoff=0.01)
-    )
-    publishing: list[bool] = [False]
-    read_while_publishing: list[bool] = []
-    poll, publish = EventTail.poll, relay._publish
-
-    async def watched_poll(tail: EventTail, limit: int = 1000) -> list[RecordedEvent]:
-        read_while_publishing.append(publishing[0])
-        return await poll(tail, limit)
-
-    async def watched_publish(events: list[RecordedEvent]) -> None:
-        publishing[0] = True
-        try:
-            await publish(events)
-        finally:
-            publishing[0] = False
-
-    monkeypatch.setattr(EventTail, "poll", watched_poll)
-    monkeypatch.setattr(relay, "_publish", watched_publish)
-    stats = await relay.run(to_position=head)
-
-    # Batches are 1-7, 8-14, ...: each is sent only once the one before it was acked and
-    # checkpointed, and never after its own checkpoint. Batch 8-14 failed once and was sent again.
-    assert all(checkpoint == (position - 1) // 7 * 7 for position, checkpoint in watched.sent)
-    assert [p for p, _ in watched.sent] == [*range(1, 15), *range(8, head + 1)]
-    assert (stats.retries, stats.published, stats.duplicates) == (1, head, 6)
-    assert await relay_position(env.pool, env.stream) == head
-    assert sorted(int(h[POSITION]) for _, h, _ in await stream_messages(env)) == list(range(1, head + 1))
-    assert any(read_while_publishing), "no batch was read while another one was being published"
 
 
 async def _at(env: Env, position: int) -> bool:
