@@ -352,13 +352,18 @@ class EventTail:
         :mod:`eventstore.tail`). Split from :meth:`decode` so that a reader can fetch the
         next batch while it decodes this one.
         """
-        rows = await self.pool.fetch(_TAIL, self.position, limit)
-        if not rows:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_TAIL, self.position, limit)
+            admission = None
+            if rows:
+                admission = self._guard.admit(self.position, [r[POSITION] for r in rows], rows[-1]["xmin"])
+                if admission.fence_below is not None:
+                    # Its own statement, so that the id is assigned after the rows' snapshot was taken
+                    # (autocommit: each statement its own transaction and snapshot).
+                    self._guard.fence(admission.fence_below, await conn.fetchval(_HORIZON))
+            mark_session_clean(conn)  # two reads leave no session state: spare the reset round trip
+        if admission is None:
             return rows
-        admission = self._guard.admit(self.position, [r[POSITION] for r in rows], rows[-1]["xmin"])
-        if admission.fence_below is not None:
-            # Its own statement, so that the id is assigned after the rows' snapshot was taken.
-            self._guard.fence(admission.fence_below, await self.pool.fetchval(_HORIZON))
         if admission.count:
             self.position = rows[admission.count - 1][POSITION]
         return rows[: admission.count]

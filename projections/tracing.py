@@ -227,9 +227,16 @@ def batch_handling_span(
 
 @contextmanager
 def replay_span(projection: str, events: list[RecordedEvent]) -> Iterator[Span]:
-    """``<projection> rebuild batch``, linked (not parented) to the traces of the events it replays."""
-    links = []
+    """``<projection> rebuild batch``, linked (not parented) to the traces of the events it
+    replays (the first :data:`MAX_BATCH_LINKS` of them; events without a trace context cost no
+    extraction)."""
+    fields = propagate.get_global_textmap().fields
+    links: list[Link] = []
     for event in events:
+        if len(links) >= MAX_BATCH_LINKS:
+            break
+        if not event.metadata or fields.isdisjoint(event.metadata):
+            continue
         context = trace.get_current_span(propagate.extract(event.metadata)).get_span_context()
         if context.is_valid:
             links.append(Link(context, {"memsaga.event_id": str(event.event_id)}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from functools import partial
 
@@ -9,11 +10,11 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from eventstore import NO_STREAM, NewEvent
+from eventstore import NO_STREAM, NewEvent, RecordedEvent
 from projections import MEMORIES, ensure_built, list_memories
 from projections.stream import ensure_stream
 from projections.subjects import event_body, event_headers, event_subject
-from projections.tracing import carries_trace
+from projections.tracing import MAX_BATCH_LINKS, carries_trace, replay_span
 from sagas.memory_extraction.events import MemoryCreated, memory_stream
 from tests.projections.conftest import Env, applied, background, built, consumer_drained, wait_until
 from tests.projections.counter import COUNTER
@@ -138,3 +139,44 @@ async def test_events_without_a_trace_context_share_one_span_per_batch(
     assert batch.parent is not None and batch.parent.span_id == relay_batch.get_span_context().span_id
     assert batch.kind is trace.SpanKind.CONSUMER
     assert batch.attributes is not None and batch.attributes["messaging.batch.message_count"] == len(untraced)
+
+
+NOW = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def test_a_rebuild_batch_links_at_most_the_first_traces_and_skips_events_without_one(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    traced = []
+    for n in range(MAX_BATCH_LINKS + 5):
+        with trace.get_tracer("tests").start_as_current_span(f"request {n}"):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+        traced.append(carrier)
+    events = [
+        RecordedEvent(
+            event_id=uuid.uuid4(),
+            stream_id="s-1",
+            version=n + 1,
+            position=n + 1,
+            event_type="T",
+            event_version=1,
+            stored_version=1,
+            payload={},
+            metadata=metadata,
+            correlation_id="c",
+            causation_id="c",
+            user_id=None,
+            occurred_at=NOW,
+            recorded_at=NOW,
+        )
+        for n, metadata in enumerate([{}, *traced])
+    ]
+    span_exporter.clear()
+    with replay_span("counter", events):
+        pass
+    [batch] = [s for s in span_exporter.get_finished_spans() if s.name == "counter rebuild batch"]
+    assert len(batch.links) == MAX_BATCH_LINKS
+    assert [link.attributes["memsaga.event_id"] for link in batch.links] == [
+        str(e.event_id) for e in events[1 : MAX_BATCH_LINKS + 1]
+    ]  # the untraced first event is skipped, the last five are not linked
