@@ -41,7 +41,7 @@ FailpointName = Literal[
 
 FAILPOINTS: dict[str, str] = {
     "relay.before_publish": "the relay read a batch and has not published it",
-    "relay.after_publish": "JetStream acknowledged the relay's batch; its checkpoint has not moved",
+    "relay.after_publish": "JetStream acknowledged the relay's batches; their checkpoint has not moved",
     "projector.after_commit": "a runner committed a batch (read model, checkpoint); it has not acked it",
     "projector.deliver_twice": "flag: a runner applies every batch a second time, as a redelivery would",
     "activity.after_append": "an activity's appends are committed; Temporal has not heard of its result",
