@@ -52,7 +52,7 @@ from projections.errors import (
 from projections.metrics import ProjectionMetrics
 from projections.parked import park
 from projections.partition_checkpoints import advance_partition
-from projections.partition_leases import DEFAULT_INTERVAL, DEFAULT_TTL, active_fenced, fence
+from projections.partition_leases import DEFAULT_INTERVAL, DEFAULT_TTL, active_fenced
 from projections.rebuild import ProgressCallback, ensure_current
 from projections.relay import DATABASE_ERRORS, read_checkpoint
 from projections.sealed import using_vault
@@ -76,10 +76,14 @@ log = logging.getLogger(__name__)
 _START_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, *DATABASE_ERRORS)
 
 IDLE_ADVANCE_EVERY = 5.0
-_IDLE_ADVANCE_ERRORS: tuple[type[BaseException], ...] = (
-    LeaseLost, nats.errors.Error, OSError, TimeoutError, *DATABASE_ERRORS
-)  # fmt: skip
 """Seconds between two checks whether an idle partition's checkpoint can move up to the relay's."""
+# Why such a check gives up (it is tried again later): NATS or PostgreSQL away.
+_IDLE_ADVANCE_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.Error,
+    OSError,
+    TimeoutError,
+    *DATABASE_ERRORS,
+)
 
 
 @dataclass(frozen=True)
@@ -362,13 +366,11 @@ class ProjectionRunner:
                 return
             async with self.pool.acquire() as conn, conn.transaction():
                 await lock_shared(conn, name)
-                active = await active_version(conn, name)
-                if active is None or active.partitions != self.partitions:
-                    return
-                await fence(conn, name, active.partitions, partition, self.runner_id)
-                await advance_partition(conn, name, active.version, partition, published, 0)
+                active, holds = await active_fenced(conn, name, partition, self.runner_id)
+                if active is not None and holds and active.partitions == self.partitions:
+                    await advance_partition(conn, name, active.version, partition, published, 0)
         except _IDLE_ADVANCE_ERRORS:
-            return  # not idle after all, or away: the next batch or tick deals with it
+            return  # away: the next batch or tick deals with it
 
     async def _require_current(self) -> None:
         """:raises ProjectionCodeMismatch: the active version is no longer this code's.
@@ -457,9 +459,8 @@ class ProjectionRunner:
         try:
             await self._apply_redoing(items, partition)
             if failpoints.enabled("projector.deliver_twice"):
-                await self._apply_redoing(
-                    items, partition
-                )  # again, committed apart: a redelivery after a lost ack
+                # Again, committed apart: a redelivery after a lost ack.
+                await self._apply_redoing(items, partition)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
